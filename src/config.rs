@@ -1,0 +1,277 @@
+//! One configuration, three sources: command-line flags, `PUSHWIRE_*`
+//! environment variables and an optional TOML file. A flag or variable that
+//! was given beats the file; the file beats the built-in default. The
+//! defaults live in one place, the `default_value` of each flag below, so
+//! `pushwire serve --help`, the README table and the running hub agree.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args, FromArgMatches, ValueEnum};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    File { path: PathBuf, message: String },
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Args(#[from] clap::Error),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Storage {
+    /// A bounded window of history in memory, lost on restart.
+    Memory,
+}
+
+/// Everything `pushwire serve` can be told.
+#[derive(Debug, Clone, Args, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct ServeConfig {
+    /// TOML file with any of these options (keys spelled like the flags, without `--`).
+    #[arg(long, env = "PUSHWIRE_CONFIG")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+
+    /// Address and port to listen on.
+    #[arg(long, env = "PUSHWIRE_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// Interval of the comment heartbeat that keeps idle streams open through proxies.
+    #[arg(long, env = "PUSHWIRE_HEARTBEAT", default_value = "15s", value_parser = humantime::parse_duration)]
+    #[serde(with = "humantime_serde")]
+    pub heartbeat: Duration,
+
+    /// Reconnection delay sent to clients as `retry:` at the start of every stream.
+    #[arg(long, env = "PUSHWIRE_RETRY", default_value = "3s", value_parser = humantime::parse_duration)]
+    #[serde(with = "humantime_serde")]
+    pub retry: Duration,
+
+    /// Maximum lifetime of one stream (like SseEmitter's timeout); clients then reconnect and resume. Unlimited when not set.
+    #[arg(long, env = "PUSHWIRE_STREAM_TIMEOUT", value_parser = humantime::parse_duration)]
+    #[serde(
+        with = "humantime_serde",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub stream_timeout: Option<Duration>,
+
+    /// Events one stream may have queued; a stream that falls further behind is closed (slow consumer).
+    #[arg(long, env = "PUSHWIRE_QUEUE_CAPACITY", default_value_t = 1024)]
+    pub queue_capacity: usize,
+
+    /// Most streams open at once; more are refused with 503.
+    #[arg(long, env = "PUSHWIRE_MAX_STREAMS", default_value_t = 100_000)]
+    pub max_streams: usize,
+
+    /// Most TCP connections open at once; more are closed on accept.
+    #[arg(long, env = "PUSHWIRE_MAX_CONNECTIONS", default_value_t = 100_000)]
+    pub max_connections: usize,
+
+    /// Largest request body, in bytes; larger ones get 413.
+    #[arg(long, env = "PUSHWIRE_MAX_BODY", default_value_t = 1_048_576)]
+    pub max_body: usize,
+
+    /// Time a client has to send its request headers.
+    #[arg(long, env = "PUSHWIRE_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+
+    /// Shared secret publishers and management calls send as `Authorization: Bearer <key>`. Without it, only loopback peers may publish or manage.
+    #[arg(long, env = "PUSHWIRE_PUBLISHER_KEY", hide_env_values = true)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub publisher_key: Option<String>,
+
+    /// Origins allowed to open streams from a browser (comma-separated; `*` for any).
+    #[arg(
+        long,
+        env = "PUSHWIRE_CORS_ORIGINS",
+        default_value = "*",
+        value_delimiter = ','
+    )]
+    pub cors_origins: Vec<String>,
+
+    /// Origins allowed to call publish and management routes from a browser (comma-separated; none by default).
+    #[arg(long, env = "PUSHWIRE_API_CORS_ORIGINS", value_delimiter = ',')]
+    #[serde(default)]
+    pub api_cors_origins: Vec<String>,
+
+    /// History engine.
+    #[arg(long, env = "PUSHWIRE_STORAGE", value_enum, default_value = "memory")]
+    pub storage: Storage,
+
+    /// Most events the history keeps.
+    #[arg(long, env = "PUSHWIRE_HISTORY_MAX_EVENTS", default_value_t = 1_000_000)]
+    pub history_max_events: usize,
+
+    /// Oldest event the history keeps.
+    #[arg(long, env = "PUSHWIRE_HISTORY_MAX_AGE", default_value = "24h", value_parser = humantime::parse_duration)]
+    #[serde(with = "humantime_serde")]
+    pub history_max_age: Duration,
+
+    /// Time open connections get to finish on shutdown.
+    #[arg(long, env = "PUSHWIRE_SHUTDOWN_GRACE", default_value = "5s", value_parser = humantime::parse_duration)]
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+
+    /// Log format.
+    #[arg(long, env = "PUSHWIRE_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+
+    /// Log filter (tracing syntax, e.g. `info` or `pushwire=debug`).
+    #[arg(long, env = "PUSHWIRE_LOG", default_value = "info")]
+    pub log: String,
+}
+
+impl ServeConfig {
+    /// Builds the configuration from parsed arguments, then merges the TOML
+    /// file named by `--config` under whatever was given explicitly.
+    pub fn from_matches(matches: &ArgMatches) -> Result<ServeConfig, ConfigError> {
+        let mut config = ServeConfig::from_arg_matches(matches)?;
+        if let Some(path) = config.config.clone() {
+            let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+                path: path.clone(),
+                source,
+            })?;
+            let file_error = |message: String| ConfigError::File {
+                path: path.clone(),
+                message,
+            };
+            let file: toml::Table = toml::from_str(&text).map_err(|e| file_error(e.to_string()))?;
+            let mut merged =
+                toml::Table::try_from(&config).map_err(|e| file_error(e.to_string()))?;
+            for (key, value) in file {
+                let id = key.replace('-', "_");
+                let given = matches!(
+                    matches
+                        .try_get_raw(&id)
+                        .ok()
+                        .and_then(|_| matches.value_source(&id)),
+                    Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+                );
+                if !given {
+                    merged.insert(key, value);
+                }
+            }
+            config = merged
+                .try_into()
+                .map_err(|e: toml::de::Error| file_error(e.message().to_owned()))?;
+            config.config = Some(path);
+        }
+        config.check()?;
+        Ok(config)
+    }
+
+    /// The built-in defaults, as `pushwire serve` with no flags would run.
+    pub fn defaults() -> ServeConfig {
+        let command = clap::Command::new("pushwire");
+        let command = ServeConfig::augment_args(command);
+        let matches = command.get_matches_from(["pushwire"]);
+        // The defaults are literals of this file and parse; tests check it.
+        ServeConfig::from_arg_matches(&matches).unwrap_or_else(|e| panic!("bad default: {e}"))
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        let invalid = |m: &str| Err(ConfigError::Invalid(m.to_owned()));
+        if self.heartbeat.is_zero() {
+            return invalid("heartbeat must be longer than zero");
+        }
+        if self.queue_capacity == 0 {
+            return invalid("queue-capacity must be at least 1");
+        }
+        if self.history_max_events == 0 {
+            return invalid("history-max-events must be at least 1");
+        }
+        if self.retry.as_millis() > u128::from(crate::event::MAX_RETRY_MS) {
+            return invalid("retry must be at most 24h");
+        }
+        if self.publisher_key.as_deref().is_some_and(str::is_empty) {
+            return invalid("publisher-key must not be empty");
+        }
+        for origin in self.cors_origins.iter().chain(&self.api_cors_origins) {
+            if origin != "*" && http::HeaderValue::from_str(origin).is_err() {
+                return invalid(&format!("`{origin}` is not a valid origin"));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        serve: ServeConfig,
+    }
+
+    fn load(args: &[&str]) -> Result<ServeConfig, ConfigError> {
+        let matches = Cli::command().try_get_matches_from(args)?;
+        ServeConfig::from_matches(&matches)
+    }
+
+    #[test]
+    fn defaults_parse() {
+        let c = ServeConfig::defaults();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.heartbeat, Duration::from_secs(15));
+        assert_eq!(c.retry, Duration::from_secs(3));
+        assert_eq!(c.stream_timeout, None);
+        assert_eq!(c.cors_origins, vec!["*".to_owned()]);
+        assert!(c.api_cors_origins.is_empty());
+    }
+
+    #[test]
+    fn file_fills_what_flags_leave_out() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("pushwire.toml");
+        std::fs::write(
+            &path,
+            "heartbeat = \"2s\"\nlisten = \"127.0.0.1:9000\"\nstream-timeout = \"1m\"\n",
+        )?;
+        let p = path.to_string_lossy().to_string();
+        let c = load(&["x", "--config", &p, "--listen", "127.0.0.1:7000"])?;
+        assert_eq!(c.heartbeat, Duration::from_secs(2));
+        assert_eq!(c.listen.to_string(), "127.0.0.1:7000");
+        assert_eq!(c.stream_timeout, Some(Duration::from_secs(60)));
+        Ok(())
+    }
+
+    #[test]
+    fn unknown_file_keys_are_errors() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, "hartbeat = \"2s\"\n")?;
+        let p = path.to_string_lossy().to_string();
+        let err = load(&["x", "--config", &p]).err().map(|e| e.to_string());
+        assert!(err.is_some_and(|e| e.contains("hartbeat")));
+        Ok(())
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        assert!(load(&["x", "--heartbeat", "0s"]).is_err());
+        assert!(load(&["x", "--heartbeat", "soon"]).is_err());
+        assert!(load(&["x", "--queue-capacity", "0"]).is_err());
+    }
+}

@@ -1,0 +1,326 @@
+//! The HTTP edge: it turns requests into hub calls and hub results into
+//! responses, nothing more.
+//!
+//! - `streams`: the subscribe routes (seed paths and `/api/v1/stream`);
+//! - `seed`: the seed service's management calls, as thin aliases;
+//! - `api`: the JSON API under `/api/v1`;
+//! - `admin`: the demo page, `/metrics`, `/healthz`;
+//! - `errors`: the one error-to-response mapping.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
+use axum::routing::{any, delete, get, post};
+use axum::Router;
+use bytes::Bytes;
+use http::request::Parts;
+use http::{header, HeaderMap, HeaderValue, Method};
+use tower_http::cors::{AllowOrigin, CorsLayer};
+
+use crate::auth::{Caller, PublisherPolicy};
+use crate::config::ServeConfig;
+use crate::hub::Hub;
+
+mod admin;
+mod api;
+pub mod errors;
+mod seed;
+mod streams;
+
+pub use errors::ApiError;
+
+/// The header browsers send when they reconnect.
+pub const LAST_EVENT_ID: http::HeaderName = http::HeaderName::from_static("last-event-id");
+
+/// What every handler can reach.
+pub struct AppState {
+    pub hub: Arc<Hub>,
+    pub policy: PublisherPolicy,
+    pub max_body: usize,
+}
+
+type State = axum::extract::State<Arc<AppState>>;
+
+/// All routes of the hub.
+pub fn router(state: Arc<AppState>, config: &ServeConfig) -> Router {
+    let streams = Router::new()
+        .route("/sse/subscribe/{user}", get(streams::seed_subscribe_path))
+        .route("/sse/subscribe", get(streams::seed_subscribe_query))
+        .route("/api/v1/stream", get(streams::api_stream))
+        .layer(cors(&config.cors_origins, false));
+
+    let manage = Router::new()
+        .route(
+            "/sse/sendMessage",
+            get(seed::send_message).post(seed::send_message),
+        )
+        .route("/sse/push", get(seed::push).post(seed::push))
+        .route(
+            "/sse/groupSendMessage",
+            get(seed::group_send_message).post(seed::group_send_message),
+        )
+        .route(
+            "/sse/batchSendMessage",
+            get(seed::batch_send_message).post(seed::batch_send_message),
+        )
+        .route(
+            "/sse/close/{user}",
+            get(seed::close_path).post(seed::close_path),
+        )
+        .route("/sse/over", get(seed::close_query).post(seed::close_query))
+        .route(
+            "/sse/getUserCount",
+            get(seed::user_count).post(seed::user_count),
+        )
+        .route("/sse/getIds", get(seed::ids).post(seed::ids))
+        .route("/api/v1/publish", post(api::publish))
+        .route("/api/v1/stats", get(api::stats))
+        .route("/api/v1/users", get(api::users))
+        .route("/api/v1/users/{user}", delete(api::close_user))
+        .route("/api/v1/events", get(api::events));
+    let manage = if config.api_cors_origins.is_empty() {
+        manage
+    } else {
+        manage.layer(cors(&config.api_cors_origins, true))
+    };
+
+    Router::new()
+        .route("/", get(admin::demo_page))
+        .route("/metrics", get(admin::metrics))
+        .route("/healthz", get(admin::healthz))
+        .merge(streams)
+        .merge(manage)
+        .fallback(any(not_found))
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found()
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::method_not_allowed()
+}
+
+fn cors(origins: &[String], management: bool) -> CorsLayer {
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
+    };
+    let layer = CorsLayer::new().allow_origin(allow);
+    if management {
+        layer
+            .allow_methods([Method::GET, Method::POST, Method::DELETE])
+            .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+    } else {
+        layer
+            .allow_methods([Method::GET])
+            .allow_headers([LAST_EVENT_ID, header::CACHE_CONTROL])
+    }
+}
+
+/// Proof that the caller may publish and manage.
+pub struct Publisher;
+
+impl FromRequestParts<Arc<AppState>> for Publisher {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
+        let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>();
+        let caller = Caller {
+            bearer: bearer(&parts.headers),
+            loopback_peer: peer.is_some_and(|p| p.0.ip().is_loopback()),
+            forwarded: ["forwarded", "x-forwarded-for", "x-real-ip"]
+                .iter()
+                .any(|h| parts.headers.contains_key(*h)),
+        };
+        state.policy.authorize(&caller).map_err(|e| {
+            state.hub.metrics().publishes_rejected.inc();
+            ApiError::from(e)
+        })?;
+        Ok(Publisher)
+    }
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+/// Request parameters from the query string and, for a form POST, the body:
+/// the seed's management calls accept both.
+#[derive(Debug, Default)]
+pub struct Params(Vec<(String, String)>);
+
+impl Params {
+    fn parse(input: &[u8], into: &mut Vec<(String, String)>) -> Result<(), ApiError> {
+        for pair in input.split(|&b| b == b'&').filter(|p| !p.is_empty()) {
+            let mut halves = pair.splitn(2, |&b| b == b'=');
+            let key = decode(halves.next().unwrap_or_default())?;
+            let value = decode(halves.next().unwrap_or_default())?;
+            into.push((key, value));
+        }
+        Ok(())
+    }
+
+    /// The single value of a parameter. Repeating it with different values
+    /// is ambiguous and refused.
+    pub fn one(&self, name: &str) -> Result<Option<&str>, ApiError> {
+        let mut found: Option<&str> = None;
+        for value in self
+            .0
+            .iter()
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+        {
+            match found {
+                Some(v) if v != value => {
+                    return Err(ApiError::bad_request(
+                        "conflicting_parameter",
+                        format!("parameter `{name}` is given more than once with different values"),
+                    ))
+                }
+                _ => found = Some(value),
+            }
+        }
+        Ok(found)
+    }
+
+    pub fn required(&self, name: &str) -> Result<&str, ApiError> {
+        self.one(name)?.ok_or_else(|| ApiError::missing(name))
+    }
+
+    pub fn all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.0
+            .iter()
+            .filter(move |(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+fn decode(raw: &[u8]) -> Result<String, ApiError> {
+    let spaced: Vec<u8> = raw
+        .iter()
+        .map(|&b| if b == b'+' { b' ' } else { b })
+        .collect();
+    let bytes: Vec<u8> = percent_encoding::percent_decode(&spaced).collect();
+    String::from_utf8(bytes)
+        .map_err(|_| ApiError::bad_request("invalid_utf8", "parameters must be valid UTF-8"))
+}
+
+impl FromRequest<Arc<AppState>> for Params {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &Arc<AppState>) -> Result<Self, Self::Rejection> {
+        let mut pairs = Vec::new();
+        if let Some(query) = req.uri().query() {
+            Params::parse(query.as_bytes(), &mut pairs)?;
+        }
+        if req.method() == Method::POST {
+            let is_form = content_type_is(req.headers(), "application/x-www-form-urlencoded");
+            let has_type = req.headers().contains_key(header::CONTENT_TYPE);
+            let body = read_body(req, state.max_body).await?;
+            if !body.is_empty() {
+                if !is_form && has_type {
+                    return Err(ApiError::new(
+                        http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                        "unsupported_media_type",
+                        "send parameters in the query or as application/x-www-form-urlencoded",
+                    ));
+                }
+                Params::parse(&body, &mut pairs)?;
+            }
+        }
+        Ok(Params(pairs))
+    }
+}
+
+fn content_type_is(headers: &HeaderMap, wanted: &str) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case(wanted))
+}
+
+/// Reads a request body of at most `limit` bytes (413 beyond).
+async fn read_body(req: Request, limit: usize) -> Result<Bytes, ApiError> {
+    let too_large = || {
+        ApiError::new(
+            http::StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("request bodies are limited to {limit} bytes"),
+        )
+    };
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    axum::body::to_bytes(req.into_body(), limit)
+        .await
+        .map_err(|e| {
+            let over = std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+            if over {
+                too_large()
+            } else {
+                ApiError::bad_request("bad_body", format!("could not read the request body: {e}"))
+            }
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(q: &str) -> Params {
+        let mut v = Vec::new();
+        Params::parse(q.as_bytes(), &mut v).ok();
+        Params(v)
+    }
+
+    #[test]
+    fn query_values_are_decoded() {
+        let p = params("userId=u%201&message=a+b%0Ac&x=");
+        assert_eq!(p.one("userId").ok().flatten(), Some("u 1"));
+        assert_eq!(p.one("message").ok().flatten(), Some("a b\nc"));
+        assert_eq!(p.one("x").ok().flatten(), Some(""));
+        assert_eq!(p.one("nope").ok().flatten(), None);
+    }
+
+    #[test]
+    fn conflicting_repeats_are_refused_identical_ones_accepted() {
+        assert!(params("a=1&a=2").one("a").is_err());
+        assert_eq!(params("a=1&a=1").one("a").ok().flatten(), Some("1"));
+        assert_eq!(params("t=x&t=y").all("t").collect::<Vec<_>>(), ["x", "y"]);
+    }
+
+    #[test]
+    fn invalid_utf8_is_an_error() {
+        let mut v = Vec::new();
+        assert!(Params::parse(b"a=%FF", &mut v).is_err());
+    }
+
+    #[test]
+    fn bearer_scheme_is_case_insensitive() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("bearer abc"),
+        );
+        assert_eq!(bearer(&h), Some("abc"));
+        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic abc"));
+        assert_eq!(bearer(&h), None);
+    }
+}

@@ -1,0 +1,92 @@
+//! Subscribe routes: a request becomes an [`Interest`] and a resume point,
+//! the hub's [`Subscription`](crate::hub::Subscription) becomes a
+//! `text/event-stream` response whose headers go out at once.
+
+use axum::body::Body;
+use axum::extract::{Path, State as AxState};
+use axum::response::Response;
+use http::{header, HeaderMap, HeaderValue, StatusCode};
+
+use super::{ApiError, Params, State, LAST_EVENT_ID};
+use crate::route::Interest;
+
+/// `GET /sse/subscribe/{user}` (seed).
+pub async fn seed_subscribe_path(
+    state: State,
+    Path(user): Path<String>,
+    headers: HeaderMap,
+    params: Params,
+) -> Result<Response, ApiError> {
+    open(state, Some(user), &params, &headers).await
+}
+
+/// `GET /sse/subscribe?id={user}` (seed).
+pub async fn seed_subscribe_query(
+    state: State,
+    headers: HeaderMap,
+    params: Params,
+) -> Result<Response, ApiError> {
+    let user = params.required("id")?.to_owned();
+    open(state, Some(user), &params, &headers).await
+}
+
+/// `GET /api/v1/stream?user=u&topic=a&topic=b`.
+pub async fn api_stream(
+    state: State,
+    headers: HeaderMap,
+    params: Params,
+) -> Result<Response, ApiError> {
+    let user = params.one("user")?.map(str::to_owned);
+    if user.is_none() && params.all("topic").next().is_none() {
+        return Err(ApiError::bad_request(
+            "missing_parameter",
+            "name a `user` or at least one `topic`",
+        ));
+    }
+    open(state, user, &params, &headers).await
+}
+
+async fn open(
+    AxState(state): State,
+    user: Option<String>,
+    params: &Params,
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
+    let mut topics: Vec<String> = params.all("topic").map(str::to_owned).collect();
+    topics.sort_unstable();
+    topics.dedup();
+    let interest = Interest { user, topics };
+    // The header is what a browser sends when it reconnects; it wins over a
+    // query parameter that was baked into the URL when the page started.
+    let last_event_id = match headers.get(LAST_EVENT_ID) {
+        Some(value) => Some(value.to_str().map_err(|_| {
+            ApiError::bad_request(
+                "invalid_last_event_id",
+                "Last-Event-ID must be visible ASCII",
+            )
+        })?),
+        None => params.one("lastEventID")?,
+    };
+    let last_event_id = last_event_id.filter(|id| !id.is_empty());
+    let subscription = state.hub.subscribe(interest, last_event_id).await?;
+
+    let mut response = Response::new(Body::new(subscription.body));
+    *response.status_mut() = StatusCode::OK;
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream; charset=utf-8"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    if let Some(id) = subscription
+        .last_event_id
+        .and_then(|id| HeaderValue::from_str(&id).ok())
+    {
+        h.insert(LAST_EVENT_ID, id);
+    }
+    if subscription.reset {
+        h.insert("pushwire-reset", HeaderValue::from_static("1"));
+    }
+    Ok(response)
+}

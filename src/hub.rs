@@ -1,0 +1,618 @@
+//! The hub: the registry of open streams, publishing and fanout. It knows
+//! nothing of HTTP.
+//!
+//! Data path: `publish` validates drafts, the [`EventLog`] stores them and
+//! calls [`Registry::deliver`] in sequence order, which pushes each event's
+//! shared frame into the outbox of every stream the target reaches.
+//!
+//! Locking: the registry's index sits behind one mutex that is only ever
+//! held for in-memory work (index updates, non-blocking pushes into
+//! outboxes), never across an await or a socket write. Lookups go by index:
+//! user → streams, topic → streams, prefix → an ordered range of users; only
+//! a broadcast visits every stream.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::ops::Bound;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::stream::{self, StreamExt};
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::event::{encode_comment, encode_event, encode_retry, Draft, Event, EventError};
+use crate::metrics::Metrics;
+use crate::route::{Interest, Target};
+use crate::store::{now_ms, Cursor, EventLog, Fanout, StoreError};
+use crate::stream::{End, Outbox, Replay, SseBody};
+
+/// How many events one history read fetches while replaying.
+const REPLAY_PAGE: usize = 1024;
+/// The `Last-Event-ID` value that asks for the whole retained history.
+pub const EARLIEST: &str = "earliest";
+
+/// Settings of the core, taken from the configuration.
+#[derive(Debug, Clone)]
+pub struct HubConfig {
+    /// Frames one stream may have queued before it is cut as a slow consumer.
+    pub queue_capacity: usize,
+    /// The `retry:` sent at the start of every stream, in milliseconds.
+    pub retry_ms: u64,
+    /// Most streams open at once; further subscribes are refused.
+    pub max_streams: usize,
+    /// Streams end after this long (clients reconnect and resume).
+    pub stream_lifetime: Option<Duration>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error(transparent)]
+    Invalid(#[from] EventError),
+    #[error("nothing to publish: the batch is empty")]
+    EmptyBatch,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SubscribeError {
+    #[error(transparent)]
+    Invalid(#[from] EventError),
+    #[error("the hub holds its maximum of {0} streams")]
+    TooManyStreams(usize),
+    #[error("the hub is shutting down")]
+    ShuttingDown,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A subscribed stream, ready to be sent.
+pub struct Subscription {
+    pub body: SseBody,
+    /// The newest event id in the history when the stream opened.
+    pub last_event_id: Option<Arc<str>>,
+    /// The client's `Last-Event-ID` could not be resumed from.
+    pub reset: bool,
+}
+
+/// Online users and how many streams each has open.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct UserStreams {
+    pub id: String,
+    pub streams: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Stats {
+    pub streams: usize,
+    pub users: usize,
+    pub topics: usize,
+    pub events_published: u64,
+    pub deliveries: u64,
+    pub slow_consumer_closes: u64,
+    pub last_event_id: Option<String>,
+    pub uptime_seconds: u64,
+}
+
+/// Which events a history query returns.
+#[derive(Debug, Clone, Default)]
+pub struct HistoryQuery {
+    /// Start after this event id; `None` starts at the oldest retained event.
+    pub after: Option<String>,
+    pub limit: usize,
+    /// Only events this interest would receive.
+    pub filter: Option<Interest>,
+}
+
+pub struct Hub {
+    registry: Arc<Registry>,
+    log: Arc<dyn EventLog>,
+    config: HubConfig,
+    metrics: Arc<Metrics>,
+    started: Instant,
+}
+
+impl Hub {
+    /// Builds a hub; `make_log` receives the fanout the log must feed.
+    pub fn new(
+        config: HubConfig,
+        metrics: Arc<Metrics>,
+        make_log: impl FnOnce(Arc<dyn Fanout>) -> Arc<dyn EventLog>,
+    ) -> Hub {
+        let registry = Arc::new(Registry {
+            index: Mutex::new(Index::default()),
+            metrics: metrics.clone(),
+            queue_capacity: config.queue_capacity,
+            max_streams: config.max_streams,
+        });
+        let log = make_log(registry.clone());
+        Hub {
+            registry,
+            log,
+            config,
+            metrics,
+            started: Instant::now(),
+        }
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Validates and stores a batch, then delivers it. All or nothing: one
+    /// bad draft refuses the whole batch and nothing is stored.
+    pub async fn publish(&self, mut drafts: Vec<Draft>) -> Result<Vec<Arc<Event>>, PublishError> {
+        let result = self.publish_inner(&mut drafts).await;
+        if result.is_err() {
+            self.metrics.publishes_rejected.inc();
+        }
+        result
+    }
+
+    async fn publish_inner(
+        &self,
+        drafts: &mut Vec<Draft>,
+    ) -> Result<Vec<Arc<Event>>, PublishError> {
+        if drafts.is_empty() {
+            return Err(PublishError::EmptyBatch);
+        }
+        for draft in drafts.iter_mut() {
+            draft.target.normalize();
+            draft.validate()?;
+        }
+        let started = Instant::now();
+        let events = self.log.append(std::mem::take(drafts)).await?;
+        self.metrics
+            .publish_seconds
+            .observe(started.elapsed().as_secs_f64());
+        self.metrics.events_published.inc_by(events.len() as u64);
+        Ok(events)
+    }
+
+    /// Opens a stream. With `last_event_id`, the stream first replays every
+    /// retained event after it that the stream would have received, then
+    /// continues live with no gap and no duplicate. An id the history cannot
+    /// resume from yields a `reset` event instead (see docs/history.md).
+    pub async fn subscribe(
+        &self,
+        interest: Interest,
+        last_event_id: Option<&str>,
+    ) -> Result<Subscription, SubscribeError> {
+        interest.validate()?;
+        let interest = Arc::new(interest);
+        // Register before reading the history: every event committed from
+        // now on is queued live, everything before is in the history.
+        let (registration, outbox) = self.registry.register(interest.clone())?;
+        let last = self.log.last().await?;
+        let mut head = vec![encode_retry(self.config.retry_ms)];
+        let mut replay = None;
+        let mut skip_through = 0;
+        let mut reset = false;
+        if let Some(requested) = last_event_id {
+            let cursor = if requested == EARLIEST {
+                Cursor::After(0)
+            } else {
+                self.log.resolve(requested).await?
+            };
+            match cursor {
+                Cursor::After(seq) => {
+                    self.metrics.resumes.inc();
+                    skip_through = seq;
+                    replay = Some(replay_after(self.log.clone(), seq, interest.clone()));
+                }
+                Cursor::Unknown => {
+                    self.metrics.resets.inc();
+                    reset = true;
+                    skip_through = last.as_ref().map_or(0, |e| e.seq);
+                    head.push(reset_frame(requested, last.as_deref()));
+                }
+            }
+        }
+        let body = SseBody::new(
+            head,
+            replay,
+            skip_through,
+            outbox,
+            registration,
+            self.config.stream_lifetime,
+        );
+        Ok(Subscription {
+            body,
+            last_event_id: last.map(|e| e.id.clone()),
+            reset,
+        })
+    }
+
+    /// Ends every stream of a user; returns how many were open.
+    pub fn close_user(&self, user: &str) -> usize {
+        self.registry.close_user(user)
+    }
+
+    /// Distinct users with at least one open stream.
+    pub fn user_count(&self) -> usize {
+        self.registry.lock().users.len()
+    }
+
+    /// Online users, sorted by id.
+    pub fn users(&self) -> Vec<UserStreams> {
+        self.registry
+            .lock()
+            .users
+            .iter()
+            .map(|(id, streams)| UserStreams {
+                id: id.to_string(),
+                streams: streams.len(),
+            })
+            .collect()
+    }
+
+    pub async fn stats(&self) -> Stats {
+        let (streams, users, topics) = {
+            let index = self.registry.lock();
+            (index.streams.len(), index.users.len(), index.topics.len())
+        };
+        let last = self.log.last().await.ok().flatten();
+        Stats {
+            streams,
+            users,
+            topics,
+            events_published: self.metrics.events_published.get(),
+            deliveries: self.metrics.deliveries.get(),
+            slow_consumer_closes: self.metrics.slow_consumer_closes.get(),
+            last_event_id: last.map(|e| e.id.to_string()),
+            uptime_seconds: self.started.elapsed().as_secs(),
+        }
+    }
+
+    /// Retained events, oldest first. `Ok(None)` when `after` is not an id
+    /// the history can resume from.
+    pub async fn history(
+        &self,
+        query: HistoryQuery,
+    ) -> Result<Option<Vec<Arc<Event>>>, StoreError> {
+        let mut after = match query.after.as_deref() {
+            None => 0,
+            Some(id) => match self.log.resolve(id).await? {
+                Cursor::After(seq) => seq,
+                Cursor::Unknown => return Ok(None),
+            },
+        };
+        let mut out = Vec::new();
+        while out.len() < query.limit {
+            let page = self.log.read_after(after, REPLAY_PAGE).await?;
+            let Some(last) = page.last() else { break };
+            after = last.seq;
+            out.extend(
+                page.into_iter()
+                    .filter(|e| query.filter.as_ref().is_none_or(|f| e.target.reaches(f)))
+                    .take(query.limit - out.len()),
+            );
+        }
+        Ok(Some(out))
+    }
+
+    /// Ends every stream (shutdown): clients reconnect, elsewhere or later.
+    pub fn end_all_streams(&self) {
+        self.registry.end_all(End::Shutdown);
+    }
+
+    /// Heartbeats and retention until `stop` is cancelled.
+    pub async fn run_maintenance(&self, heartbeat: Duration, stop: CancellationToken) {
+        let beat = encode_comment("");
+        let mut beats = tokio::time::interval(heartbeat);
+        beats.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        beats.tick().await;
+        let mut trims = tokio::time::interval(Duration::from_secs(1));
+        trims.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = beats.tick() => self.registry.heartbeat(&beat),
+                _ = trims.tick() => match self.log.trim(now_ms()).await {
+                    Ok(gone) => {
+                        self.metrics.events_trimmed.inc_by(gone as u64);
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "history trim failed");
+                    }
+                },
+            }
+        }
+    }
+}
+
+/// The `reset` event sent when a `Last-Event-ID` cannot be resumed from. Its
+/// id is the newest event id (or empty when there is none), so the
+/// browser's next reconnect resumes from the state the page reloads.
+fn reset_frame(requested: &str, last: Option<&Event>) -> Bytes {
+    let current = last.map(|e| &*e.id);
+    let data = serde_json::json!({
+        "reason": "unknown_last_event_id",
+        "requested": requested,
+        "last_event_id": current,
+    });
+    encode_event(
+        current.unwrap_or(""),
+        Some("reset"),
+        None,
+        &data.to_string(),
+    )
+}
+
+/// Pages through the history after `seq`, keeping what `interest` receives.
+fn replay_after(log: Arc<dyn EventLog>, seq: u64, interest: Arc<Interest>) -> Replay {
+    struct Pager {
+        log: Arc<dyn EventLog>,
+        after: u64,
+        page: VecDeque<Arc<Event>>,
+        done: bool,
+        interest: Arc<Interest>,
+    }
+    let pager = Pager {
+        log,
+        interest,
+        after: seq,
+        page: VecDeque::new(),
+        done: false,
+    };
+    stream::unfold(pager, |mut p| async move {
+        loop {
+            if let Some(event) = p.page.pop_front() {
+                return Some((Ok(event), p));
+            }
+            if p.done {
+                return None;
+            }
+            match p.log.read_after(p.after, REPLAY_PAGE).await {
+                Ok(page) => {
+                    let last = page.last()?;
+                    p.after = last.seq;
+                    p.done = page.len() < REPLAY_PAGE;
+                    p.page = page
+                        .into_iter()
+                        .filter(|e| e.target.reaches(&p.interest))
+                        .collect();
+                }
+                Err(error) => {
+                    p.done = true;
+                    return Some((Err(error), p));
+                }
+            }
+        }
+    })
+    .boxed()
+}
+
+/// The index of open streams.
+pub struct Registry {
+    index: Mutex<Index>,
+    metrics: Arc<Metrics>,
+    queue_capacity: usize,
+    max_streams: usize,
+}
+
+#[derive(Default)]
+struct Index {
+    /// Set at shutdown: no new streams.
+    closing: bool,
+    next_id: u64,
+    streams: HashMap<u64, Entry>,
+    users: BTreeMap<Arc<str>, Vec<u64>>,
+    topics: HashMap<Arc<str>, Vec<u64>>,
+}
+
+struct Entry {
+    outbox: Arc<Outbox>,
+    interest: Arc<Interest>,
+}
+
+/// A stream's place in the registry; dropping it removes the stream.
+pub struct Registration {
+    registry: Arc<Registry>,
+    id: u64,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.registry.remove(self.id);
+    }
+}
+
+impl Registry {
+    fn lock(&self) -> MutexGuard<'_, Index> {
+        self.index.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn register(
+        self: &Arc<Self>,
+        interest: Arc<Interest>,
+    ) -> Result<(Registration, Arc<Outbox>), SubscribeError> {
+        let outbox = Arc::new(Outbox::new(self.queue_capacity));
+        let mut index = self.lock();
+        if index.closing {
+            return Err(SubscribeError::ShuttingDown);
+        }
+        if index.streams.len() >= self.max_streams {
+            self.metrics.streams_refused.inc();
+            return Err(SubscribeError::TooManyStreams(self.max_streams));
+        }
+        index.next_id += 1;
+        let id = index.next_id;
+        if let Some(user) = &interest.user {
+            index
+                .users
+                .entry(user.as_str().into())
+                .or_default()
+                .push(id);
+        }
+        for topic in &interest.topics {
+            let streams = index.topics.entry(topic.as_str().into()).or_default();
+            if streams.last() != Some(&id) {
+                streams.push(id);
+            }
+        }
+        index.streams.insert(
+            id,
+            Entry {
+                outbox: outbox.clone(),
+                interest,
+            },
+        );
+        self.metrics.streams_opened.inc();
+        self.update_gauges(&index);
+        drop(index);
+        let registration = Registration {
+            registry: self.clone(),
+            id,
+        };
+        Ok((registration, outbox))
+    }
+
+    fn update_gauges(&self, index: &Index) {
+        self.metrics.streams_open.set(index.streams.len() as i64);
+        self.metrics.users_online.set(index.users.len() as i64);
+    }
+
+    fn remove(&self, id: u64) {
+        let mut index = self.lock();
+        if index.remove(id).is_some() {
+            self.update_gauges(&index);
+        }
+    }
+
+    fn close_user(&self, user: &str) -> usize {
+        let mut index = self.lock();
+        let ids = index.users.get(user).cloned().unwrap_or_default();
+        for &id in &ids {
+            if let Some(entry) = index.remove(id) {
+                entry.outbox.end(End::Closed);
+            }
+        }
+        self.update_gauges(&index);
+        ids.len()
+    }
+
+    fn end_all(&self, why: End) {
+        let mut index = self.lock();
+        for entry in index.streams.values() {
+            entry.outbox.end(why);
+        }
+        *index = Index {
+            closing: true,
+            next_id: index.next_id,
+            ..Index::default()
+        };
+        self.update_gauges(&index);
+    }
+
+    fn heartbeat(&self, frame: &Bytes) {
+        let index = self.lock();
+        for entry in index.streams.values() {
+            entry.outbox.push_heartbeat(frame);
+        }
+    }
+}
+
+impl Fanout for Registry {
+    fn deliver(&self, events: &[Arc<Event>]) {
+        let mut index = self.lock();
+        let mut slow = Vec::new();
+        let mut delivered = 0u64;
+        {
+            let Index {
+                streams,
+                users,
+                topics,
+                ..
+            } = &*index;
+            let mut push = |id: u64, event: &Event| {
+                if let Some(entry) = streams.get(&id) {
+                    match entry.outbox.push(event.seq, event.frame().clone()) {
+                        Ok(()) => delivered += 1,
+                        Err(_) => slow.push(id),
+                    }
+                }
+            };
+            for event in events {
+                match &event.target {
+                    Target::Users(names) => {
+                        for name in names {
+                            for &id in users.get(name.as_str()).into_iter().flatten() {
+                                push(id, event);
+                            }
+                        }
+                    }
+                    Target::UserPrefix(prefix) => {
+                        let range = users
+                            .range::<str, _>((Bound::Included(prefix.as_str()), Bound::Unbounded))
+                            .take_while(|(user, _)| user.starts_with(prefix.as_str()));
+                        for (_, ids) in range {
+                            for &id in ids {
+                                push(id, event);
+                            }
+                        }
+                    }
+                    Target::Topics(names) if names.len() == 1 => {
+                        for &id in topics.get(names[0].as_str()).into_iter().flatten() {
+                            push(id, event);
+                        }
+                    }
+                    Target::Topics(names) => {
+                        // A stream on several of the named topics gets it once.
+                        let mut ids: Vec<u64> = names
+                            .iter()
+                            .flat_map(|t| topics.get(t.as_str()).into_iter().flatten())
+                            .copied()
+                            .collect();
+                        ids.sort_unstable();
+                        ids.dedup();
+                        for id in ids {
+                            push(id, event);
+                        }
+                    }
+                    Target::All => {
+                        for (&id, _) in streams.iter() {
+                            push(id, event);
+                        }
+                    }
+                }
+            }
+        }
+        self.metrics.deliveries.inc_by(delivered);
+        if !slow.is_empty() {
+            self.metrics.slow_consumer_closes.inc_by(slow.len() as u64);
+            for id in slow {
+                index.remove(id);
+            }
+            self.update_gauges(&index);
+        }
+    }
+}
+
+impl Index {
+    fn remove(&mut self, id: u64) -> Option<Entry> {
+        let entry = self.streams.remove(&id)?;
+        if let Some(user) = &entry.interest.user {
+            remove_from(&mut self.users, user.as_str(), id);
+        }
+        for topic in &entry.interest.topics {
+            if let Some(ids) = self.topics.get_mut(topic.as_str()) {
+                ids.retain(|&x| x != id);
+                if ids.is_empty() {
+                    self.topics.remove(topic.as_str());
+                }
+            }
+        }
+        Some(entry)
+    }
+}
+
+fn remove_from(map: &mut BTreeMap<Arc<str>, Vec<u64>>, key: &str, id: u64) {
+    if let Some(ids) = map.get_mut(key) {
+        ids.retain(|&x| x != id);
+        if ids.is_empty() {
+            map.remove(key);
+        }
+    }
+}

@@ -1,0 +1,19 @@
+//! pushwire: a message-push hub over server-sent events.
+//!
+//! The core (`event`, `route`, `hub`, `stream`, `store`) knows nothing of
+//! HTTP; `http` translates requests into core calls; `server` accepts
+//! connections and shuts down; `client` is the small HTTP client behind the
+//! `publish` and `subscribe` commands.
+
+pub mod auth;
+pub mod client;
+pub mod config;
+pub mod event;
+pub mod http;
+pub mod hub;
+pub mod metrics;
+pub mod route;
+pub mod server;
+pub mod sse;
+pub mod store;
+pub mod stream;

@@ -1,0 +1,132 @@
+//! Prometheus metrics. Counters are plain atomics updated on the data path;
+//! topics and user ids are never labels (their number is unbounded).
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+pub struct Metrics {
+    registry: Registry,
+    pub streams_open: Gauge,
+    pub users_online: Gauge,
+    pub streams_opened: Counter,
+    pub streams_refused: Counter,
+    pub connections_refused: Counter,
+    pub events_published: Counter,
+    pub publishes_rejected: Counter,
+    pub deliveries: Counter,
+    pub slow_consumer_closes: Counter,
+    pub resumes: Counter,
+    pub resets: Counter,
+    pub events_trimmed: Counter,
+    pub publish_seconds: Histogram,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("pushwire");
+        let streams_open = Gauge::default();
+        let users_online = Gauge::default();
+        let streams_opened = Counter::default();
+        let streams_refused = Counter::default();
+        let connections_refused = Counter::default();
+        let events_published = Counter::default();
+        let publishes_rejected = Counter::default();
+        let deliveries = Counter::default();
+        let slow_consumer_closes = Counter::default();
+        let resumes = Counter::default();
+        let resets = Counter::default();
+        let events_trimmed = Counter::default();
+        // 50 µs .. ~1.6 s
+        let publish_seconds = Histogram::new(exponential_buckets(0.000_05, 2.0, 16));
+        registry.register("streams_open", "Open event streams", streams_open.clone());
+        registry.register(
+            "users_online",
+            "Distinct users with at least one open stream",
+            users_online.clone(),
+        );
+        registry.register("streams_opened", "Streams accepted", streams_opened.clone());
+        registry.register(
+            "streams_refused",
+            "Streams refused by the max-streams limit",
+            streams_refused.clone(),
+        );
+        registry.register(
+            "connections_refused",
+            "Connections refused by the max-connections limit or the fd limit",
+            connections_refused.clone(),
+        );
+        registry.register(
+            "events_published",
+            "Events stored and fanned out",
+            events_published.clone(),
+        );
+        registry.register(
+            "publishes_rejected",
+            "Publish requests refused (bad input, auth, conflicts, storage)",
+            publishes_rejected.clone(),
+        );
+        registry.register(
+            "deliveries",
+            "Event frames queued to streams",
+            deliveries.clone(),
+        );
+        registry.register(
+            "slow_consumer_closes",
+            "Streams ended because their queue overflowed",
+            slow_consumer_closes.clone(),
+        );
+        registry.register(
+            "resumes",
+            "Streams that resumed from a Last-Event-ID",
+            resumes.clone(),
+        );
+        registry.register(
+            "resets",
+            "Streams whose Last-Event-ID was unknown or expired",
+            resets.clone(),
+        );
+        registry.register(
+            "events_trimmed",
+            "Events dropped by retention",
+            events_trimmed.clone(),
+        );
+        registry.register(
+            "publish_duration_seconds",
+            "Time from a publish request's validation to its acknowledgement",
+            publish_seconds.clone(),
+        );
+        Metrics {
+            registry,
+            streams_open,
+            users_online,
+            streams_opened,
+            streams_refused,
+            connections_refused,
+            events_published,
+            publishes_rejected,
+            deliveries,
+            slow_consumer_closes,
+            resumes,
+            resets,
+            events_trimmed,
+            publish_seconds,
+        }
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+}

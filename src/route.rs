@@ -1,0 +1,214 @@
+//! Who an event is for ([`Target`]) and what a stream listens to
+//! ([`Interest`]). The hub's index answers "which streams does this target
+//! reach" without scanning; [`Target::reaches`] answers the same question for
+//! one stream and is what replay from history uses, so live delivery and
+//! replay agree by construction (a test checks them against each other).
+
+use serde::{Deserialize, Serialize};
+
+use crate::event::EventError;
+
+/// Longest user id, in bytes.
+pub const MAX_USER_ID_LEN: usize = 256;
+/// Longest topic, in bytes.
+pub const MAX_TOPIC_LEN: usize = 2048;
+/// Most users or topics one event may name.
+pub const MAX_TARGETS: usize = 10_000;
+
+/// The addressees of one event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Target {
+    /// Every stream of each of these users.
+    Users(Vec<String>),
+    /// Every stream of every user whose id starts with this prefix (a group).
+    UserPrefix(String),
+    /// Every stream subscribed to at least one of these topics.
+    Topics(Vec<String>),
+    /// Every open stream.
+    All,
+}
+
+impl Target {
+    /// One user.
+    pub fn user(id: impl Into<String>) -> Target {
+        Target::Users(vec![id.into()])
+    }
+
+    /// Checks names and counts; duplicates are allowed and delivered once.
+    pub fn validate(&self) -> Result<(), EventError> {
+        match self {
+            Target::Users(users) => check_list("users", users, check_user_id),
+            Target::UserPrefix(prefix) => check_name("user_prefix", prefix, MAX_USER_ID_LEN),
+            Target::Topics(topics) => {
+                check_list("topics", topics, |t| check_name("topic", t, MAX_TOPIC_LEN))
+            }
+            Target::All => Ok(()),
+        }
+    }
+
+    /// Sorts and deduplicates the named users or topics, so that a stream
+    /// named twice still receives an event once.
+    pub fn normalize(&mut self) {
+        if let Target::Users(list) | Target::Topics(list) = self {
+            list.sort_unstable();
+            list.dedup();
+        }
+    }
+
+    /// Whether a stream with this interest receives events sent to this target.
+    pub fn reaches(&self, interest: &Interest) -> bool {
+        match self {
+            Target::All => true,
+            Target::Users(users) => interest
+                .user
+                .as_deref()
+                .is_some_and(|u| users.iter().any(|x| x == u)),
+            Target::UserPrefix(prefix) => interest
+                .user
+                .as_deref()
+                .is_some_and(|u| u.starts_with(prefix.as_str())),
+            Target::Topics(topics) => topics.iter().any(|t| interest.topics.contains(t)),
+        }
+    }
+}
+
+fn check_list(
+    field: &'static str,
+    items: &[String],
+    check: impl Fn(&str) -> Result<(), EventError>,
+) -> Result<(), EventError> {
+    if items.is_empty() {
+        return Err(EventError::Empty { field });
+    }
+    if items.len() > MAX_TARGETS {
+        return Err(EventError::TooLong {
+            field,
+            max: MAX_TARGETS,
+        });
+    }
+    items.iter().try_for_each(|i| check(i))
+}
+
+/// A name used to route (user id, prefix, topic): not empty, bounded, and
+/// free of control characters so it is safe in logs and URLs.
+fn check_name(field: &'static str, value: &str, max: usize) -> Result<(), EventError> {
+    if value.is_empty() {
+        return Err(EventError::Empty { field });
+    }
+    if value.len() > max {
+        return Err(EventError::TooLong { field, max });
+    }
+    if value.chars().any(char::is_control) {
+        return Err(EventError::LineBreak { field });
+    }
+    Ok(())
+}
+
+/// Checks a user id as it arrives in a subscribe path or a publish call.
+pub fn check_user_id(user: &str) -> Result<(), EventError> {
+    check_name("user", user, MAX_USER_ID_LEN)
+}
+
+/// Checks a topic name.
+pub fn check_topic(topic: &str) -> Result<(), EventError> {
+    check_name("topic", topic, MAX_TOPIC_LEN)
+}
+
+/// What one stream listens to: its user's events (and so its groups' and
+/// broadcasts) and any number of topics.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Interest {
+    pub user: Option<String>,
+    pub topics: Vec<String>,
+}
+
+impl Interest {
+    pub fn user(id: impl Into<String>) -> Interest {
+        Interest {
+            user: Some(id.into()),
+            topics: Vec::new(),
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), EventError> {
+        if let Some(user) = &self.user {
+            check_user_id(user)?;
+        }
+        if self.topics.len() > MAX_TARGETS {
+            return Err(EventError::TooLong {
+                field: "topics",
+                max: MAX_TARGETS,
+            });
+        }
+        self.topics.iter().try_for_each(|t| check_topic(t))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stream(user: Option<&str>, topics: &[&str]) -> Interest {
+        Interest {
+            user: user.map(str::to_owned),
+            topics: topics.iter().map(|t| t.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn user_target_reaches_only_that_user() {
+        let t = Target::Users(vec!["u1".into(), "u3".into()]);
+        assert!(t.reaches(&stream(Some("u1"), &[])));
+        assert!(t.reaches(&stream(Some("u3"), &["x"])));
+        assert!(!t.reaches(&stream(Some("u2"), &[])));
+        assert!(!t.reaches(&stream(Some("u10"), &[])));
+        assert!(!t.reaches(&stream(None, &["u1"])));
+    }
+
+    #[test]
+    fn prefix_target_reaches_the_group() {
+        let t = Target::UserPrefix("g1-".into());
+        assert!(t.reaches(&stream(Some("g1-a"), &[])));
+        assert!(t.reaches(&stream(Some("g1-"), &[])));
+        assert!(!t.reaches(&stream(Some("g2-a"), &[])));
+        assert!(!t.reaches(&stream(Some("g1"), &[])));
+        assert!(!t.reaches(&stream(None, &["g1-a"])));
+    }
+
+    #[test]
+    fn topic_target_reaches_subscribers_of_any_named_topic() {
+        let t = Target::Topics(vec!["a".into(), "b".into()]);
+        assert!(t.reaches(&stream(None, &["b"])));
+        assert!(t.reaches(&stream(Some("u"), &["a", "z"])));
+        assert!(!t.reaches(&stream(Some("a"), &[])));
+        assert!(!t.reaches(&stream(None, &["c"])));
+    }
+
+    #[test]
+    fn all_reaches_every_stream() {
+        assert!(Target::All.reaches(&stream(None, &[])));
+        assert!(Target::All.reaches(&stream(Some("u"), &[])));
+    }
+
+    #[test]
+    fn json_shapes() {
+        let t: Target = serde_json::from_str(r#"{"users":["u1"]}"#).unwrap_or(Target::All);
+        assert_eq!(t, Target::user("u1"));
+        let t: Target = serde_json::from_str(r#"{"user_prefix":"g"}"#).unwrap_or(Target::All);
+        assert_eq!(t, Target::UserPrefix("g".into()));
+        let t: Target = serde_json::from_str(r#""all""#).unwrap_or(Target::user("x"));
+        assert_eq!(t, Target::All);
+        assert!(serde_json::from_str::<Target>(r#"{"group":"g"}"#).is_err());
+    }
+
+    #[test]
+    fn empty_and_control_names_are_refused() {
+        assert!(Target::Users(vec![]).validate().is_err());
+        assert!(Target::Users(vec!["".into()]).validate().is_err());
+        assert!(Target::UserPrefix("".into()).validate().is_err());
+        assert!(Target::Topics(vec!["a\nb".into()]).validate().is_err());
+        assert!(Target::user("ok").validate().is_ok());
+        assert!(stream(Some("a\u{7}"), &[]).validate().is_err());
+    }
+}
