@@ -149,10 +149,7 @@ impl Dechunker {
     pub fn feed(&mut self, bytes: &[u8]) -> Vec<u8> {
         self.buf.extend_from_slice(bytes);
         let mut out = Vec::new();
-        loop {
-            let Some(line_end) = find(&self.buf, b"\r\n") else {
-                break;
-            };
+        while let Some(line_end) = find(&self.buf, b"\r\n") {
             let size_text = String::from_utf8_lossy(&self.buf[..line_end]).to_string();
             let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
                 .expect("chunk size");
