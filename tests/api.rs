@@ -342,3 +342,22 @@ async fn metrics_and_health() {
     }
     assert_eq!(get(addr, "/healthz").await.body, "ok\n");
 }
+
+#[tokio::test]
+async fn streams_beyond_the_limit_are_refused_with_503() {
+    let mut config = config();
+    config.max_streams = 2;
+    let server = start(config).await;
+    let addr = server.addr();
+    let _a = SseClient::connect(addr, "/sse/subscribe/a").await;
+    let b = SseClient::connect(addr, "/sse/subscribe/b").await;
+    let refused = get(addr, "/sse/subscribe/c").await;
+    assert_eq!(refused.status, 503);
+    assert_eq!(refused.json()["error"]["code"], "too_many_streams");
+    assert!(get(addr, "/metrics").await.body.contains("pushwire_streams_refused_total 1"));
+    drop(b);
+    eventually("a slot is free again", || async {
+        SseClient::connect(addr, "/sse/subscribe/c").await.status == 200
+    })
+    .await;
+}
