@@ -1,0 +1,319 @@
+//! End-to-end tests in headless Chromium: the demo page served at `/`, and
+//! the seed service's own page, unchanged, against a hub on port 8080.
+//!
+//! They need Chromium installed and fail (not skip) without it.
+
+#[path = "browser/cdp.rs"]
+mod cdp;
+mod common;
+
+use std::io::ErrorKind;
+use std::path::{Path, PathBuf};
+
+use serde_json::{json, Value};
+use tokio::time::{sleep, Duration, Instant};
+
+use cdp::{Browser, Page, Result, DEADLINE};
+use pushwire::server::{Server, ServerError};
+
+/// A JavaScript string literal for `text`.
+fn js(text: &str) -> String {
+    Value::String(text.to_owned()).to_string()
+}
+
+/// Sets a form field's value the way typing would, firing input and change.
+async fn fill(page: &Page<'_>, selector: &str, value: &str) -> Result<()> {
+    page.eval(&format!(
+        "(() => {{ const el = document.querySelector({}); el.value = {};
+           el.dispatchEvent(new Event('input', {{ bubbles: true }}));
+           el.dispatchEvent(new Event('change', {{ bubbles: true }})); }})()",
+        js(selector),
+        js(value)
+    ))
+    .await?;
+    Ok(())
+}
+
+async fn click(page: &Page<'_>, selector: &str) -> Result<()> {
+    page.eval(&format!("document.querySelector({}).click()", js(selector)))
+        .await?;
+    Ok(())
+}
+
+async fn text_of(page: &Page<'_>, selector: &str) -> Result<String> {
+    let value = page
+        .eval(&format!(
+            "document.querySelector({})?.textContent ?? null",
+            js(selector)
+        ))
+        .await?;
+    Ok(value.as_str().unwrap_or_default().to_owned())
+}
+
+/// Waits for a `.msg` of this event type whose data, as rendered, is `data`;
+/// returns its event id as shown.
+async fn wait_for_message(page: &Page<'_>, event: &str, data: &str) -> Result<String> {
+    let found = page
+        .wait_for(
+            &format!("a `{event}` message with data {data:?} is shown"),
+            &format!(
+                "(() => {{
+                   for (const m of document.querySelectorAll('#messages .msg')) {{
+                     const d = m.querySelector('.data'), t = m.querySelector('.type');
+                     // innerText follows the CSS: blank lines survive only with pre-wrap.
+                     if (t && d && t.textContent === {} && d.innerText === {})
+                       return m.querySelector('.id')?.textContent ?? '';
+                   }}
+                   return null;
+                 }})()",
+                js(event),
+                js(data)
+            ),
+        )
+        .await?;
+    Ok(found.as_str().unwrap_or_default().to_owned())
+}
+
+fn screenshot_path(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("target")
+        .join("screenshots")
+        .join(name)
+}
+
+/// A hub with in-memory history (so that hubs running at once share no files).
+async fn start_hub(listen: &str) -> Result<Server> {
+    let mut config = common::config();
+    config.listen = listen.parse()?;
+    Ok(pushwire::server::start(config).await?)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn demo_page_receives_a_pushed_message() -> Result<()> {
+    let server = start_hub("127.0.0.1:0").await?;
+    let addr = server.addr();
+    let browser = Browser::launch().await?;
+    let cdp = browser.connect().await?;
+    let page = cdp.new_page().await?;
+    page.set_viewport(1280, 1100).await?;
+    page.navigate(&format!("http://{addr}/")).await?;
+
+    // Prefilled with a random id.
+    let prefilled = page.eval("document.querySelector('#user').value").await?;
+    assert!(
+        prefilled.as_str().is_some_and(|v| v.starts_with("user-")),
+        "user id not prefilled: {prefilled}"
+    );
+    assert_eq!(text_of(&page, "#state").await?, "closed");
+
+    fill(&page, "#user", "browser-1").await?;
+    click(&page, "#connect").await?;
+    page.wait_for(
+        "the stream is open",
+        "document.querySelector('#state').textContent === 'open'",
+    )
+    .await?;
+
+    // Pushed from outside, to this user: the blank line must survive.
+    let sent = "hello\n\nbrowser";
+    let id = common::publish(
+        addr,
+        json!({ "to": { "users": ["browser-1"] }, "data": sent }),
+    )
+    .await;
+    let shown = wait_for_message(&page, "message", sent).await?;
+    assert_eq!(shown, format!("id {id}"));
+    // Data is text, never markup.
+    let markup = "<b>not bold</b>";
+    common::publish(
+        addr,
+        json!({ "to": { "users": ["browser-1"] }, "data": markup }),
+    )
+    .await;
+    wait_for_message(&page, "message", markup).await?;
+    assert_eq!(
+        page.eval("document.querySelectorAll('#messages b').length")
+            .await?,
+        json!(0)
+    );
+
+    page.wait_for(
+        "the online count shows at least 1",
+        "Number(document.querySelector('#count').textContent) >= 1",
+    )
+    .await?;
+    page.wait_for(
+        "the online ids list browser-1",
+        "[...document.querySelectorAll('#ids li')].some(li => li.textContent === 'browser-1')",
+    )
+    .await?;
+
+    // A hub error is shown with its message.
+    fill(&page, "#target-kind", "user").await?;
+    fill(&page, "#target", &"x".repeat(300)).await?;
+    fill(&page, "#data", "too long a user id").await?;
+    click(&page, "#send").await?;
+    let error = page
+        .wait_for(
+            "the send error is shown",
+            "document.querySelector('#send-result.err')?.textContent || null",
+        )
+        .await?;
+    assert!(
+        error.as_str().is_some_and(|e| e.contains("invalid_field")),
+        "unexpected error text: {error}"
+    );
+
+    // Through the page's own form, to everyone, as a named event.
+    fill(&page, "#target", "").await?;
+    fill(&page, "#target-kind", "all").await?;
+    assert_eq!(
+        page.eval("document.querySelector('#target').disabled")
+            .await?,
+        json!(true)
+    );
+    fill(&page, "#event", "note").await?;
+    fill(&page, "#data", "to everyone\nfrom the form").await?;
+    click(&page, "#send").await?;
+    page.wait_for(
+        "the send result shows the event id",
+        "document.querySelector('#send-result.ok')?.textContent.startsWith('Sent, event id')",
+    )
+    .await?;
+    wait_for_message(&page, "note", "to everyone\nfrom the form").await?;
+
+    // Closing this user's streams: the browser reconnects by itself.
+    click(&page, "#close-user").await?;
+    page.wait_for(
+        "the close result is shown",
+        "document.querySelector('#connect-result').textContent.startsWith('Closed 1 stream')",
+    )
+    .await?;
+    page.wait_for(
+        "the stream reconnects",
+        "document.querySelector('#connect-result').textContent.startsWith('Reconnected') && \
+         document.querySelector('#state').textContent === 'open' && \
+         document.querySelector('#count').textContent === '1'",
+    )
+    .await?;
+    // It resumed after the last event id: nothing was delivered twice.
+    assert_eq!(
+        page.eval("document.querySelectorAll('#messages .msg').length")
+            .await?,
+        json!(3)
+    );
+
+    page.screenshot(&screenshot_path("demo-page.png")).await?;
+
+    click(&page, "#disconnect").await?;
+    let deadline = Instant::now() + DEADLINE;
+    while server.hub().user_count() != 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the hub still counts the closed stream"
+        );
+        sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(text_of(&page, "#state").await?, "closed");
+
+    drop(cdp);
+    drop(browser);
+    server.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn seed_page_works_unchanged() -> Result<()> {
+    // The seed page hard-codes http://localhost:8080.
+    let server = match start_hub("127.0.0.1:8080").await {
+        Ok(server) => server,
+        Err(e) => {
+            let taken = matches!(
+                e.downcast_ref::<ServerError>(),
+                Some(ServerError::Bind { source, .. }) if source.kind() == ErrorKind::AddrInUse
+            );
+            if taken {
+                return Err("port 8080 on 127.0.0.1 is taken: the seed page hard-codes \
+                            http://localhost:8080, so this test needs that port; stop whatever \
+                            listens there and run the test again"
+                    .into());
+            }
+            return Err(e);
+        }
+    };
+    let addr = server.addr();
+    // Chromium resolves `localhost` to ::1 first and falls back to 127.0.0.1
+    // only when ::1 refuses: anything listening on [::1]:8080 would get the
+    // page's requests instead of this hub.
+    let v6 = tokio::time::timeout(
+        Duration::from_secs(2),
+        tokio::net::TcpStream::connect("[::1]:8080"),
+    )
+    .await;
+    if matches!(v6, Ok(Ok(_))) {
+        return Err(
+            "something listens on [::1]:8080: Chromium tries ::1 first for \
+                    `localhost`, so the seed page would talk to it instead of the hub on \
+                    127.0.0.1:8080; stop it and run the test again"
+                .into(),
+        );
+    }
+
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/seed-page.html");
+    let dir = tempfile::tempdir()?;
+    let copy = dir.path().join("seed-page.html");
+    std::fs::copy(&fixture, &copy)?;
+
+    let browser = Browser::launch().await?;
+    let cdp = browser.connect().await?;
+    let page = cdp.new_page().await?;
+    page.navigate(&format!("file://{}", copy.display())).await?;
+
+    // The page's user id is a timestamp: broadcast until it shows.
+    let text = "seed-hello";
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let reply = common::get(addr, &format!("/sse/batchSendMessage?message={text}")).await;
+        assert_eq!(reply.status, 200, "batchSendMessage failed: {}", reply.body);
+        if text_of(&page, "#message").await?.contains(text) {
+            break;
+        }
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "the seed page did not show a broadcast within {DEADLINE:?}; it shows {:?}; \
+                 page log:\n{}",
+                text_of(&page, "#message").await?,
+                cdp.log()
+            )
+            .into());
+        }
+        sleep(Duration::from_millis(200)).await;
+    }
+    let shown = text_of(&page, "#message").await?;
+    assert!(shown.contains("连接用户="), "page text: {shown:?}");
+    assert!(
+        shown.contains("建立连接"),
+        "open was not reported: {shown:?}"
+    );
+    assert_eq!(common::user_count(addr).await, 1);
+    let ids = common::get(addr, "/sse/getIds").await.json();
+    let page_user = page.eval("String(userId)").await?;
+    assert_eq!(ids, json!([page_user]));
+
+    // Its close button closes the stream and tells the hub.
+    page.eval("document.querySelector('button').click()")
+        .await?;
+    let deadline = Instant::now() + DEADLINE;
+    while common::user_count(addr).await != 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the seed page's close did not reach the hub"
+        );
+        sleep(Duration::from_millis(50)).await;
+    }
+
+    drop(cdp);
+    drop(browser);
+    server.shutdown().await;
+    Ok(())
+}
