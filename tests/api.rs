@@ -354,7 +354,10 @@ async fn streams_beyond_the_limit_are_refused_with_503() {
     let refused = get(addr, "/sse/subscribe/c").await;
     assert_eq!(refused.status, 503);
     assert_eq!(refused.json()["error"]["code"], "too_many_streams");
-    assert!(get(addr, "/metrics").await.body.contains("pushwire_streams_refused_total 1"));
+    assert!(get(addr, "/metrics")
+        .await
+        .body
+        .contains("pushwire_streams_refused_total 1"));
     drop(b);
     eventually("a slot is free again", || async {
         SseClient::connect(addr, "/sse/subscribe/c").await.status == 200
