@@ -12,6 +12,8 @@ use clap::parser::ValueSource;
 use clap::{ArgMatches, Args, FromArgMatches, ValueEnum};
 use serde::{Deserialize, Serialize};
 
+pub use crate::store::Fsync;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
@@ -37,6 +39,8 @@ pub enum LogFormat {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Storage {
+    /// A durable log in `--data-dir`: history survives restarts and crashes.
+    Embedded,
     /// A bounded window of history in memory, lost on restart.
     Memory,
 }
@@ -114,8 +118,16 @@ pub struct ServeConfig {
     pub api_cors_origins: Vec<String>,
 
     /// History engine.
-    #[arg(long, env = "PUSHWIRE_STORAGE", value_enum, default_value = "memory")]
+    #[arg(long, env = "PUSHWIRE_STORAGE", value_enum, default_value = "embedded")]
     pub storage: Storage,
+
+    /// Directory of the embedded history, created if missing; one hub per directory.
+    #[arg(long, env = "PUSHWIRE_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+
+    /// When the embedded history forces writes to disk: `always` (before each publish is acknowledged), `interval:<ms>` (at least that often) or `never` (only at a clean stop).
+    #[arg(long, env = "PUSHWIRE_FSYNC", default_value = "always")]
+    pub fsync: Fsync,
 
     /// Most events the history keeps.
     #[arg(long, env = "PUSHWIRE_HISTORY_MAX_EVENTS", default_value_t = 1_000_000)]
@@ -239,6 +251,66 @@ mod tests {
         assert_eq!(c.stream_timeout, None);
         assert_eq!(c.cors_origins, vec!["*".to_owned()]);
         assert!(c.api_cors_origins.is_empty());
+        assert_eq!(c.storage, Storage::Embedded);
+        assert_eq!(c.data_dir, PathBuf::from("./data"));
+        assert_eq!(c.fsync, Fsync::Always);
+    }
+
+    #[test]
+    fn fsync_modes_parse_and_print_back() {
+        for (text, mode) in [
+            ("always", Fsync::Always),
+            ("never", Fsync::Never),
+            ("interval:250", Fsync::Interval(Duration::from_millis(250))),
+        ] {
+            assert_eq!(text.parse::<Fsync>(), Ok(mode));
+            assert_eq!(mode.to_string(), text);
+        }
+        assert_eq!(
+            "interval:1000ms".parse::<Fsync>(),
+            Ok(Fsync::Interval(Duration::from_secs(1)))
+        );
+        for bad in [
+            "",
+            "sometimes",
+            "interval:",
+            "interval:0",
+            "interval:-5",
+            "interval:1s",
+        ] {
+            assert!(bad.parse::<Fsync>().is_err(), "{bad}");
+        }
+        assert!(load(&["x", "--fsync", "interval:0"]).is_err());
+        assert!(load(&["x", "--fsync", "sometimes"]).is_err());
+    }
+
+    #[test]
+    fn storage_options_round_trip_through_toml() -> Result<(), Box<dyn std::error::Error>> {
+        let c = load(&[
+            "x",
+            "--storage",
+            "embedded",
+            "--data-dir",
+            "/var/lib/pushwire",
+            "--fsync",
+            "interval:50",
+        ])?;
+        let text = toml::to_string(&c)?;
+        assert!(text.contains("fsync = \"interval:50\""), "{text}");
+        assert!(text.contains("data-dir = \"/var/lib/pushwire\""), "{text}");
+        assert!(text.contains("storage = \"embedded\""), "{text}");
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("round.toml");
+        std::fs::write(&path, &text)?;
+        let p = path.to_string_lossy().to_string();
+        let again = load(&["x", "--config", &p])?;
+        assert_eq!(again.fsync, Fsync::Interval(Duration::from_millis(50)));
+        assert_eq!(again.data_dir, PathBuf::from("/var/lib/pushwire"));
+        assert_eq!(again.storage, Storage::Embedded);
+        std::fs::write(&path, "storage = \"memory\"\nfsync = \"never\"\n")?;
+        let file = load(&["x", "--config", &p])?;
+        assert_eq!((file.storage, file.fsync), (Storage::Memory, Fsync::Never));
+        Ok(())
     }
 
     #[test]

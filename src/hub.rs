@@ -114,26 +114,27 @@ pub struct Hub {
 }
 
 impl Hub {
-    /// Builds a hub; `make_log` receives the fanout the log must feed.
-    pub fn new(
+    /// Builds a hub; `make_log` receives the fanout the log must feed, and
+    /// its error (a history that cannot be opened) is the hub's.
+    pub fn new<E>(
         config: HubConfig,
         metrics: Arc<Metrics>,
-        make_log: impl FnOnce(Arc<dyn Fanout>) -> Arc<dyn EventLog>,
-    ) -> Hub {
+        make_log: impl FnOnce(Arc<dyn Fanout>) -> Result<Arc<dyn EventLog>, E>,
+    ) -> Result<Hub, E> {
         let registry = Arc::new(Registry {
             index: Mutex::new(Index::default()),
             metrics: metrics.clone(),
             queue_capacity: config.queue_capacity,
             max_streams: config.max_streams,
         });
-        let log = make_log(registry.clone());
-        Hub {
+        let log = make_log(registry.clone())?;
+        Ok(Hub {
             registry,
             log,
             config,
             metrics,
             started: Instant::now(),
-        }
+        })
     }
 
     pub fn metrics(&self) -> &Arc<Metrics> {

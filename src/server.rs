@@ -28,8 +28,9 @@ use crate::config::{ServeConfig, Storage};
 use crate::http::{router, AppState};
 use crate::hub::{Hub, HubConfig};
 use crate::metrics::Metrics;
+use crate::store::embedded::EmbeddedLog;
 use crate::store::memory::MemoryLog;
-use crate::store::{EventLog, Retention};
+use crate::store::{EventLog, Retention, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -38,6 +39,9 @@ pub enum ServerError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    /// The history could not be opened; its message names the file.
+    #[error(transparent)]
+    Storage(#[from] StoreError),
 }
 
 /// A running hub.
@@ -75,8 +79,9 @@ impl Server {
     }
 }
 
-/// Builds the core from the configuration.
-pub fn build_hub(config: &ServeConfig) -> Arc<Hub> {
+/// Builds the core from the configuration. Fails when the history cannot
+/// be opened.
+pub fn build_hub(config: &ServeConfig) -> Result<Arc<Hub>, ServerError> {
     let hub_config = HubConfig {
         queue_capacity: config.queue_capacity,
         retry_ms: config.retry.as_millis() as u64,
@@ -87,17 +92,24 @@ pub fn build_hub(config: &ServeConfig) -> Arc<Hub> {
         max_events: config.history_max_events,
         max_age: config.history_max_age,
     };
-    let storage = config.storage;
-    Arc::new(Hub::new(hub_config, Arc::new(Metrics::new()), |fanout| {
-        let log: Arc<dyn EventLog> = match storage {
+    let hub = Hub::new(hub_config, Arc::new(Metrics::new()), |fanout| {
+        Ok::<Arc<dyn EventLog>, StoreError>(match config.storage {
+            Storage::Embedded => Arc::new(EmbeddedLog::open(
+                &config.data_dir,
+                retention,
+                config.fsync,
+                fanout,
+            )?),
             Storage::Memory => Arc::new(MemoryLog::new(retention, fanout)),
-        };
-        log
-    }))
+        })
+    })?;
+    Ok(Arc::new(hub))
 }
 
 /// Binds the listener and starts serving in the background.
 pub async fn start(config: ServeConfig) -> Result<Server, ServerError> {
+    // The history first: a hub that cannot open it does not take the port.
+    let hub = build_hub(&config)?;
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|source| ServerError::Bind {
@@ -108,7 +120,6 @@ pub async fn start(config: ServeConfig) -> Result<Server, ServerError> {
         addr: config.listen,
         source,
     })?;
-    let hub = build_hub(&config);
     let state = Arc::new(AppState {
         hub: hub.clone(),
         policy: PublisherPolicy::new(config.publisher_key.clone()),

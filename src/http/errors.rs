@@ -78,7 +78,7 @@ impl From<StoreError> for ApiError {
             StoreError::DuplicateId(_) => {
                 ApiError::new(StatusCode::CONFLICT, "duplicate_id", e.to_string())
             }
-            StoreError::Unavailable(_) => ApiError::new(
+            StoreError::Unavailable(_) | StoreError::Open { .. } => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "storage_unavailable",
                 e.to_string(),

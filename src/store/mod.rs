@@ -7,16 +7,22 @@
 //! order is decided, live delivery follows history order exactly and a
 //! stream that replays history can join live delivery without a gap.
 //!
-//! Engines: [`memory::MemoryLog`] keeps a bounded window in memory; durable
-//! engines implement the same trait.
+//! Engines: [`memory::MemoryLog`] keeps a bounded window in memory;
+//! [`embedded::EmbeddedLog`] keeps the history in a durable file and
+//! acknowledges an append only once it is stored (see docs/history.md).
 
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::future::BoxFuture;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::event::{Draft, Event};
 
+pub mod embedded;
 pub mod memory;
 
 /// Failures of a history engine.
@@ -26,6 +32,10 @@ pub enum StoreError {
     DuplicateId(String),
     #[error("history storage is unavailable: {0}")]
     Unavailable(String),
+    /// The history could not be opened at start. The hub refuses to run
+    /// rather than start over and lose what is stored.
+    #[error("cannot open the history at {}: {reason}", path.display())]
+    Open { path: PathBuf, reason: String },
 }
 
 /// Where a `Last-Event-ID` points in the history.
@@ -48,6 +58,65 @@ pub trait Fanout: Send + Sync {
 pub struct Retention {
     pub max_events: usize,
     pub max_age: Duration,
+}
+
+/// When a durable engine forces its writes to disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fsync {
+    /// Every commit is on disk before the publish is acknowledged.
+    Always,
+    /// Commits are acknowledged at once and forced to disk at least this
+    /// often: a crash loses at most this much acknowledged history.
+    Interval(Duration),
+    /// Not forced while running, only at a clean stop and when sequence
+    /// numbers are reserved: a crash loses up to everything since the last
+    /// clean stop.
+    Never,
+}
+
+impl fmt::Display for Fsync {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Fsync::Always => f.write_str("always"),
+            Fsync::Interval(every) => write!(f, "interval:{}", every.as_millis()),
+            Fsync::Never => f.write_str("never"),
+        }
+    }
+}
+
+impl FromStr for Fsync {
+    type Err = String;
+
+    /// `always`, `never`, or `interval:<ms>` (`interval:250` or `interval:250ms`).
+    fn from_str(text: &str) -> Result<Fsync, String> {
+        let bad = || format!("`{text}` is not `always`, `interval:<ms>` or `never`");
+        match text {
+            "always" => Ok(Fsync::Always),
+            "never" => Ok(Fsync::Never),
+            _ => {
+                let ms = text.strip_prefix("interval:").ok_or_else(bad)?;
+                let ms = ms.strip_suffix("ms").unwrap_or(ms);
+                match ms.parse::<u64>() {
+                    Ok(0) => Err("the fsync interval must be at least 1 ms".to_owned()),
+                    Ok(ms) => Ok(Fsync::Interval(Duration::from_millis(ms))),
+                    Err(_) => Err(bad()),
+                }
+            }
+        }
+    }
+}
+
+impl Serialize for Fsync {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Fsync {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Fsync, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
 }
 
 /// The history of one hub.
