@@ -71,7 +71,7 @@ impl Metrics {
         );
         registry.register(
             "publishes_rejected",
-            "Publish requests refused (bad input, auth, conflicts, storage)",
+            "Publish and management requests refused (bad input, auth, conflicts, storage)",
             publishes_rejected.clone(),
         );
         registry.register(

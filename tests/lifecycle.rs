@@ -250,3 +250,15 @@ async fn shutdown_ends_open_streams() {
         "still accepting"
     );
 }
+
+#[tokio::test]
+async fn resume_from_a_non_ascii_publisher_id_as_browsers_send_it() {
+    let server = start_default().await;
+    let addr = server.addr();
+    publish(addr, json!({"to": "all", "data": "a", "id": "订单-42"})).await;
+    publish(addr, json!({"to": "all", "data": "b"})).await;
+    let mut tab =
+        SseClient::connect_with(addr, "/sse/subscribe/u", &[("Last-Event-ID", "订单-42")]).await;
+    assert_eq!(tab.status, 200);
+    assert_eq!(tab.next().await.data, "b");
+}

@@ -59,11 +59,10 @@ async fn open(
     // The header is what a browser sends when it reconnects; it wins over a
     // query parameter that was baked into the URL when the page started.
     let last_event_id = match headers.get(LAST_EVENT_ID) {
-        Some(value) => Some(value.to_str().map_err(|_| {
-            ApiError::bad_request(
-                "invalid_last_event_id",
-                "Last-Event-ID must be visible ASCII",
-            )
+        // Browsers send the id back as UTF-8, and publisher ids may be any
+        // UTF-8 text.
+        Some(value) => Some(std::str::from_utf8(value.as_bytes()).map_err(|_| {
+            ApiError::bad_request("invalid_last_event_id", "Last-Event-ID must be UTF-8")
         })?),
         None => params.one("lastEventID")?,
     };
