@@ -58,6 +58,25 @@ pub struct ServeConfig {
     #[arg(long, env = "PUSHWIRE_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
 
+    /// PEM file with the certificate chain: the hub then serves HTTPS, HTTP/2 or HTTP/1.1 as the client's ALPN asks. Needs `--tls-key`; both are read again on SIGHUP.
+    #[arg(long, env = "PUSHWIRE_TLS_CERT")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM file with the private key of `--tls-cert`.
+    #[arg(long, env = "PUSHWIRE_TLS_KEY")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Also accept cleartext HTTP/2 with prior knowledge (h2c) on the plain-text port, next to HTTP/1.1.
+    #[arg(long, env = "PUSHWIRE_H2C", value_parser = clap::builder::BoolishValueParser::new())]
+    #[serde(default)]
+    pub h2c: bool,
+
+    /// Most streams one HTTP/2 connection may have open at once.
+    #[arg(long, env = "PUSHWIRE_H2_MAX_STREAMS", default_value_t = 1000)]
+    pub h2_max_streams: u32,
+
     /// Interval of the comment heartbeat that keeps idle streams open through proxies.
     #[arg(long, env = "PUSHWIRE_HEARTBEAT", default_value = "15s", value_parser = humantime::parse_duration)]
     #[serde(with = "humantime_serde")]
@@ -217,6 +236,24 @@ impl ServeConfig {
         if self.publisher_key.as_deref().is_some_and(str::is_empty) {
             return invalid("publisher-key must not be empty");
         }
+        if self.h2_max_streams == 0 {
+            return invalid("h2-max-streams must be at least 1");
+        }
+        match (&self.tls_cert, &self.tls_key) {
+            (None, None) => {}
+            (Some(_), None) => return invalid("tls-cert needs tls-key: give both or neither"),
+            (None, Some(_)) => return invalid("tls-key needs tls-cert: give both or neither"),
+            (Some(cert), Some(key)) => {
+                if self.h2c {
+                    return invalid(
+                        "h2c is for plain-text listening; with tls-cert, HTTP/2 is \
+                         negotiated by ALPN",
+                    );
+                }
+                crate::tls::server_config(cert, key)
+                    .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+            }
+        }
         for origin in self.cors_origins.iter().chain(&self.api_cors_origins) {
             if origin != "*" && http::HeaderValue::from_str(origin).is_err() {
                 return invalid(&format!("`{origin}` is not a valid origin"));
@@ -254,6 +291,55 @@ mod tests {
         assert_eq!(c.storage, Storage::Embedded);
         assert_eq!(c.data_dir, PathBuf::from("./data"));
         assert_eq!(c.fsync, Fsync::Always);
+        assert_eq!((&c.tls_cert, &c.tls_key), (&None, &None));
+        assert!(!c.h2c);
+        assert_eq!(c.h2_max_streams, 1000);
+    }
+
+    #[test]
+    fn tls_needs_both_files_and_they_must_load() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let generated = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()])?;
+        let cert = dir.path().join("cert.pem");
+        let key = dir.path().join("key.pem");
+        std::fs::write(&cert, generated.cert.pem())?;
+        std::fs::write(&key, generated.signing_key.serialize_pem())?;
+        let (c, k) = (cert.to_string_lossy(), key.to_string_lossy());
+        let error = |args: &[&str]| load(args).err().map(|e| e.to_string()).unwrap_or_default();
+
+        let both = load(&["x", "--tls-cert", &c, "--tls-key", &k])?;
+        assert_eq!(both.tls_cert.as_deref(), Some(cert.as_path()));
+        let text = toml::to_string(&both)?;
+        assert!(
+            text.contains("tls-cert = ") && text.contains("tls-key = "),
+            "{text}"
+        );
+
+        assert!(error(&["x", "--tls-cert", &c]).contains("tls-key"));
+        assert!(error(&["x", "--tls-key", &k]).contains("tls-cert"));
+        // The key where the certificate belongs, and the other way round.
+        assert!(error(&["x", "--tls-cert", &k, "--tls-key", &k]).contains("no certificate"));
+        assert!(error(&["x", "--tls-cert", &c, "--tls-key", &c]).contains("no private key"));
+        let missing = dir.path().join("missing.pem");
+        let m = missing.to_string_lossy();
+        assert!(error(&["x", "--tls-cert", &m, "--tls-key", &k]).contains("missing.pem"));
+        // h2c is for plain text; with TLS, ALPN picks the protocol.
+        assert!(error(&["x", "--tls-cert", &c, "--tls-key", &k, "--h2c"]).contains("h2c"));
+
+        // One file from the TOML file, the other from a flag.
+        let file = dir.path().join("pushwire.toml");
+        std::fs::write(&file, format!("tls-key = {:?}\nh2c = false\n", k))?;
+        let f = file.to_string_lossy();
+        let mixed = load(&["x", "--config", &f, "--tls-cert", &c])?;
+        assert_eq!(mixed.tls_key.as_deref(), Some(key.as_path()));
+        Ok(())
+    }
+
+    #[test]
+    fn h2_options_parse() {
+        assert!(load(&["x", "--h2c"]).is_ok_and(|c| c.h2c));
+        assert!(load(&["x", "--h2-max-streams", "0"]).is_err());
+        assert!(load(&["x", "--h2-max-streams", "64"]).is_ok_and(|c| c.h2_max_streams == 64));
     }
 
     #[test]

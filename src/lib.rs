@@ -17,3 +17,4 @@ pub mod server;
 pub mod sse;
 pub mod store;
 pub mod stream;
+pub mod tls;

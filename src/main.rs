@@ -170,9 +170,13 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     tracing::info!(
         addr = %server.addr(),
         storage = ?config.storage,
-        "pushwire listening; demo page at http://{}/",
+        "pushwire listening; demo page at {}://{}/",
+        if server.tls().is_some() { "https" } else { "http" },
         server.addr()
     );
+    if let Some(tls) = server.tls() {
+        reload_on_sighup(tls.clone());
+    }
     let stop = server.stop_token();
     tokio::spawn(async move {
         wait_for_signal().await;
@@ -181,6 +185,39 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     server.wait().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// On every SIGHUP, reads the certificate and key files again for new
+/// connections; open ones keep theirs. A file that does not load leaves the
+/// current certificate in place.
+fn reload_on_sighup(tls: std::sync::Arc<pushwire::tls::Tls>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut hangups = match signal(SignalKind::hangup()) {
+            Ok(hangups) => hangups,
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGHUP: the certificate cannot be reloaded");
+                return;
+            }
+        };
+        tokio::spawn(async move {
+            while hangups.recv().await.is_some() {
+                match tls.reload() {
+                    Ok(()) => tracing::info!(
+                        cert = %tls.cert_path().display(),
+                        "SIGHUP: certificate reloaded; new connections use it"
+                    ),
+                    Err(error) => tracing::error!(
+                        %error,
+                        "SIGHUP: certificate not reloaded; keeping the previous one"
+                    ),
+                }
+            }
+        });
+    }
+    #[cfg(not(unix))]
+    drop(tls);
 }
 
 async fn wait_for_signal() {

@@ -4,6 +4,15 @@
 //! `axum::serve`: it costs less memory per open stream, lets us set the
 //! header read timeout, and lets shutdown end streams on purpose.
 //!
+//! Other protocols are opt-in and cost nothing when off:
+//! - TLS (`--tls-cert`/`--tls-key`): the handshake runs in the connection's
+//!   own task, bounded by the header read timeout; ALPN `h2` gets hyper's
+//!   HTTP/2 server, anything else HTTP/1.1. Many streams then share one
+//!   connection, which lifts browsers' six-connections-per-host limit.
+//! - h2c (`--h2c`): the connection's first bytes are peeked (not read); the
+//!   HTTP/2 preface gets HTTP/2, anything else the same HTTP/1 path as
+//!   without it.
+//!
 //! Shutdown: stop accepting, end every stream (clients reconnect, to another
 //! node or to this one once it is back, and resume from `Last-Event-ID`),
 //! let in-flight requests finish within the grace period, return.
@@ -15,9 +24,10 @@ use std::time::Duration;
 use axum::extract::ConnectInfo;
 use axum::Router;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use hyper::server::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -31,6 +41,7 @@ use crate::metrics::Metrics;
 use crate::store::embedded::EmbeddedLog;
 use crate::store::memory::MemoryLog;
 use crate::store::{EventLog, Retention, StoreError};
+use crate::tls::{Tls, TlsError, ALPN_H2};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -42,6 +53,9 @@ pub enum ServerError {
     /// The history could not be opened; its message names the file.
     #[error(transparent)]
     Storage(#[from] StoreError),
+    /// The certificate or key could not be loaded; the message names the file.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
 }
 
 /// A running hub.
@@ -50,6 +64,7 @@ pub struct Server {
     hub: Arc<Hub>,
     stop: CancellationToken,
     task: JoinHandle<()>,
+    tls: Option<Arc<Tls>>,
 }
 
 impl Server {
@@ -60,6 +75,22 @@ impl Server {
 
     pub fn hub(&self) -> &Arc<Hub> {
         &self.hub
+    }
+
+    /// The TLS configuration, when the hub serves HTTPS: its
+    /// [`reload`](Tls::reload) reads the certificate and key files again for
+    /// connections accepted afterwards (what SIGHUP does).
+    pub fn tls(&self) -> Option<&Arc<Tls>> {
+        self.tls.as_ref()
+    }
+
+    /// Reads the certificate and key files again; see [`Tls::reload`].
+    /// Without TLS there is nothing to reload and this does nothing.
+    pub fn reload_tls(&self) -> Result<(), TlsError> {
+        match &self.tls {
+            Some(tls) => tls.reload(),
+            None => Ok(()),
+        }
     }
 
     /// A token that stops the server when cancelled.
@@ -110,6 +141,10 @@ pub fn build_hub(config: &ServeConfig) -> Result<Arc<Hub>, ServerError> {
 pub async fn start(config: ServeConfig) -> Result<Server, ServerError> {
     // The history first: a hub that cannot open it does not take the port.
     let hub = build_hub(&config)?;
+    let tls = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => Some(Arc::new(Tls::load(cert, key)?)),
+        _ => None,
+    };
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|source| ServerError::Bind {
@@ -127,20 +162,40 @@ pub async fn start(config: ServeConfig) -> Result<Server, ServerError> {
     });
     let app = router(state, &config);
     let stop = CancellationToken::new();
-    let task = tokio::spawn(run(listener, app, hub.clone(), config, stop.clone()));
+    let task = tokio::spawn(run(
+        listener,
+        app,
+        hub.clone(),
+        config,
+        tls.clone(),
+        stop.clone(),
+    ));
     Ok(Server {
         addr,
         hub,
         stop,
         task,
+        tls,
     })
 }
+
+/// What the per-connection tasks of the TLS and h2c paths share.
+struct Protocols {
+    http1: http1::Builder,
+    http2: http2::Builder<TokioExecutor>,
+    /// Bounds the TLS handshake and the wait for the first bytes (h2c).
+    first_bytes_timeout: Duration,
+}
+
+/// The first bytes an HTTP/2 client sends (RFC 9113, section 3.4).
+const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 async fn run(
     listener: TcpListener,
     app: Router,
     hub: Arc<Hub>,
     config: ServeConfig,
+    tls: Option<Arc<Tls>>,
     stop: CancellationToken,
 ) {
     let maintenance = {
@@ -150,10 +205,22 @@ async fn run(
     };
     let graceful = GracefulShutdown::new();
     let connections = Arc::new(Semaphore::new(config.max_connections));
-    let mut http = hyper::server::conn::http1::Builder::new();
+    let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(config.header_read_timeout)
         .keep_alive(true);
+    // Only the TLS and h2c paths need more than the HTTP/1 builder.
+    let protocols = (tls.is_some() || config.h2c).then(|| {
+        let mut http2 = http2::Builder::new(TokioExecutor::new());
+        http2
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(config.h2_max_streams);
+        Arc::new(Protocols {
+            http1: http.clone(),
+            http2,
+            first_bytes_timeout: config.header_read_timeout,
+        })
+    });
 
     loop {
         let (socket, peer) = tokio::select! {
@@ -177,17 +244,36 @@ async fn run(
         };
         let _ = socket.set_nodelay(true);
         let app = app.clone();
-        let service = hyper::service::service_fn(move |mut req: http::Request<Incoming>| {
-            req.extensions_mut().insert(ConnectInfo(peer));
-            app.clone().oneshot(req)
-        });
-        let connection = graceful.watch(http.serve_connection(TokioIo::new(socket), service));
-        tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::debug!(%error, %peer, "connection ended with an error");
+        let Some(protocols) = &protocols else {
+            // Plain HTTP/1.1: the cheapest path, and the default.
+            let service = connection_service(app, peer);
+            let connection = graceful.watch(http.serve_connection(TokioIo::new(socket), service));
+            tokio::spawn(async move {
+                if let Err(error) = connection.await {
+                    tracing::debug!(%error, %peer, "connection ended with an error");
+                }
+                drop(permit);
+            });
+            continue;
+        };
+        let protocols = protocols.clone();
+        let watcher = graceful.watcher();
+        let stop = stop.clone();
+        match &tls {
+            Some(tls) => {
+                let acceptor = tls.acceptor();
+                tokio::spawn(async move {
+                    serve_tls(socket, peer, acceptor, &protocols, app, watcher, &stop).await;
+                    drop(permit);
+                });
             }
-            drop(permit);
-        });
+            None => {
+                tokio::spawn(async move {
+                    serve_h2c(socket, peer, &protocols, app, watcher, &stop).await;
+                    drop(permit);
+                });
+            }
+        }
     }
 
     drop(listener);
@@ -203,4 +289,125 @@ async fn run(
         );
     }
     let _ = maintenance.await;
+}
+
+/// The service of one connection: the router, with the peer's address for
+/// the handlers that check where a request came from.
+fn connection_service(
+    app: Router,
+    peer: SocketAddr,
+) -> impl hyper::service::Service<
+    http::Request<Incoming>,
+    Response = axum::response::Response,
+    Error = std::convert::Infallible,
+    Future = tower::util::Oneshot<Router, http::Request<Incoming>>,
+> {
+    hyper::service::service_fn(move |mut req: http::Request<Incoming>| {
+        req.extensions_mut().insert(ConnectInfo(peer));
+        app.clone().oneshot(req)
+    })
+}
+
+/// Serves one TLS connection: handshake (bounded in time, abandoned on
+/// shutdown), then HTTP/2 if ALPN chose `h2`, else HTTP/1.1.
+async fn serve_tls(
+    socket: TcpStream,
+    peer: SocketAddr,
+    acceptor: tokio_rustls::TlsAcceptor,
+    protocols: &Protocols,
+    app: Router,
+    watcher: Watcher,
+    stop: &CancellationToken,
+) {
+    let handshake = tokio::time::timeout(protocols.first_bytes_timeout, acceptor.accept(socket));
+    let stream = tokio::select! {
+        _ = stop.cancelled() => return,
+        done = handshake => match done {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(error)) => {
+                tracing::debug!(%error, %peer, "TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(%peer, "TLS handshake timed out");
+                return;
+            }
+        },
+    };
+    let h2 = stream.get_ref().1.alpn_protocol() == Some(ALPN_H2);
+    let io = TokioIo::new(stream);
+    let service = connection_service(app, peer);
+    let result = if h2 {
+        watcher
+            .watch(protocols.http2.serve_connection(io, service))
+            .await
+    } else {
+        watcher
+            .watch(protocols.http1.serve_connection(io, service))
+            .await
+    };
+    if let Err(error) = result {
+        tracing::debug!(%error, %peer, h2, "connection ended with an error");
+    }
+}
+
+/// Serves one plain-text connection with `--h2c`: HTTP/2 when it starts
+/// with the HTTP/2 preface, HTTP/1.1 otherwise.
+async fn serve_h2c(
+    socket: TcpStream,
+    peer: SocketAddr,
+    protocols: &Protocols,
+    app: Router,
+    watcher: Watcher,
+    stop: &CancellationToken,
+) {
+    let sniff = tokio::time::timeout(protocols.first_bytes_timeout, h2_preface(&socket));
+    let h2 = tokio::select! {
+        _ = stop.cancelled() => return,
+        sniffed = sniff => match sniffed {
+            Ok(Ok(h2)) => h2,
+            Ok(Err(error)) => {
+                tracing::debug!(%error, %peer, "connection failed before its first request");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(%peer, "no request within the header read timeout");
+                return;
+            }
+        },
+    };
+    let io = TokioIo::new(socket);
+    let service = connection_service(app, peer);
+    let result = if h2 {
+        watcher
+            .watch(protocols.http2.serve_connection(io, service))
+            .await
+    } else {
+        watcher
+            .watch(protocols.http1.serve_connection(io, service))
+            .await
+    };
+    if let Err(error) = result {
+        tracing::debug!(%error, %peer, h2, "connection ended with an error");
+    }
+}
+
+/// Whether the connection starts with the HTTP/2 preface. Peeks, so the
+/// bytes stay for whichever protocol then reads them; returns as soon as
+/// they differ from the preface (the first byte, for any HTTP/1 method but
+/// `P…`).
+async fn h2_preface(socket: &TcpStream) -> std::io::Result<bool> {
+    let mut buf = [0u8; H2_PREFACE.len()];
+    loop {
+        let n = socket.peek(&mut buf).await?;
+        if n == 0 || buf[..n] != H2_PREFACE[..n] {
+            return Ok(false);
+        }
+        if n == H2_PREFACE.len() {
+            return Ok(true);
+        }
+        // A prefix of the preface: peeking again would return at once, so
+        // give the rest of it time to arrive.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }

@@ -317,3 +317,127 @@ async fn seed_page_works_unchanged() -> Result<()> {
     server.shutdown().await;
     Ok(())
 }
+
+/// One HTTPS request from the test (HTTP/1.1), trusting only `cert`.
+async fn https_request(
+    addr: std::net::SocketAddr,
+    cert: &rustls::pki_types::CertificateDer<'static>,
+    request: http::Request<http_body_util::Full<bytes::Bytes>>,
+) -> Result<(u16, Value)> {
+    use http_body_util::BodyExt;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.clone())?;
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let client = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(client))
+        .connect(rustls::pki_types::ServerName::try_from("localhost")?, tcp)
+        .await?;
+    let (mut send, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls)).await?;
+    tokio::spawn(connection);
+    let response = tokio::time::timeout(DEADLINE, send.send_request(request)).await??;
+    let status = response.status().as_u16();
+    let body = response.into_body().collect().await?.to_bytes();
+    Ok((status, serde_json::from_slice(&body)?))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ten_event_sources_over_https_http2_all_receive() -> Result<()> {
+    // A self-signed certificate; Chromium is told to accept it.
+    let generated =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])?;
+    let dir = tempfile::tempdir()?;
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert, generated.cert.pem())?;
+    std::fs::write(&key, generated.signing_key.serialize_pem())?;
+    let mut config = common::config();
+    config.tls_cert = Some(cert);
+    config.tls_key = Some(key);
+    let server = pushwire::server::start(config).await?;
+    let addr = server.addr();
+    let der = generated.cert.der().clone();
+    let api = |method: &str, path: &str, body: String| {
+        http::Request::builder()
+            .method(method)
+            .uri(path)
+            .header(http::header::HOST, "localhost")
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+    };
+
+    let browser = Browser::launch_with(&["--ignore-certificate-errors"]).await?;
+    let cdp = browser.connect().await?;
+    let page = cdp.new_page().await?;
+    page.navigate(&format!("https://127.0.0.1:{}/", addr.port()))
+        .await?;
+
+    // Ten EventSources in one page: over HTTP/1.1 the browser would open
+    // six connections to this host and leave four sources waiting.
+    page.eval(
+        "window.sources = []; window.received = [];
+         for (let i = 0; i < 10; i++) {
+           const source = new EventSource('/api/v1/stream?topic=t');
+           window.received.push([]);
+           source.onmessage = (e) => window.received[i].push(e.data);
+           window.sources.push(source);
+         }
+         true",
+    )
+    .await?;
+    page.wait_for(
+        "all ten EventSources are open",
+        "window.sources.every(s => s.readyState === EventSource.OPEN)",
+    )
+    .await?;
+    let (status, stats) =
+        https_request(addr, &der, api("GET", "/api/v1/stats", String::new())?).await?;
+    assert_eq!(status, 200, "{stats}");
+    assert_eq!(stats["streams"], json!(10), "{stats}");
+
+    let publish = json!({ "to": { "topics": ["t"] }, "data": "to ten tabs' worth" });
+    let (status, reply) = https_request(
+        addr,
+        &der,
+        api("POST", "/api/v1/publish", publish.to_string())?,
+    )
+    .await?;
+    assert_eq!(status, 200, "{reply}");
+    page.wait_for(
+        "all ten EventSources received the event",
+        "window.received.every(r => r.length === 1 && r[0] === \"to ten tabs' worth\")",
+    )
+    .await?;
+
+    // The page and its requests went over HTTP/2.
+    let navigation = page
+        .eval("performance.getEntriesByType('navigation')[0].nextHopProtocol")
+        .await?;
+    assert_eq!(navigation, json!("h2"));
+    page.eval("fetch('/healthz').then(r => r.text())").await?;
+    let fetched = page
+        .wait_for(
+            "the fetch shows in resource timing",
+            "performance.getEntriesByType('resource')
+               .filter(e => e.name.endsWith('/healthz')).map(e => e.nextHopProtocol)[0]",
+        )
+        .await?;
+    assert_eq!(fetched, json!("h2"));
+
+    page.eval("window.sources.forEach(s => s.close())").await?;
+    let deadline = Instant::now() + DEADLINE;
+    while server.hub().stats().await.streams != 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the hub still counts closed streams"
+        );
+        sleep(Duration::from_millis(50)).await;
+    }
+    drop(cdp);
+    drop(browser);
+    server.shutdown().await;
+    Ok(())
+}

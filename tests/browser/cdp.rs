@@ -58,6 +58,12 @@ pub struct Browser {
 impl Browser {
     /// Starts Chromium with a fresh profile and waits for its DevTools URL.
     pub async fn launch() -> Result<Browser> {
+        Browser::launch_with(&[]).await
+    }
+
+    /// Like [`Browser::launch`], with these flags added to the standard ones
+    /// (e.g. `--ignore-certificate-errors` for a self-signed test certificate).
+    pub async fn launch_with(extra_flags: &[&str]) -> Result<Browser> {
         if !Path::new(CHROMIUM).exists() {
             return Err(format!(
                 "{CHROMIUM} not found: the browser tests need Chromium; \
@@ -68,6 +74,7 @@ impl Browser {
         let profile = tempfile::tempdir()?;
         let mut child = Command::new(CHROMIUM)
             .args(FLAGS)
+            .args(extra_flags)
             .arg(format!("--user-data-dir={}", profile.path().display()))
             .arg("about:blank")
             .stdin(Stdio::null())
