@@ -5,78 +5,20 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
 
 use common::*;
 
-const BIN: &str = env!("CARGO_BIN_EXE_pushwire");
-
-/// A hub process, killed when dropped.
-struct Hub {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Drop for Hub {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn spawn_hub(extra: &[&str]) -> Hub {
-    let mut child = Command::new(BIN)
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--storage",
-            "memory",
-            "--log-format",
-            "json",
-        ])
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn pushwire");
-    let stdout = child.stdout.take().unwrap();
-    let mut lines = BufReader::new(stdout).lines();
-    let deadline = Instant::now() + WAIT;
-    let addr = loop {
-        assert!(Instant::now() < deadline, "hub did not report its address");
-        let line = lines.next().expect("hub exited early").unwrap();
-        let log: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
-        if let Some(addr) = log["fields"]["addr"].as_str() {
-            break addr.parse().unwrap();
-        }
-    };
-    // Keep draining the log so the hub never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    Hub { child, addr }
-}
-
-fn terminate(child: &mut Child) -> std::process::ExitStatus {
-    let pid = child.id().to_string();
-    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        assert!(Instant::now() < deadline, "hub did not exit after SIGTERM");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+/// The hub binary with in-memory history.
+fn spawn_hub(extra: &[&str]) -> HubProcess {
+    HubProcess::spawn(["--storage", "memory"].iter().chain(extra))
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_ends_streams_and_exits_zero() {
-    let mut hub = spawn_hub(&[]);
+    let hub = spawn_hub(&[]);
     let mut tab = SseClient::connect(hub.addr, "/sse/subscribe/u1").await;
-    let status = tokio::task::block_in_place(|| terminate(&mut hub.child));
-    assert!(status.success(), "exit status {status:?}");
+    tokio::task::block_in_place(|| hub.terminate());
     assert!(tab.wait_end(WAIT).await, "stream not ended cleanly");
 }
 

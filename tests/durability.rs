@@ -7,10 +7,10 @@
 mod common;
 
 use std::collections::{HashMap, HashSet};
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -21,68 +21,17 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-const BIN: &str = env!("CARGO_BIN_EXE_pushwire");
+const BIN: &str = common::BIN;
 
 /// A hub process on a data directory; killed (SIGKILL) when dropped.
-struct Hub {
-    child: Child,
-    addr: SocketAddr,
-}
+type Hub = HubProcess;
 
-impl Drop for Hub {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Hub {
+impl HubProcess {
     fn start(dir: &Path, extra: &[&str]) -> Hub {
-        let mut child = Command::new(BIN)
-            .args(["serve", "--listen", "127.0.0.1:0", "--storage", "embedded"])
-            .arg("--data-dir")
-            .arg(dir)
-            .args(["--log-format", "json"])
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn pushwire");
-        let stdout = child.stdout.take().unwrap();
-        let mut lines = BufReader::new(stdout).lines();
-        let deadline = Instant::now() + WAIT;
-        let addr = loop {
-            assert!(Instant::now() < deadline, "hub did not report its address");
-            let line = lines.next().expect("hub exited early").unwrap();
-            let log: Value = serde_json::from_str(&line).unwrap_or_default();
-            if let Some(addr) = log["fields"]["addr"].as_str() {
-                break addr.parse().unwrap();
-            }
-        };
-        // Keep draining the log so the hub never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        Hub { child, addr }
-    }
-
-    /// SIGKILL, and wait until the process is gone.
-    fn kill(mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-
-    /// SIGTERM (a clean stop); the hub must exit 0.
-    fn terminate(mut self) {
-        let pid = self.child.id().to_string();
-        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                assert!(status.success(), "hub exited with {status:?} after SIGTERM");
-                return;
-            }
-            assert!(Instant::now() < deadline, "hub did not exit after SIGTERM");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let mut args: Vec<&std::ffi::OsStr> = vec!["--storage".as_ref(), "embedded".as_ref()];
+        args.extend(["--data-dir".as_ref(), dir.as_os_str()]);
+        args.extend(extra.iter().map(std::ffi::OsStr::new));
+        HubProcess::spawn(args)
     }
 }
 

@@ -7,7 +7,7 @@ mod common;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,7 +25,7 @@ use tokio::time::{timeout, Instant};
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
-use common::{config, WAIT};
+use common::{config, HubProcess, BIN, WAIT};
 use pushwire::config::ServeConfig;
 use pushwire::sse::{ParsedEvent, Parser};
 
@@ -455,51 +455,15 @@ async fn shutdown_ends_http2_streams_over_tls() {
 // ---------------------------------------------------------------------------
 // The binary: configuration errors and SIGHUP
 
-const BIN: &str = env!("CARGO_BIN_EXE_pushwire");
-
-struct Hub {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Drop for Hub {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn spawn_hub(cert: &Path, key: &Path) -> Hub {
-    use std::io::{BufRead, BufReader};
-    let mut child = Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0", "--storage", "memory"])
-        .args(["--log-format", "json"])
-        .arg("--tls-cert")
-        .arg(cert)
-        .arg("--tls-key")
-        .arg(key)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let addr = loop {
-        let line = lines.next().expect("hub exited early").unwrap();
-        let log: Value = serde_json::from_str(&line).unwrap_or_default();
-        if let Some(addr) = log["fields"]["addr"].as_str() {
-            break addr.parse().unwrap();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
-    Hub { child, addr }
-}
-
-fn signal(child: &Child, name: &str) {
-    let status = Command::new("kill")
-        .args([&format!("-{name}"), &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+fn spawn_hub(cert: &Path, key: &Path) -> HubProcess {
+    HubProcess::spawn([
+        "--storage".as_ref(),
+        "memory".as_ref(),
+        "--tls-cert".as_ref(),
+        cert.as_os_str(),
+        "--tls-key".as_ref(),
+        key.as_os_str(),
+    ])
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -516,7 +480,7 @@ async fn sighup_reloads_the_certificate_of_the_running_binary() {
     );
 
     files.install(&second);
-    signal(&hub.child, "HUP");
+    hub.signal("HUP");
     let deadline = Instant::now() + WAIT;
     while peer_cert(&connect_tls(addr, trust.clone()).await) != second.der {
         assert!(
@@ -528,7 +492,7 @@ async fn sighup_reloads_the_certificate_of_the_running_binary() {
 
     // A broken file on SIGHUP: the hub keeps running with the last good one.
     std::fs::write(&files.key, "not a key").unwrap();
-    signal(&hub.child, "HUP");
+    hub.signal("HUP");
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(hub.child.try_wait().unwrap().is_none(), "the hub exited");
     assert_eq!(peer_cert(&connect_tls(addr, trust).await), second.der);

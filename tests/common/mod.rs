@@ -344,3 +344,87 @@ pub async fn user_count(addr: SocketAddr) -> usize {
         .parse()
         .expect("integer")
 }
+
+/// The hub binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_pushwire");
+
+/// A hub process started from the real binary; killed (SIGKILL) when dropped.
+pub struct HubProcess {
+    pub child: std::process::Child,
+    pub addr: SocketAddr,
+}
+
+impl Drop for HubProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl HubProcess {
+    /// Runs `pushwire serve --listen 127.0.0.1:0 --log-format json <args>`
+    /// and waits until it logs the address it listens on.
+    pub fn spawn<I, S>(args: I) -> HubProcess
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        use std::io::{BufRead, BufReader};
+        let mut child = std::process::Command::new(BIN)
+            .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn pushwire");
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let deadline = std::time::Instant::now() + WAIT;
+        let addr = loop {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "hub did not report its address"
+            );
+            let line = lines.next().expect("hub exited early").unwrap();
+            let log: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+            if let Some(addr) = log["fields"]["addr"].as_str() {
+                break addr.parse().unwrap();
+            }
+        };
+        // Keep draining the log so the hub never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        HubProcess { child, addr }
+    }
+
+    /// Sends a signal by name (`TERM`, `HUP`, ...).
+    pub fn signal(&self, name: &str) {
+        let status = std::process::Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{name} failed");
+    }
+
+    /// SIGKILL, and wait until the process is gone.
+    pub fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// SIGTERM (a clean stop); the hub must exit 0 within `WAIT`.
+    pub fn terminate(mut self) {
+        self.signal("TERM");
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                assert!(status.success(), "hub exited with {status:?} after SIGTERM");
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "hub did not exit after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
