@@ -143,18 +143,15 @@ impl Hub {
 
     /// Validates and stores a batch, then delivers it. All or nothing: one
     /// bad draft refuses the whole batch and nothing is stored.
-    pub async fn publish(&self, mut drafts: Vec<Draft>) -> Result<Vec<Arc<Event>>, PublishError> {
-        let result = self.publish_inner(&mut drafts).await;
+    pub async fn publish(&self, drafts: Vec<Draft>) -> Result<Vec<Arc<Event>>, PublishError> {
+        let result = self.publish_inner(drafts).await;
         if result.is_err() {
             self.metrics.publishes_rejected.inc();
         }
         result
     }
 
-    async fn publish_inner(
-        &self,
-        drafts: &mut Vec<Draft>,
-    ) -> Result<Vec<Arc<Event>>, PublishError> {
+    async fn publish_inner(&self, mut drafts: Vec<Draft>) -> Result<Vec<Arc<Event>>, PublishError> {
         if drafts.is_empty() {
             return Err(PublishError::EmptyBatch);
         }
@@ -163,7 +160,7 @@ impl Hub {
             draft.validate()?;
         }
         let started = Instant::now();
-        let events = self.log.append(std::mem::take(drafts)).await?;
+        let events = self.log.append(drafts).await?;
         self.metrics
             .publish_seconds
             .observe(started.elapsed().as_secs_f64());

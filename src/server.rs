@@ -335,20 +335,7 @@ async fn serve_tls(
         },
     };
     let h2 = stream.get_ref().1.alpn_protocol() == Some(ALPN_H2);
-    let io = TokioIo::new(stream);
-    let service = connection_service(app, peer);
-    let result = if h2 {
-        watcher
-            .watch(protocols.http2.serve_connection(io, service))
-            .await
-    } else {
-        watcher
-            .watch(protocols.http1.serve_connection(io, service))
-            .await
-    };
-    if let Err(error) = result {
-        tracing::debug!(%error, %peer, h2, "connection ended with an error");
-    }
+    serve_negotiated(stream, h2, peer, protocols, app, watcher).await;
 }
 
 /// Serves one plain-text connection with `--h2c`: HTTP/2 when it starts
@@ -376,7 +363,21 @@ async fn serve_h2c(
             }
         },
     };
-    let io = TokioIo::new(socket);
+    serve_negotiated(socket, h2, peer, protocols, app, watcher).await;
+}
+
+/// Serves a connection whose protocol is decided: HTTP/2 or HTTP/1.1.
+async fn serve_negotiated<I>(
+    io: I,
+    h2: bool,
+    peer: SocketAddr,
+    protocols: &Protocols,
+    app: Router,
+    watcher: Watcher,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let io = TokioIo::new(io);
     let service = connection_service(app, peer);
     let result = if h2 {
         watcher
