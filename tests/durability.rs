@@ -424,19 +424,25 @@ async fn sequence_continues_after_restart() {
     assert!(seq(&id) > newest, "id {id} issued again after a crash");
 }
 
+/// Publishes events "0", "1", … to everyone; returns (id, data) of each.
+async fn publish_numbered(addr: SocketAddr, n: usize) -> Vec<(String, String)> {
+    let mut acked = Vec::with_capacity(n);
+    for i in 0..n {
+        let data = i.to_string();
+        let id = try_publish(addr, &json!({"to": "all", "data": data}))
+            .await
+            .expect("publish acknowledged");
+        acked.push((id, data));
+    }
+    acked
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fsync_interval_makes_acknowledged_events_durable_within_the_interval() {
     let dir = tempfile::tempdir().unwrap();
     let args = ["--fsync", "interval:100"];
     let hub = Hub::start(dir.path(), &args);
-    let mut acked = Vec::new();
-    for i in 0..50 {
-        let data = format!("{i}");
-        let id = try_publish(hub.addr, &json!({"to": "all", "data": data}))
-            .await
-            .unwrap();
-        acked.push((id, data));
-    }
+    let acked = publish_numbered(hub.addr, 50).await;
     // Idle for several intervals: the writer forces the commits to disk
     // without waiting for another publish or a clean stop.
     tokio::time::sleep(Duration::from_millis(600)).await;
@@ -451,14 +457,7 @@ async fn fsync_never_still_keeps_everything_across_a_clean_stop() {
     let dir = tempfile::tempdir().unwrap();
     let args = ["--fsync", "never"];
     let hub = Hub::start(dir.path(), &args);
-    let mut acked = Vec::new();
-    for i in 0..20 {
-        let data = format!("{i}");
-        let id = try_publish(hub.addr, &json!({"to": "all", "data": data}))
-            .await
-            .unwrap();
-        acked.push((id, data));
-    }
+    let acked = publish_numbered(hub.addr, 20).await;
     tokio::task::block_in_place(|| hub.terminate());
     let hub = Hub::start(dir.path(), &args);
     let stored = history(hub.addr).await;
