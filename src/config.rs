@@ -122,7 +122,44 @@ pub struct ServeConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub publisher_key: Option<String>,
 
-    /// Origins allowed to open streams from a browser (comma-separated; `*` for any).
+    /// Key that verifies publishers' JSON Web Tokens: the secret for HS256/384/512, a PEM public key (text or file path) for the others. Tokens then also work on the seed and `/api/v1` routes.
+    #[arg(long, env = "PUSHWIRE_PUBLISHER_JWT_KEY", hide_env_values = true)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub publisher_jwt_key: Option<String>,
+
+    /// Key that verifies subscribers' JSON Web Tokens (private updates, subscriptions API, user streams); like `--publisher-jwt-key`.
+    #[arg(long, env = "PUSHWIRE_SUBSCRIBER_JWT_KEY", hide_env_values = true)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subscriber_jwt_key: Option<String>,
+
+    /// The one signature algorithm tokens may use: HS256, HS384, HS512, RS256, RS384, RS512, PS256, ES256, ES384 or EdDSA (never `none`).
+    #[arg(long, env = "PUSHWIRE_JWT_ALG", default_value = "HS256")]
+    pub jwt_alg: String,
+
+    /// The hub's resource identifier, required in the `aud` of current-draft (`typ: at+jwt`) tokens, e.g. `https://example.com/.well-known/mercure`.
+    #[arg(long, env = "PUSHWIRE_JWT_AUDIENCE")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwt_audience: Option<String>,
+
+    /// Refuse subscribers without a valid token (by default anonymous subscribers get public updates).
+    #[arg(long, env = "PUSHWIRE_REQUIRE_SUBSCRIBER_AUTH", value_parser = clap::builder::BoolishValueParser::new())]
+    #[serde(default)]
+    pub require_subscriber_auth: bool,
+
+    /// Announce Mercure subscriptions as they start and end, and serve the subscriptions API.
+    #[arg(long, env = "PUSHWIRE_SUBSCRIPTIONS", value_parser = clap::builder::BoolishValueParser::new())]
+    #[serde(default)]
+    pub subscriptions: bool,
+
+    /// The hub's public URL: relative URL patterns and relative topics are resolved against it.
+    #[arg(
+        long,
+        env = "PUSHWIRE_HUB_URL",
+        default_value = "https://localhost/.well-known/mercure"
+    )]
+    pub hub_url: String,
+
+    /// Origins allowed to open streams from a browser (comma-separated; `*` for any). Listed origins may send cookies (credentials) to Mercure routes; `*` never can.
     #[arg(
         long,
         env = "PUSHWIRE_CORS_ORIGINS",
@@ -219,6 +256,17 @@ impl ServeConfig {
         ServeConfig::from_arg_matches(&matches).unwrap_or_else(|e| panic!("bad default: {e}"))
     }
 
+    /// What token verification needs.
+    pub fn jwt_settings(&self) -> crate::auth::jwt::JwtSettings {
+        crate::auth::jwt::JwtSettings {
+            algorithm: self.jwt_alg.clone(),
+            publisher_key: self.publisher_jwt_key.clone(),
+            subscriber_key: self.subscriber_jwt_key.clone(),
+            audience: self.jwt_audience.clone(),
+            base_url: self.hub_url.clone(),
+        }
+    }
+
     fn check(&self) -> Result<(), ConfigError> {
         let invalid = |m: &str| Err(ConfigError::Invalid(m.to_owned()));
         if self.heartbeat.is_zero() {
@@ -235,6 +283,22 @@ impl ServeConfig {
         }
         if self.publisher_key.as_deref().is_some_and(str::is_empty) {
             return invalid("publisher-key must not be empty");
+        }
+        for (name, key) in [
+            ("publisher-jwt-key", &self.publisher_jwt_key),
+            ("subscriber-jwt-key", &self.subscriber_jwt_key),
+        ] {
+            if key.as_deref().is_some_and(str::is_empty) {
+                return invalid(&format!("{name} must not be empty"));
+            }
+        }
+        if self.require_subscriber_auth && self.subscriber_jwt_key.is_none() {
+            return invalid("require-subscriber-auth needs subscriber-jwt-key");
+        }
+        crate::auth::jwt::Verifier::new(&self.jwt_settings())
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        if url::Url::parse(&self.hub_url).is_err() {
+            return invalid("hub-url must be an absolute URL");
         }
         if self.h2_max_streams == 0 {
             return invalid("h2-max-streams must be at least 1");

@@ -40,6 +40,10 @@ pub enum EventError {
     IdAllDigits,
     #[error("retry must be at most {MAX_RETRY_MS} milliseconds")]
     RetryTooLarge,
+    #[error("only events sent to topics can be private: authorization is granted per topic")]
+    PrivateNeedsTopics,
+    #[error("topic `{0}` is in the namespace the hub reserves for its own events (/.well-known/mercure)")]
+    ReservedTopic(String),
 }
 
 /// What a publisher asks to send, before the history gives it an id.
@@ -52,6 +56,9 @@ pub struct Draft {
     /// A publisher-supplied id; `None` lets the hub assign one.
     pub id: Option<String>,
     pub retry: Option<u64>,
+    /// Only streams allowed to read one of the event's topics receive it
+    /// (see [`Interest::may_read`](crate::route::Interest::may_read)).
+    pub private: bool,
 }
 
 impl Draft {
@@ -63,6 +70,7 @@ impl Draft {
             data: data.into(),
             id: None,
             retry: None,
+            private: false,
         }
     }
 
@@ -83,6 +91,9 @@ impl Draft {
         }
         if self.retry.is_some_and(|r| r > MAX_RETRY_MS) {
             return Err(EventError::RetryTooLarge);
+        }
+        if self.private && !matches!(self.target, Target::Topics(_)) {
+            return Err(EventError::PrivateNeedsTopics);
         }
         self.target.validate()
     }
@@ -116,6 +127,8 @@ pub struct Event {
     pub data: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retry: Option<u64>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub private: bool,
     /// Milliseconds since the Unix epoch when the hub accepted the event.
     pub time: u64,
     #[serde(skip)]
@@ -137,6 +150,7 @@ impl Event {
             event: draft.event,
             data: draft.data,
             retry: draft.retry,
+            private: draft.private,
             time,
             frame,
         }

@@ -19,13 +19,19 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures_util::stream::{self, StreamExt};
 use serde::Serialize;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::event::{encode_comment, encode_event, encode_retry, Draft, Event, EventError};
 use crate::metrics::Metrics;
-use crate::route::{Interest, Target};
+use crate::presence::Subscriber;
+use crate::route::{Interest, MatchCache, MatchKind, Selector, Target};
 use crate::store::{now_ms, Cursor, EventLog, Fanout, StoreError};
 use crate::stream::{End, Outbox, Replay, SseBody};
+
+/// (selector, topic) answers the fanout remembers: template and pattern
+/// matches cost a regex run, and every event of a topic asks again.
+const MATCH_CACHE_CAPACITY: usize = 65_536;
 
 /// How many events one history read fetches while replaying.
 const REPLAY_PAGE: usize = 1024;
@@ -43,6 +49,23 @@ pub struct HubConfig {
     pub max_streams: usize,
     /// Streams end after this long (clients reconnect and resume).
     pub stream_lifetime: Option<Duration>,
+    /// Announce subscribers as they come and go (see [`crate::presence`]).
+    pub presence: bool,
+}
+
+/// How a stream starts, beyond what it listens to.
+#[derive(Debug, Clone, Default)]
+pub struct SubscribeOptions<'a> {
+    /// Resume after this event id (or `earliest`).
+    pub last_event_id: Option<&'a str>,
+    /// End the stream after this long at the latest (a token's expiry),
+    /// even when the hub's own stream lifetime is longer.
+    pub lifetime: Option<Duration>,
+    /// On an id the history cannot resume from, send pushwire's `reset`
+    /// event. Mercure subscribers learn it from the response header instead.
+    pub reset_event: bool,
+    /// Who subscribes, for presence announcements and listings.
+    pub subscriber: Option<Arc<Subscriber>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -107,6 +130,8 @@ pub struct HistoryQuery {
 
 pub struct Hub {
     registry: Arc<Registry>,
+    /// Subscribers whose streams ended, to announce (taken by maintenance).
+    departures: Mutex<Option<mpsc::UnboundedReceiver<Arc<Subscriber>>>>,
     log: Arc<dyn EventLog>,
     config: HubConfig,
     metrics: Arc<Metrics>,
@@ -121,15 +146,18 @@ impl Hub {
         metrics: Arc<Metrics>,
         make_log: impl FnOnce(Arc<dyn Fanout>) -> Result<Arc<dyn EventLog>, E>,
     ) -> Result<Hub, E> {
+        let (departed, departures) = mpsc::unbounded_channel();
         let registry = Arc::new(Registry {
             index: Mutex::new(Index::default()),
             metrics: metrics.clone(),
             queue_capacity: config.queue_capacity,
             max_streams: config.max_streams,
+            departed: config.presence.then_some(departed),
         });
         let log = make_log(registry.clone())?;
         Ok(Hub {
             registry,
+            departures: Mutex::new(Some(departures)),
             log,
             config,
             metrics,
@@ -158,6 +186,15 @@ impl Hub {
         for draft in drafts.iter_mut() {
             draft.target.normalize();
             draft.validate()?;
+            // Only the hub speaks in its own namespace (presence events).
+            if let Target::Topics(topics) = &draft.target {
+                if let Some(t) = topics
+                    .iter()
+                    .find(|t| crate::presence::is_reserved_topic(t))
+                {
+                    return Err(EventError::ReservedTopic(t.clone()).into());
+                }
+            }
         }
         let started = Instant::now();
         let events = self.log.append(drafts).await?;
@@ -168,26 +205,32 @@ impl Hub {
         Ok(events)
     }
 
-    /// Opens a stream. With `last_event_id`, the stream first replays every
-    /// retained event after it that the stream would have received, then
-    /// continues live with no gap and no duplicate. An id the history cannot
-    /// resume from yields a `reset` event instead (see docs/history.md).
+    /// Opens a stream. With a `last_event_id`, the stream first replays
+    /// every retained event after it that the stream would have received,
+    /// then continues live with no gap and no duplicate. An id the history
+    /// cannot resume from starts the stream live, flagged `reset` (see
+    /// docs/history.md).
     pub async fn subscribe(
         &self,
         interest: Interest,
-        last_event_id: Option<&str>,
+        options: SubscribeOptions<'_>,
     ) -> Result<Subscription, SubscribeError> {
         interest.validate()?;
         let interest = Arc::new(interest);
         // Register before reading the history: every event committed from
         // now on is queued live, everything before is in the history.
-        let (registration, outbox) = self.registry.register(interest.clone())?;
+        let (registration, outbox) = self
+            .registry
+            .register(interest.clone(), options.subscriber.clone())?;
+        if let Some(subscriber) = options.subscriber.as_ref().filter(|_| self.config.presence) {
+            self.log.append(subscriber.announcements(true)).await?;
+        }
         let last = self.log.last().await?;
         let mut head = vec![encode_retry(self.config.retry_ms)];
         let mut replay = None;
         let mut skip_through = 0;
         let mut reset = false;
-        if let Some(requested) = last_event_id {
+        if let Some(requested) = options.last_event_id {
             let cursor = if requested == EARLIEST {
                 Cursor::After(0)
             } else {
@@ -203,23 +246,39 @@ impl Hub {
                     self.metrics.resets.inc();
                     reset = true;
                     skip_through = last.as_ref().map_or(0, |e| e.seq);
-                    head.push(reset_frame(requested, last.as_deref()));
+                    if options.reset_event {
+                        head.push(reset_frame(requested, last.as_deref()));
+                    }
                 }
             }
         }
-        let body = SseBody::new(
-            head,
-            replay,
-            skip_through,
-            outbox,
-            registration,
-            self.config.stream_lifetime,
-        );
+        let lifetime = match (self.config.stream_lifetime, options.lifetime) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let body = SseBody::new(head, replay, skip_through, outbox, registration, lifetime);
         Ok(Subscription {
             body,
             last_event_id: last.map(|e| e.id.clone()),
             reset,
         })
+    }
+
+    /// Open streams that announced a subscriber, oldest first.
+    pub fn subscribers(&self) -> Vec<Arc<Subscriber>> {
+        let index = self.registry.lock();
+        let mut found: Vec<(u64, Arc<Subscriber>)> = index
+            .streams
+            .iter()
+            .filter_map(|(&id, e)| Some((id, e.subscriber.clone()?)))
+            .collect();
+        found.sort_unstable_by_key(|(id, _)| *id);
+        found.into_iter().map(|(_, s)| s).collect()
+    }
+
+    /// The newest event id in the history.
+    pub async fn last_event_id(&self) -> Result<Option<Arc<str>>, StoreError> {
+        Ok(self.log.last().await?.map(|e| e.id.clone()))
     }
 
     /// Ends every stream of a user; returns how many were open.
@@ -303,9 +362,20 @@ impl Hub {
         beats.tick().await;
         let mut trims = tokio::time::interval(Duration::from_secs(1));
         trims.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let taken = self
+            .departures
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        let mut departures = taken.unwrap_or_else(|| mpsc::unbounded_channel().1);
         loop {
             tokio::select! {
                 _ = stop.cancelled() => return,
+                Some(subscriber) = departures.recv() => {
+                    if let Err(error) = self.log.append(subscriber.announcements(false)).await {
+                        tracing::warn!(%error, subscriber = %subscriber.id, "cannot announce a subscriber's departure");
+                    }
+                }
                 _ = beats.tick() => self.registry.heartbeat(&beat),
                 _ = trims.tick() => match self.log.trim(now_ms()).await {
                     Ok(gone) => {
@@ -369,7 +439,7 @@ fn replay_after(log: Arc<dyn EventLog>, seq: u64, interest: Arc<Interest>) -> Re
                     p.done = page.len() < REPLAY_PAGE;
                     p.page = page
                         .into_iter()
-                        .filter(|e| e.target.reaches(&p.interest))
+                        .filter(|e| p.interest.receives(e))
                         .collect();
                 }
                 Err(error) => {
@@ -388,21 +458,50 @@ pub struct Registry {
     metrics: Arc<Metrics>,
     queue_capacity: usize,
     max_streams: usize,
+    /// Where ended streams with a subscriber go to be announced.
+    departed: Option<mpsc::UnboundedSender<Arc<Subscriber>>>,
 }
 
-#[derive(Default)]
 struct Index {
     /// Set at shutdown: no new streams.
     closing: bool,
     next_id: u64,
     streams: HashMap<u64, Entry>,
     users: BTreeMap<Arc<str>, Vec<u64>>,
+    /// Streams by exact topic.
     topics: HashMap<Arc<str>, Vec<u64>>,
+    /// Streams by topic selector (templates, patterns): each distinct
+    /// selector is matched once per event topic, whatever its stream count.
+    selectors: HashMap<(MatchKind, Arc<str>), Listeners>,
+    /// Streams listening to every topic (`*`).
+    any_topic: Vec<u64>,
+    cache: MatchCache,
+}
+
+impl Default for Index {
+    fn default() -> Index {
+        Index {
+            closing: false,
+            next_id: 0,
+            streams: HashMap::new(),
+            users: BTreeMap::new(),
+            topics: HashMap::new(),
+            selectors: HashMap::new(),
+            any_topic: Vec::new(),
+            cache: MatchCache::new(MATCH_CACHE_CAPACITY),
+        }
+    }
+}
+
+struct Listeners {
+    selector: Selector,
+    streams: Vec<u64>,
 }
 
 struct Entry {
     outbox: Arc<Outbox>,
     interest: Arc<Interest>,
+    subscriber: Option<Arc<Subscriber>>,
 }
 
 /// A stream's place in the registry; dropping it removes the stream.
@@ -425,6 +524,7 @@ impl Registry {
     fn register(
         self: &Arc<Self>,
         interest: Arc<Interest>,
+        subscriber: Option<Arc<Subscriber>>,
     ) -> Result<(Registration, Arc<Outbox>), SubscribeError> {
         let outbox = Arc::new(Outbox::new(self.queue_capacity));
         let mut index = self.lock();
@@ -445,9 +545,18 @@ impl Registry {
                 .push(id);
         }
         for topic in &interest.topics {
-            let streams = index.topics.entry(topic.as_str().into()).or_default();
-            if streams.last() != Some(&id) {
-                streams.push(id);
+            push_once(index.topics.entry(topic.as_str().into()).or_default(), id);
+        }
+        for selector in &interest.selectors {
+            if selector.is_any() {
+                push_once(&mut index.any_topic, id);
+            } else {
+                let key = (selector.kind(), Arc::from(selector.as_str()));
+                let listeners = index.selectors.entry(key).or_insert_with(|| Listeners {
+                    selector: selector.clone(),
+                    streams: Vec::new(),
+                });
+                push_once(&mut listeners.streams, id);
             }
         }
         index.streams.insert(
@@ -455,6 +564,7 @@ impl Registry {
             Entry {
                 outbox: outbox.clone(),
                 interest,
+                subscriber,
             },
         );
         self.metrics.streams_opened.inc();
@@ -472,22 +582,37 @@ impl Registry {
         self.metrics.users_online.set(index.users.len() as i64);
     }
 
+    /// Announces the departure of a removed stream's subscriber.
+    fn departed(&self, entry: Entry) {
+        if let (Some(tx), Some(subscriber)) = (&self.departed, entry.subscriber) {
+            // The receiver lives as long as the hub; a send can only fail
+            // while the hub is being dropped, when nobody listens anyway.
+            let _ = tx.send(subscriber);
+        }
+    }
+
     fn remove(&self, id: u64) {
         let mut index = self.lock();
-        if index.remove(id).is_some() {
+        if let Some(entry) = index.remove(id) {
             self.update_gauges(&index);
+            drop(index);
+            self.departed(entry);
         }
     }
 
     fn close_user(&self, user: &str) -> usize {
         let mut index = self.lock();
         let ids = index.users.get(user).cloned().unwrap_or_default();
+        let mut gone = Vec::with_capacity(ids.len());
         for &id in &ids {
             if let Some(entry) = index.remove(id) {
                 entry.outbox.end(End::Closed);
+                gone.push(entry);
             }
         }
         self.update_gauges(&index);
+        drop(index);
+        gone.into_iter().for_each(|e| self.departed(e));
         ids.len()
     }
 
@@ -512,6 +637,12 @@ impl Registry {
     }
 }
 
+fn push_once(ids: &mut Vec<u64>, id: u64) {
+    if ids.last() != Some(&id) {
+        ids.push(id);
+    }
+}
+
 impl Fanout for Registry {
     fn deliver(&self, events: &[Arc<Event>]) {
         let mut index = self.lock();
@@ -522,10 +653,16 @@ impl Fanout for Registry {
                 streams,
                 users,
                 topics,
+                selectors,
+                any_topic,
+                cache,
                 ..
-            } = &*index;
-            let mut push = |id: u64, event: &Event| {
+            } = &mut *index;
+            let mut push = |id: u64, event: &Event, cache: &mut MatchCache| {
                 if let Some(entry) = streams.get(&id) {
+                    if event.private && !may_read(&entry.interest, event, cache) {
+                        return;
+                    }
                     match entry.outbox.push(event.seq, event.frame().clone()) {
                         Ok(()) => delivered += 1,
                         Err(_) => slow.push(id),
@@ -537,7 +674,7 @@ impl Fanout for Registry {
                     Target::Users(names) => {
                         for name in names {
                             for &id in users.get(name.as_str()).into_iter().flatten() {
-                                push(id, event);
+                                push(id, event, cache);
                             }
                         }
                     }
@@ -547,31 +684,42 @@ impl Fanout for Registry {
                             .take_while(|(user, _)| user.starts_with(prefix.as_str()));
                         for (_, ids) in range {
                             for &id in ids {
-                                push(id, event);
+                                push(id, event, cache);
                             }
                         }
                     }
-                    Target::Topics(names) if names.len() == 1 => {
+                    Target::Topics(names)
+                        if names.len() == 1 && selectors.is_empty() && any_topic.is_empty() =>
+                    {
                         for &id in topics.get(names[0].as_str()).into_iter().flatten() {
-                            push(id, event);
+                            push(id, event, cache);
                         }
                     }
                     Target::Topics(names) => {
-                        // A stream on several of the named topics gets it once.
+                        // A stream reached through several topics or
+                        // selectors gets the event once.
                         let mut ids: Vec<u64> = names
                             .iter()
                             .flat_map(|t| topics.get(t.as_str()).into_iter().flatten())
+                            .chain(any_topic.iter())
                             .copied()
                             .collect();
+                        for listeners in selectors.values() {
+                            if names.iter().any(|t| cache.matches(&listeners.selector, t)) {
+                                ids.extend(&listeners.streams);
+                            }
+                        }
                         ids.sort_unstable();
                         ids.dedup();
                         for id in ids {
-                            push(id, event);
+                            push(id, event, cache);
                         }
                     }
                     Target::All => {
-                        for (&id, _) in streams.iter() {
-                            push(id, event);
+                        for (&id, entry) in streams.iter() {
+                            if entry.interest.broadcasts {
+                                push(id, event, cache);
+                            }
                         }
                     }
                 }
@@ -580,11 +728,23 @@ impl Fanout for Registry {
         self.metrics.deliveries.inc_by(delivered);
         if !slow.is_empty() {
             self.metrics.slow_consumer_closes.inc_by(slow.len() as u64);
-            for id in slow {
-                index.remove(id);
-            }
+            let gone: Vec<Entry> = slow.into_iter().filter_map(|id| index.remove(id)).collect();
             self.update_gauges(&index);
+            drop(index);
+            gone.into_iter().for_each(|e| self.departed(e));
         }
+    }
+}
+
+/// [`Interest::may_read`], through the fanout's match cache.
+fn may_read(interest: &Interest, event: &Event, cache: &mut MatchCache) -> bool {
+    match &event.target {
+        _ if !event.private => true,
+        Target::Topics(topics) => interest
+            .readable
+            .iter()
+            .any(|s| topics.iter().any(|t| cache.matches(s, t))),
+        _ => false,
     }
 }
 
@@ -599,6 +759,19 @@ impl Index {
                 ids.retain(|&x| x != id);
                 if ids.is_empty() {
                     self.topics.remove(topic.as_str());
+                }
+            }
+        }
+        for selector in &entry.interest.selectors {
+            if selector.is_any() {
+                self.any_topic.retain(|&x| x != id);
+                continue;
+            }
+            let key = (selector.kind(), Arc::from(selector.as_str()));
+            if let Some(listeners) = self.selectors.get_mut(&key) {
+                listeners.streams.retain(|&x| x != id);
+                if listeners.streams.is_empty() {
+                    self.selectors.remove(&key);
                 }
             }
         }

@@ -12,6 +12,7 @@ pub mod event;
 pub mod http;
 pub mod hub;
 pub mod metrics;
+pub mod presence;
 pub mod route;
 pub mod server;
 pub mod sse;

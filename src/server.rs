@@ -33,7 +33,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
-use crate::auth::PublisherPolicy;
+use crate::auth::jwt::{JwtConfigError, Verifier};
+use crate::auth::{PublisherPolicy, SubscriberPolicy};
 use crate::config::{ServeConfig, Storage};
 use crate::http::{router, AppState};
 use crate::hub::{Hub, HubConfig};
@@ -56,6 +57,9 @@ pub enum ServerError {
     /// The certificate or key could not be loaded; the message names the file.
     #[error(transparent)]
     Tls(#[from] TlsError),
+    /// A token key does not suit the configured algorithm.
+    #[error(transparent)]
+    Jwt(#[from] JwtConfigError),
 }
 
 /// A running hub.
@@ -118,6 +122,7 @@ pub fn build_hub(config: &ServeConfig) -> Result<Arc<Hub>, ServerError> {
         retry_ms: config.retry.as_millis() as u64,
         max_streams: config.max_streams,
         stream_lifetime: config.stream_timeout,
+        presence: config.subscriptions,
     };
     let retention = Retention {
         max_events: config.history_max_events,
@@ -145,6 +150,12 @@ pub async fn start(config: ServeConfig) -> Result<Server, ServerError> {
         (Some(cert), Some(key)) => Some(Arc::new(Tls::load(cert, key)?)),
         _ => None,
     };
+    let verifier = Arc::new(Verifier::new(&config.jwt_settings())?);
+    let publisher_tokens = config.publisher_jwt_key.is_some().then(|| verifier.clone());
+    let subscriber_tokens = config
+        .subscriber_jwt_key
+        .is_some()
+        .then(|| verifier.clone());
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|source| ServerError::Bind {
@@ -157,8 +168,11 @@ pub async fn start(config: ServeConfig) -> Result<Server, ServerError> {
     })?;
     let state = Arc::new(AppState {
         hub: hub.clone(),
-        policy: PublisherPolicy::new(config.publisher_key.clone()),
+        policy: PublisherPolicy::new(config.publisher_key.clone(), publisher_tokens),
+        subscribers: SubscriberPolicy::new(subscriber_tokens, config.require_subscriber_auth),
         max_body: config.max_body,
+        hub_url: config.hub_url.clone(),
+        presence: config.subscriptions,
     });
     let app = router(state, &config);
     let stop = CancellationToken::new();

@@ -441,3 +441,322 @@ async fn ten_event_sources_over_https_http2_all_receive() -> Result<()> {
     server.shutdown().await;
     Ok(())
 }
+
+const MERCURE_PUBLISHER_KEY: &str = "browser-publisher-secret";
+const MERCURE_SUBSCRIBER_KEY: &str = "browser-subscriber-secret";
+const BOOKS: &str = "https://example.com/books/{id}";
+
+/// A hub that verifies Mercure publisher and subscriber tokens.
+async fn start_mercure_hub() -> Result<Server> {
+    let mut config = common::config();
+    config.publisher_jwt_key = Some(MERCURE_PUBLISHER_KEY.into());
+    config.subscriber_jwt_key = Some(MERCURE_SUBSCRIBER_KEY.into());
+    Ok(pushwire::server::start(config).await?)
+}
+
+fn sign(key: &str, claims: Value) -> Result<String> {
+    Ok(jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(key.as_bytes()),
+    )?)
+}
+
+fn publisher_token() -> Result<String> {
+    sign(
+        MERCURE_PUBLISHER_KEY,
+        json!({ "mercure": { "publish": ["*"] } }),
+    )
+}
+
+fn subscriber_token() -> Result<String> {
+    sign(
+        MERCURE_SUBSCRIBER_KEY,
+        json!({ "mercure": { "subscribe": [BOOKS] } }),
+    )
+}
+
+/// Waits until the hub has no stream open.
+async fn wait_no_streams(server: &Server) {
+    let deadline = Instant::now() + DEADLINE;
+    while server.hub().stats().await.streams != 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the hub still counts closed streams"
+        );
+        sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn event_source_in_a_page_receives_mercure_updates_and_only_granted_private_ones(
+) -> Result<()> {
+    let server = start_mercure_hub().await?;
+    let addr = server.addr();
+    let browser = Browser::launch().await?;
+    let cdp = browser.connect().await?;
+    let page = cdp.new_page().await?;
+    page.navigate(&format!("http://127.0.0.1:{}/", addr.port()))
+        .await?;
+
+    // Helpers in the page: sources that record what they dispatch, and a
+    // publish by fetch with a Bearer token.
+    page.eval(
+        "window.received = {};
+         window.sources = {};
+         window.openSource = (name, url) => new Promise((resolve, reject) => {
+           const source = new EventSource(url);
+           window.sources[name] = source;
+           window.received[name] = [];
+           source.onmessage = (e) =>
+             window.received[name].push({ type: e.type, lastEventId: e.lastEventId, data: e.data });
+           source.onopen = () => resolve(true);
+           source.onerror = () => {
+             if (source.readyState === EventSource.CLOSED) reject(new Error(name + ': stream refused'));
+           };
+           setTimeout(() => reject(new Error(name + ': not open within 10 s')), 10000);
+         });
+         window.publish = async (token, fields) => {
+           const body = new URLSearchParams();
+           for (const [name, value] of fields) body.append(name, value);
+           const response = await fetch('/.well-known/mercure', {
+             method: 'POST', headers: { Authorization: 'Bearer ' + token }, body: body,
+           });
+           return { status: response.status, type: response.headers.get('content-type'),
+                    body: await response.text() };
+         };
+         true",
+    )
+    .await?;
+    let publish = |fields: Value| {
+        let page = &page;
+        async move {
+            let token = publisher_token()?;
+            let reply = page
+                .eval(&format!("window.publish({}, {fields})", js(&token)))
+                .await?;
+            assert_eq!(reply["status"], json!(200), "publish refused: {reply}");
+            assert!(
+                reply["type"]
+                    .as_str()
+                    .is_some_and(|t| t.starts_with("text/plain")),
+                "publish reply: {reply}"
+            );
+            Ok::<String, cdp::Error>(reply["body"].as_str().unwrap_or_default().to_owned())
+        }
+    };
+
+    let books = format!(
+        "'/.well-known/mercure?topic=' + encodeURIComponent({})",
+        js(BOOKS)
+    );
+    page.eval(&format!("window.openSource('anonymous', {books})"))
+        .await?;
+    let id = publish(json!([
+        ["topic", "https://example.com/books/7"],
+        ["id", "book-7-v2"],
+        ["data", "first\n\nthird\n"]
+    ]))
+    .await?;
+    assert_eq!(id, "book-7-v2");
+    page.wait_for(
+        "the anonymous source received the update",
+        "window.received.anonymous.length >= 1",
+    )
+    .await?;
+    assert_eq!(
+        page.eval("window.received.anonymous").await?,
+        json!([{ "type": "message", "lastEventId": "book-7-v2", "data": "first\n\nthird\n" }])
+    );
+
+    // A second source with a subscriber token in the URL.
+    page.eval(&format!(
+        "window.openSource('reader', {books} + '&authorization=' + encodeURIComponent({}))",
+        js(&subscriber_token()?)
+    ))
+    .await?;
+    publish(json!([
+        ["topic", "https://example.com/books/7"],
+        ["id", "book-7-private"],
+        ["data", "for token holders"],
+        ["private", "on"]
+    ]))
+    .await?;
+    publish(json!([
+        ["topic", "https://example.com/books/7"],
+        ["id", "book-7-v3"],
+        ["data", "for everyone"]
+    ]))
+    .await?;
+    page.wait_for(
+        "both sources received the last public update",
+        "[window.received.anonymous, window.received.reader]
+           .every(r => r.some(e => e.lastEventId === 'book-7-v3'))",
+    )
+    .await?;
+    // Each stream receives in publish order: by the time the public update
+    // after it arrived, the private one had arrived or never would.
+    assert_eq!(
+        page.eval("window.received.reader.map(e => [e.lastEventId, e.data])")
+            .await?,
+        json!([
+            ["book-7-private", "for token holders"],
+            ["book-7-v3", "for everyone"]
+        ])
+    );
+    assert_eq!(
+        page.eval("window.received.anonymous.map(e => e.lastEventId)")
+            .await?,
+        json!(["book-7-v2", "book-7-v3"])
+    );
+
+    page.eval("Object.values(window.sources).forEach(s => s.close())")
+        .await?;
+    wait_no_streams(&server).await;
+    drop(cdp);
+    drop(browser);
+    server.shutdown().await;
+    Ok(())
+}
+
+/// Waits for the Mercure log entry with this event id; returns its type,
+/// its data as text and its data as rendered.
+async fn wait_for_update(page: &Page<'_>, id: &str) -> Result<Value> {
+    page.wait_for(
+        &format!("the update {id} is in the Mercure log"),
+        &format!(
+            "(() => {{
+               for (const m of document.querySelectorAll('#mercure-log .msg')) {{
+                 if (m.querySelector('.id')?.textContent !== 'id ' + {}) continue;
+                 const data = m.querySelector('.data');
+                 return {{ type: m.querySelector('.type').textContent, data: data.textContent,
+                           shown: data.innerText }};
+               }}
+               return null;
+             }})()",
+            js(id)
+        ),
+    )
+    .await
+}
+
+async fn publish_in_page(page: &Page<'_>, expected: &str) -> Result<Value> {
+    click(page, "#mercure-publish").await?;
+    page.wait_for(
+        &format!("the publish result says {expected:?}"),
+        &format!(
+            "(() => {{ const r = document.querySelector('#mercure-publish-result');
+                 return r.textContent.includes({}) ? {{ ok: r.classList.contains('ok'),
+                 text: r.textContent }} : null; }})()",
+            js(expected)
+        ),
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn demo_page_mercure_tab_subscribes_and_publishes() -> Result<()> {
+    let server = start_mercure_hub().await?;
+    let addr = server.addr();
+    let browser = Browser::launch().await?;
+    let cdp = browser.connect().await?;
+    let page = cdp.new_page().await?;
+    page.set_viewport(1280, 1100).await?;
+    page.navigate(&format!("http://{addr}/")).await?;
+
+    // The users tab is the default; the Mercure tab opens on click.
+    let visible = "['#panel-users', '#panel-mercure', '#state', '#mercure-state']
+                     .map(s => !document.querySelector(s).hidden)";
+    assert_eq!(page.eval(visible).await?, json!([true, false, true, false]));
+    click(&page, "#tab-mercure").await?;
+    assert_eq!(page.eval(visible).await?, json!([false, true, false, true]));
+    assert_eq!(text_of(&page, "#mercure-state").await?, "closed");
+
+    fill(&page, "#mercure-selectors", BOOKS).await?;
+    fill(&page, "#mercure-subscriber-token", &subscriber_token()?).await?;
+    click(&page, "#mercure-subscribe").await?;
+    page.wait_for(
+        "the Mercure stream is open",
+        "document.querySelector('#mercure-state').textContent === 'open'",
+    )
+    .await?;
+
+    // Without a publisher token the hub's refusal is shown.
+    fill(&page, "#mercure-topics", "https://example.com/books/7").await?;
+    fill(&page, "#mercure-data", "no token").await?;
+    let refused = publish_in_page(&page, "HTTP 401").await?;
+    assert_eq!(refused["ok"], json!(false), "{refused}");
+    assert!(
+        refused["text"]
+            .as_str()
+            .is_some_and(|t| t.contains("\"code\": \"unauthorized\"")),
+        "the hub's error JSON is not shown: {refused}"
+    );
+
+    // A typed update with a publisher id; the data is text, never markup.
+    let data = "first\n\nthird\n<b>not bold</b>";
+    fill(&page, "#mercure-publisher-token", &publisher_token()?).await?;
+    fill(&page, "#mercure-data", data).await?;
+    fill(&page, "#mercure-id", "book-7-v2").await?;
+    fill(&page, "#mercure-type", "book-updated").await?;
+    let sent = publish_in_page(&page, "Published, event id book-7-v2.").await?;
+    assert_eq!(sent["ok"], json!(true), "{sent}");
+    assert_eq!(
+        wait_for_update(&page, "book-7-v2").await?,
+        json!({ "type": "book-updated", "data": data, "shown": data })
+    );
+    assert_eq!(
+        page.eval("document.querySelectorAll('#mercure-log b').length")
+            .await?,
+        json!(0)
+    );
+
+    // A private update reaches this subscriber, whose token grants the topic.
+    fill(&page, "#mercure-id", "book-7-private").await?;
+    fill(&page, "#mercure-type", "").await?;
+    fill(&page, "#mercure-data", "for token holders").await?;
+    click(&page, "#mercure-private").await?;
+    publish_in_page(&page, "Published, event id book-7-private.").await?;
+    assert_eq!(
+        wait_for_update(&page, "book-7-private").await?,
+        json!({ "type": "message", "data": "for token holders", "shown": "for token holders" })
+    );
+    page.screenshot(&screenshot_path("demo-page-mercure.png"))
+        .await?;
+
+    // Subscribed again without a token: private updates stay away.
+    click(&page, "#mercure-unsubscribe").await?;
+    assert_eq!(text_of(&page, "#mercure-state").await?, "closed");
+    wait_no_streams(&server).await;
+    fill(&page, "#mercure-subscriber-token", "").await?;
+    click(&page, "#mercure-subscribe").await?;
+    page.wait_for(
+        "the anonymous Mercure stream is open",
+        "document.querySelector('#mercure-state').textContent === 'open'",
+    )
+    .await?;
+    fill(&page, "#mercure-id", "book-7-private-2").await?;
+    publish_in_page(&page, "Published, event id book-7-private-2.").await?;
+    click(&page, "#mercure-private").await?;
+    fill(&page, "#mercure-id", "book-7-v3").await?;
+    fill(&page, "#mercure-data", "for everyone").await?;
+    publish_in_page(&page, "Published, event id book-7-v3.").await?;
+    wait_for_update(&page, "book-7-v3").await?;
+    // In publish order: the private update would have come before this one.
+    assert_eq!(
+        page.eval("[...document.querySelectorAll('#mercure-log .id')].map(e => e.textContent)")
+            .await?,
+        json!(["id book-7-v3", "id book-7-private", "id book-7-v2"])
+    );
+
+    click(&page, "#mercure-unsubscribe").await?;
+    wait_no_streams(&server).await;
+    // Back to the users tab (its streams are tested on a hub without keys).
+    click(&page, "#tab-users").await?;
+    assert_eq!(page.eval(visible).await?, json!([true, false, true, false]));
+
+    drop(cdp);
+    drop(browser);
+    server.shutdown().await;
+    Ok(())
+}

@@ -6,7 +6,9 @@ use http::StatusCode;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{content_type_is, read_body, ApiError, Params, Publisher, State};
+use super::{
+    content_type_is, read_body, rejected, ApiError, Params, Publisher, State, TopicPublisher,
+};
 use crate::event::Draft;
 use crate::hub::HistoryQuery;
 use crate::route::{Interest, Target};
@@ -27,6 +29,9 @@ struct PublishRequest {
     id: Option<String>,
     #[serde(default)]
     retry: Option<u64>,
+    /// Only for topic events: delivered only to streams allowed to read a topic.
+    #[serde(default)]
+    private: bool,
 }
 
 impl From<PublishRequest> for Draft {
@@ -41,6 +46,7 @@ impl From<PublishRequest> for Draft {
             data,
             id: r.id,
             retry: r.retry,
+            private: r.private,
         }
     }
 }
@@ -48,7 +54,7 @@ impl From<PublishRequest> for Draft {
 /// `POST /api/v1/publish`: one object, or an array published as one batch.
 pub async fn publish(
     AxState(state): State,
-    _: Publisher,
+    TopicPublisher(rights): TopicPublisher,
     req: Request,
 ) -> Result<Json<Value>, ApiError> {
     if !content_type_is(req.headers(), "application/json") {
@@ -72,6 +78,13 @@ pub async fn publish(
             .map_err(invalid)?
             .into()]
     };
+    for draft in &drafts {
+        let allowed = match &draft.target {
+            Target::Topics(topics) => rights.check_topics(topics),
+            _ => rights.check_unscoped(),
+        };
+        allowed.map_err(|e| rejected(&state, e))?;
+    }
     let events = state.hub.publish(drafts).await?;
     let ids: Vec<&str> = events.iter().map(|e| &*e.id).collect();
     Ok(Json(if batch {
@@ -122,7 +135,7 @@ pub async fn events(
     };
     let topics: Vec<String> = params.all("topic").map(str::to_owned).collect();
     let user = params.one("user")?.map(str::to_owned);
-    let filter = (user.is_some() || !topics.is_empty()).then_some(Interest { user, topics });
+    let filter = (user.is_some() || !topics.is_empty()).then_some(Interest::new(user, topics));
     let query = HistoryQuery {
         after: params.one("after")?.map(str::to_owned),
         limit,

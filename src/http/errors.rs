@@ -56,10 +56,22 @@ impl IntoResponse for ApiError {
             "error": { "code": self.code, "message": self.message }
         });
         let mut response = (self.status, Json(body)).into_response();
-        if self.status == StatusCode::UNAUTHORIZED {
+        // RFC 6750's challenge: bare when no credential was sent, with the
+        // error code when one was sent and failed.
+        let challenge = match (self.status, self.code) {
+            (StatusCode::UNAUTHORIZED, "invalid_token") => {
+                Some("Bearer realm=\"pushwire\", error=\"invalid_token\"")
+            }
+            (StatusCode::UNAUTHORIZED, _) => Some("Bearer realm=\"pushwire\""),
+            (StatusCode::FORBIDDEN, "insufficient_scope") => {
+                Some("Bearer realm=\"pushwire\", error=\"insufficient_scope\"")
+            }
+            _ => None,
+        };
+        if let Some(challenge) = challenge {
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer realm=\"pushwire\""),
+                HeaderValue::from_static(challenge),
             );
         }
         response
@@ -68,7 +80,12 @@ impl IntoResponse for ApiError {
 
 impl From<EventError> for ApiError {
     fn from(e: EventError) -> Self {
-        ApiError::bad_request("invalid_field", e.to_string())
+        match e {
+            EventError::ReservedTopic(_) => {
+                ApiError::new(StatusCode::FORBIDDEN, "reserved_topic", e.to_string())
+            }
+            _ => ApiError::bad_request("invalid_field", e.to_string()),
+        }
     }
 }
 
@@ -113,10 +130,22 @@ impl From<SubscribeError> for ApiError {
 
 impl From<AuthError> for ApiError {
     fn from(e: AuthError) -> Self {
-        let status = match e {
-            AuthError::MissingCredentials => StatusCode::UNAUTHORIZED,
-            AuthError::InvalidCredentials | AuthError::NotLocal => StatusCode::FORBIDDEN,
-        };
-        ApiError::new(status, "unauthorized", e.to_string())
+        match e {
+            AuthError::MissingCredentials => {
+                ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", e.to_string())
+            }
+            AuthError::InvalidCredentials | AuthError::NotLocal => {
+                ApiError::new(StatusCode::FORBIDDEN, "unauthorized", e.to_string())
+            }
+            // Why a token failed stays in the log: telling the caller would
+            // help an attacker more than a legitimate client.
+            AuthError::InvalidToken(ref why) => {
+                tracing::debug!(reason = %why, "token refused");
+                ApiError::new(StatusCode::UNAUTHORIZED, "invalid_token", e.to_string())
+            }
+            AuthError::InsufficientScope(_) => {
+                ApiError::new(StatusCode::FORBIDDEN, "insufficient_scope", e.to_string())
+            }
+        }
     }
 }

@@ -4,6 +4,7 @@
 //! - `streams`: the subscribe routes (seed paths and `/api/v1/stream`);
 //! - `seed`: the seed service's management calls, as thin aliases;
 //! - `api`: the JSON API under `/api/v1`;
+//! - `mercure`: the Mercure protocol at `/.well-known/mercure`;
 //! - `admin`: the demo page, `/metrics`, `/healthz`;
 //! - `errors`: the one error-to-response mapping.
 
@@ -18,13 +19,14 @@ use http::request::Parts;
 use http::{header, HeaderMap, HeaderValue, Method};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
-use crate::auth::{Caller, PublisherPolicy};
+use crate::auth::{Caller, PublishRights, PublisherPolicy, SubscriberPolicy};
 use crate::config::ServeConfig;
 use crate::hub::Hub;
 
 mod admin;
 mod api;
 pub mod errors;
+mod mercure;
 mod seed;
 mod streams;
 
@@ -37,7 +39,12 @@ pub const LAST_EVENT_ID: http::HeaderName = http::HeaderName::from_static("last-
 pub struct AppState {
     pub hub: Arc<Hub>,
     pub policy: PublisherPolicy,
+    pub subscribers: SubscriberPolicy,
     pub max_body: usize,
+    /// The hub's public URL, against which relative URL patterns resolve.
+    pub hub_url: String,
+    /// The Mercure subscriptions API and events are on.
+    pub presence: bool,
 }
 
 type State = axum::extract::State<Arc<AppState>>;
@@ -85,12 +92,37 @@ pub fn router(state: Arc<AppState>, config: &ServeConfig) -> Router {
         manage.layer(cors(&config.api_cors_origins, true))
     };
 
+    // Browsers preflight these routes (Authorization headers, form posts
+    // with credentials): OPTIONS must reach the CORS layer, which answers it.
+    let preflight = || async { http::StatusCode::NO_CONTENT };
+    let mercure = Router::new()
+        .route(
+            "/.well-known/mercure",
+            get(mercure::subscribe)
+                .post(mercure::publish)
+                .options(preflight),
+        )
+        .route(
+            "/.well-known/mercure/subscriptions",
+            get(mercure::subscriptions).options(preflight),
+        )
+        .route(
+            "/.well-known/mercure/subscriptions/{selector}",
+            get(mercure::subscriptions).options(preflight),
+        )
+        .route(
+            "/.well-known/mercure/subscriptions/{selector}/{subscriber}",
+            get(mercure::subscriptions).options(preflight),
+        )
+        .layer(mercure_cors(&config.cors_origins));
+
     Router::new()
         .route("/", get(admin::demo_page))
         .route("/metrics", get(admin::metrics))
         .route("/healthz", get(admin::healthz))
         .merge(streams)
         .merge(manage)
+        .merge(mercure)
         .fallback(any(not_found))
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
@@ -122,7 +154,30 @@ fn cors(origins: &[String], management: bool) -> CorsLayer {
     }
 }
 
-/// Proof that the caller may publish and manage.
+/// Mercure routes: credentials (cookies) for listed origins, never for `*`.
+fn mercure_cors(origins: &[String]) -> CorsLayer {
+    let layer = CorsLayer::new()
+        .allow_methods([Method::GET, Method::POST])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            header::CACHE_CONTROL,
+            LAST_EVENT_ID,
+        ])
+        .expose_headers([LAST_EVENT_ID, mercure::MERCURE_LAST_EVENT_ID]);
+    if origins.iter().any(|o| o == "*") {
+        layer.allow_origin(AllowOrigin::any())
+    } else {
+        layer
+            .allow_origin(AllowOrigin::list(
+                origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()),
+            ))
+            .allow_credentials(true)
+    }
+}
+
+/// Proof that the caller may publish anywhere and manage: the seed's
+/// calls and the management API, which are not scoped to a topic.
 pub struct Publisher;
 
 impl FromRequestParts<Arc<AppState>> for Publisher {
@@ -132,20 +187,92 @@ impl FromRequestParts<Arc<AppState>> for Publisher {
         parts: &mut Parts,
         state: &Arc<AppState>,
     ) -> Result<Self, Self::Rejection> {
-        let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>();
-        let caller = Caller {
-            bearer: bearer(&parts.headers),
-            loopback_peer: peer.is_some_and(|p| p.0.ip().is_loopback()),
-            forwarded: ["forwarded", "x-forwarded-for", "x-real-ip"]
-                .iter()
-                .any(|h| parts.headers.contains_key(*h)),
-        };
-        state.policy.authorize(&caller).map_err(|e| {
-            state.hub.metrics().publishes_rejected.inc();
-            ApiError::from(e)
-        })?;
+        let rights = publish_rights(parts, state, bearer(&parts.headers))?;
+        rights.check_unscoped().map_err(|e| rejected(state, e))?;
         Ok(Publisher)
     }
+}
+
+/// What the caller may publish, checked per event by the handler.
+pub struct TopicPublisher(pub PublishRights);
+
+impl FromRequestParts<Arc<AppState>> for TopicPublisher {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
+        publish_rights(parts, state, bearer(&parts.headers)).map(TopicPublisher)
+    }
+}
+
+/// Authorizes a publisher presenting `token` (from wherever the route reads it).
+fn publish_rights(
+    parts: &Parts,
+    state: &AppState,
+    token: Option<&str>,
+) -> Result<PublishRights, ApiError> {
+    let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>();
+    let caller = Caller {
+        bearer: token,
+        loopback_peer: peer.is_some_and(|p| p.0.ip().is_loopback()),
+        forwarded: ["forwarded", "x-forwarded-for", "x-real-ip"]
+            .iter()
+            .any(|h| parts.headers.contains_key(*h)),
+    };
+    state
+        .policy
+        .authorize(&caller)
+        .map_err(|e| rejected(state, e))
+}
+
+/// Counts a refused write and turns the reason into a response.
+fn rejected(state: &AppState, error: crate::auth::AuthError) -> ApiError {
+    state.hub.metrics().publishes_rejected.inc();
+    ApiError::from(error)
+}
+
+/// A token as a Mercure client may present it, by the protocol's
+/// precedence: the `Authorization` header, else the query parameter
+/// (`authorization` classic, `access_token` current), else the cookie
+/// (`mercureAuthorization` classic, `__Secure-mercure_access_token` and
+/// `mercureAccessToken` current). Once a mechanism is present, the others
+/// are ignored, even when its token turns out to be invalid.
+fn presented_token<'a>(headers: &'a HeaderMap, params: &'a Params) -> Option<&'a str> {
+    if headers.contains_key(header::AUTHORIZATION) {
+        return bearer(headers);
+    }
+    for name in ["authorization", "access_token"] {
+        if let Some(token) = params.all(name).next() {
+            return Some(token);
+        }
+    }
+    cookie(
+        headers,
+        &[
+            "mercureAuthorization",
+            "__Secure-mercure_access_token",
+            "mercureAccessToken",
+        ],
+    )
+}
+
+/// The first of the named cookies the request carries.
+fn cookie<'a>(headers: &'a HeaderMap, names: &[&str]) -> Option<&'a str> {
+    let pairs: Vec<(&str, &str)> = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .collect();
+    names.iter().find_map(|name| {
+        pairs
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.trim_matches('"'))
+    })
 }
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {
@@ -195,6 +322,11 @@ impl Params {
 
     pub fn required(&self, name: &str) -> Result<&str, ApiError> {
         self.one(name)?.ok_or_else(|| ApiError::missing(name))
+    }
+
+    /// Every parameter, in request order.
+    pub fn pairs(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(k, v)| (k.as_str(), v.as_str()))
     }
 
     pub fn all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {

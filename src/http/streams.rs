@@ -7,7 +7,8 @@ use axum::extract::{Path, State as AxState};
 use axum::response::Response;
 use http::{header, HeaderMap, HeaderValue, StatusCode};
 
-use super::{ApiError, Params, State, LAST_EVENT_ID};
+use super::{presented_token, ApiError, Params, State, LAST_EVENT_ID};
+use crate::hub::SubscribeOptions;
 use crate::route::Interest;
 
 /// `GET /sse/subscribe/{user}` (seed).
@@ -55,7 +56,15 @@ async fn open(
     let mut topics: Vec<String> = params.all("topic").map(str::to_owned).collect();
     topics.sort_unstable();
     topics.dedup();
-    let interest = Interest { user, topics };
+    let token = presented_token(headers, params);
+    let reader = match &user {
+        Some(user) => state.subscribers.authenticate_user(token, user)?,
+        None => state.subscribers.authenticate(token)?,
+    };
+    let interest = Interest {
+        readable: reader.readable(),
+        ..Interest::new(user, topics)
+    };
     // The header is what a browser sends when it reconnects; it wins over a
     // query parameter that was baked into the URL when the page started.
     let last_event_id = match headers.get(LAST_EVENT_ID) {
@@ -66,8 +75,13 @@ async fn open(
         })?),
         None => params.one("lastEventID")?,
     };
-    let last_event_id = last_event_id.filter(|id| !id.is_empty());
-    let subscription = state.hub.subscribe(interest, last_event_id).await?;
+    let options = SubscribeOptions {
+        last_event_id: last_event_id.filter(|id| !id.is_empty()),
+        lifetime: reader.lifetime(),
+        reset_event: true,
+        subscriber: None,
+    };
+    let subscription = state.hub.subscribe(interest, options).await?;
 
     let mut response = Response::new(Body::new(subscription.body));
     *response.status_mut() = StatusCode::OK;

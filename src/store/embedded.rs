@@ -438,6 +438,8 @@ struct RecordOut<'a> {
     data: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     retry: Option<u64>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    private: bool,
     time: u64,
 }
 
@@ -452,6 +454,8 @@ struct RecordIn {
     data: String,
     #[serde(default)]
     retry: Option<u64>,
+    #[serde(default)]
+    private: bool,
     time: u64,
 }
 
@@ -470,6 +474,7 @@ fn encode(event: &Event, supplied_id: bool) -> Result<Vec<u8>, StoreError> {
         event: event.event.as_deref(),
         data: &event.data,
         retry: event.retry,
+        private: event.private,
         time: event.time,
     };
     let mut bytes = Vec::with_capacity(event.data.len() + 64);
@@ -498,6 +503,7 @@ fn decode(seq: u64, bytes: &[u8]) -> Result<Event, StoreError> {
         data: record.data,
         id: record.id,
         retry: record.retry,
+        private: record.private,
     };
     Ok(Event::new(seq, draft, record.time))
 }
@@ -1079,6 +1085,7 @@ mod tests {
                 data: "line one\nline two".into(),
                 id: Some("order-1".into()),
                 retry: Some(2500),
+                private: true,
             },
             0,
         );
@@ -1090,6 +1097,7 @@ mod tests {
                 data: original.data.clone(),
                 id: Some("order-1".into()),
                 retry: original.retry,
+                private: original.private,
             };
             log.append(vec![draft, Draft::new(Target::All, "two")])
                 .await

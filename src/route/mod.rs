@@ -6,7 +6,12 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::event::EventError;
+mod selector;
+mod template;
+
+pub use selector::{MatchCache, MatchKind, Selector, SelectorError, MAX_SELECTOR_LEN};
+
+use crate::event::{Event, EventError};
 
 /// Longest user id, in bytes.
 pub const MAX_USER_ID_LEN: usize = 256;
@@ -59,7 +64,7 @@ impl Target {
     /// Whether a stream with this interest receives events sent to this target.
     pub fn reaches(&self, interest: &Interest) -> bool {
         match self {
-            Target::All => true,
+            Target::All => interest.broadcasts,
             Target::Users(users) => interest
                 .user
                 .as_deref()
@@ -68,7 +73,7 @@ impl Target {
                 .user
                 .as_deref()
                 .is_some_and(|u| u.starts_with(prefix.as_str())),
-            Target::Topics(topics) => topics.iter().any(|t| interest.topics.contains(t)),
+            Target::Topics(topics) => interest.listens_to(topics),
         }
     }
 }
@@ -115,19 +120,39 @@ pub fn check_topic(topic: &str) -> Result<(), EventError> {
     check_name("topic", topic, MAX_TOPIC_LEN)
 }
 
-/// What one stream listens to: its user's events (and so its groups' and
-/// broadcasts) and any number of topics.
+/// What one stream listens to and what it may read.
+///
+/// A stream listens to its user's events (and so its groups'), to exact
+/// topics, and to topic selectors (URI templates, URL patterns, `*`). Private
+/// events additionally need a `readable` selector matching one of their
+/// topics: listening to a topic never grants reading its private events.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Interest {
     pub user: Option<String>,
+    /// Topics listened to by exact name (indexed by the hub).
     pub topics: Vec<String>,
+    /// Topics listened to by selector: templates, patterns, the wildcard.
+    pub selectors: Vec<Selector>,
+    /// Receives events sent to everyone (`Target::All`). Mercure
+    /// subscriptions do not: they listen to topics only.
+    pub broadcasts: bool,
+    /// Private events on topics these select may be read.
+    pub readable: Vec<Selector>,
 }
 
 impl Interest {
+    /// A user's stream, with broadcasts.
     pub fn user(id: impl Into<String>) -> Interest {
+        Interest::new(Some(id.into()), Vec::new())
+    }
+
+    /// A stream of a user and/or exact topics, with broadcasts.
+    pub fn new(user: Option<String>, topics: Vec<String>) -> Interest {
         Interest {
-            user: Some(id.into()),
-            topics: Vec::new(),
+            user,
+            topics,
+            broadcasts: true,
+            ..Interest::default()
         }
     }
 
@@ -135,13 +160,39 @@ impl Interest {
         if let Some(user) = &self.user {
             check_user_id(user)?;
         }
-        if self.topics.len() > MAX_TARGETS {
+        if self.topics.len() + self.selectors.len() > MAX_TARGETS {
             return Err(EventError::TooLong {
                 field: "topics",
                 max: MAX_TARGETS,
             });
         }
         self.topics.iter().try_for_each(|t| check_topic(t))
+    }
+
+    /// Whether the stream listens to at least one of `topics`.
+    pub fn listens_to<S: AsRef<str>>(&self, topics: &[S]) -> bool {
+        topics.iter().any(|t| {
+            let t = t.as_ref();
+            self.topics.iter().any(|x| x == t) || self.selectors.iter().any(|s| s.matches(t))
+        })
+    }
+
+    /// Whether the stream may read an event: public events, or private ones
+    /// with a topic one of its `readable` selectors matches.
+    pub fn may_read(&self, event: &Event) -> bool {
+        match &event.target {
+            _ if !event.private => true,
+            Target::Topics(topics) => topics
+                .iter()
+                .any(|t| self.readable.iter().any(|s| s.matches(t))),
+            _ => false,
+        }
+    }
+
+    /// Whether the stream receives `event`: the one rule replay follows,
+    /// and that the hub's indexed fanout agrees with.
+    pub fn receives(&self, event: &Event) -> bool {
+        event.target.reaches(self) && self.may_read(event)
     }
 }
 
@@ -150,10 +201,10 @@ mod tests {
     use super::*;
 
     fn stream(user: Option<&str>, topics: &[&str]) -> Interest {
-        Interest {
-            user: user.map(str::to_owned),
-            topics: topics.iter().map(|t| t.to_string()).collect(),
-        }
+        Interest::new(
+            user.map(str::to_owned),
+            topics.iter().map(|t| t.to_string()).collect(),
+        )
     }
 
     #[test]
