@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use crate::event::{encode_comment, encode_event, encode_retry, Draft, Event, EventError};
 use crate::metrics::Metrics;
 use crate::presence::Subscriber;
-use crate::route::{Interest, MatchCache, MatchKind, Selector, Target};
+use crate::route::{Interest, MatchCache, Selector, Target};
 use crate::store::{now_ms, Cursor, EventLog, Fanout, StoreError};
 use crate::stream::{End, Outbox, Replay, SseBody};
 
@@ -472,7 +472,7 @@ struct Index {
     topics: HashMap<Arc<str>, Vec<u64>>,
     /// Streams by topic selector (templates, patterns): each distinct
     /// selector is matched once per event topic, whatever its stream count.
-    selectors: HashMap<(MatchKind, Arc<str>), Listeners>,
+    selectors: HashMap<Selector, Vec<u64>>,
     /// Streams listening to every topic (`*`).
     any_topic: Vec<u64>,
     cache: MatchCache,
@@ -491,11 +491,6 @@ impl Default for Index {
             cache: MatchCache::new(MATCH_CACHE_CAPACITY),
         }
     }
-}
-
-struct Listeners {
-    selector: Selector,
-    streams: Vec<u64>,
 }
 
 struct Entry {
@@ -548,16 +543,12 @@ impl Registry {
             push_once(index.topics.entry(topic.as_str().into()).or_default(), id);
         }
         for selector in &interest.selectors {
-            if selector.is_any() {
-                push_once(&mut index.any_topic, id);
+            let ids = if selector.is_any() {
+                &mut index.any_topic
             } else {
-                let key = (selector.kind(), Arc::from(selector.as_str()));
-                let listeners = index.selectors.entry(key).or_insert_with(|| Listeners {
-                    selector: selector.clone(),
-                    streams: Vec::new(),
-                });
-                push_once(&mut listeners.streams, id);
-            }
+                index.selectors.entry(selector.clone()).or_default()
+            };
+            push_once(ids, id);
         }
         index.streams.insert(
             id,
@@ -660,7 +651,10 @@ impl Fanout for Registry {
             } = &mut *index;
             let mut push = |id: u64, event: &Event, cache: &mut MatchCache| {
                 if let Some(entry) = streams.get(&id) {
-                    if event.private && !may_read(&entry.interest, event, cache) {
+                    if !entry
+                        .interest
+                        .may_read_with(event, |s, t| cache.matches(s, t))
+                    {
                         return;
                     }
                     match entry.outbox.push(event.seq, event.frame().clone()) {
@@ -704,9 +698,9 @@ impl Fanout for Registry {
                             .chain(any_topic.iter())
                             .copied()
                             .collect();
-                        for listeners in selectors.values() {
-                            if names.iter().any(|t| cache.matches(&listeners.selector, t)) {
-                                ids.extend(&listeners.streams);
+                        for (selector, streams) in selectors.iter() {
+                            if names.iter().any(|t| cache.matches(selector, t)) {
+                                ids.extend(streams);
                             }
                         }
                         ids.sort_unstable();
@@ -736,18 +730,6 @@ impl Fanout for Registry {
     }
 }
 
-/// [`Interest::may_read`], through the fanout's match cache.
-fn may_read(interest: &Interest, event: &Event, cache: &mut MatchCache) -> bool {
-    match &event.target {
-        _ if !event.private => true,
-        Target::Topics(topics) => interest
-            .readable
-            .iter()
-            .any(|s| topics.iter().any(|t| cache.matches(s, t))),
-        _ => false,
-    }
-}
-
 impl Index {
     fn remove(&mut self, id: u64) -> Option<Entry> {
         let entry = self.streams.remove(&id)?;
@@ -765,13 +747,10 @@ impl Index {
         for selector in &entry.interest.selectors {
             if selector.is_any() {
                 self.any_topic.retain(|&x| x != id);
-                continue;
-            }
-            let key = (selector.kind(), Arc::from(selector.as_str()));
-            if let Some(listeners) = self.selectors.get_mut(&key) {
-                listeners.streams.retain(|&x| x != id);
-                if listeners.streams.is_empty() {
-                    self.selectors.remove(&key);
+            } else if let Some(ids) = self.selectors.get_mut(selector) {
+                ids.retain(|&x| x != id);
+                if ids.is_empty() {
+                    self.selectors.remove(selector);
                 }
             }
         }

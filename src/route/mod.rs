@@ -180,11 +180,22 @@ impl Interest {
     /// Whether the stream may read an event: public events, or private ones
     /// with a topic one of its `readable` selectors matches.
     pub fn may_read(&self, event: &Event) -> bool {
+        self.may_read_with(event, Selector::matches)
+    }
+
+    /// [`Interest::may_read`] with the selector test supplied, so the hub's
+    /// fanout can answer it through its match cache.
+    pub fn may_read_with(
+        &self,
+        event: &Event,
+        mut matches: impl FnMut(&Selector, &str) -> bool,
+    ) -> bool {
         match &event.target {
             _ if !event.private => true,
-            Target::Topics(topics) => topics
+            Target::Topics(topics) => self
+                .readable
                 .iter()
-                .any(|t| self.readable.iter().any(|s| s.matches(t))),
+                .any(|s| topics.iter().any(|t| matches(s, t))),
             _ => false,
         }
     }

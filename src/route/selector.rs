@@ -231,6 +231,15 @@ impl PartialEq for Selector {
 
 impl Eq for Selector {}
 
+/// Hashes what equality compares (kind and text), so selectors can key the
+/// hub's index directly.
+impl std::hash::Hash for Selector {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.kind.hash(state);
+        self.text.hash(state);
+    }
+}
+
 fn check(text: &str) -> Result<(), SelectorError> {
     if text.is_empty() {
         return Err(SelectorError::Empty);
