@@ -12,19 +12,19 @@
 
 use std::sync::Arc;
 
-use axum::body::Body;
 use axum::extract::{OriginalUri, State as AxState};
 use axum::response::{IntoResponse, Response};
 use http::request::Parts;
 use http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use serde_json::{json, Value};
 
+use super::streams::{event_stream, requested_last_event_id};
 use super::{presented_token, publish_rights, rejected, ApiError, Params, State, LAST_EVENT_ID};
 use crate::auth::AuthError;
 use crate::event::Draft;
 use crate::hub::{SubscribeOptions, EARLIEST};
 use crate::presence::{self, Subscriber, Subscription};
-use crate::route::{Interest, MatchKind, Selector, SelectorError, Target, MAX_TARGETS};
+use crate::route::{Interest, MatchKind, Selector, SelectorError, Target};
 
 /// The current draft's response header telling which event a resumed
 /// stream continues after (`earliest` when the requested one was lost).
@@ -73,7 +73,7 @@ pub async fn subscribe(
         })
     });
 
-    let requested = last_event_id(&headers, &params)?;
+    let requested = requested_last_event_id(&headers, &params)?;
     let options = SubscribeOptions {
         last_event_id: requested,
         lifetime: reader.lifetime(),
@@ -95,26 +95,14 @@ pub async fn subscribe(
             .to_owned(),
     };
 
-    let mut response = Response::new(Body::new(subscription.body));
-    let h = response.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream; charset=utf-8"),
-    );
     // `private`: a token may be in the URL, and no shared cache may keep it.
-    h.insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("private, no-cache, no-store"),
-    );
-    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    let mut response = event_stream(subscription, "private, no-cache, no-store");
     if let Ok(value) = HeaderValue::from_str(&resumed_after) {
+        let h = response.headers_mut();
         h.insert(LAST_EVENT_ID, value.clone());
         if requested.is_some() {
             h.insert(MERCURE_LAST_EVENT_ID, value);
         }
-    }
-    if subscription.reset {
-        h.insert("pushwire-reset", HeaderValue::from_static("1"));
     }
     Ok(response)
 }
@@ -141,7 +129,7 @@ fn requested_selectors(params: &Params, hub_url: &str) -> Result<Vec<Selector>, 
             _ => continue,
         };
         selectors.push(parsed.map_err(invalid_selector)?);
-        if selectors.len() > MAX_SELECTORS.min(MAX_TARGETS) {
+        if selectors.len() > MAX_SELECTORS {
             return Err(ApiError::bad_request(
                 "invalid_request",
                 format!("at most {MAX_SELECTORS} topic selectors per subscription"),
@@ -159,23 +147,6 @@ fn requested_selectors(params: &Params, hub_url: &str) -> Result<Vec<Selector>, 
 
 fn invalid_selector(e: SelectorError) -> ApiError {
     ApiError::bad_request("invalid_request", e.to_string())
-}
-
-/// `Last-Event-ID` header, else the query parameter of either generation.
-fn last_event_id<'a>(
-    headers: &'a HeaderMap,
-    params: &'a Params,
-) -> Result<Option<&'a str>, ApiError> {
-    let id = match headers.get(LAST_EVENT_ID) {
-        Some(value) => Some(std::str::from_utf8(value.as_bytes()).map_err(|_| {
-            ApiError::bad_request("invalid_last_event_id", "Last-Event-ID must be UTF-8")
-        })?),
-        None => ["lastEventID", "last_event_id", "Last-Event-ID"]
-            .into_iter()
-            .find_map(|name| params.one(name).transpose())
-            .transpose()?,
-    };
-    Ok(id.filter(|id| !id.is_empty()))
 }
 
 /// `POST /.well-known/mercure`: one update, as a form. Replies with its id

@@ -8,7 +8,7 @@ use axum::response::Response;
 use http::{header, HeaderMap, HeaderValue, StatusCode};
 
 use super::{presented_token, ApiError, Params, State, LAST_EVENT_ID};
-use crate::hub::SubscribeOptions;
+use crate::hub::{SubscribeOptions, Subscription};
 use crate::route::Interest;
 
 /// `GET /sse/subscribe/{user}` (seed).
@@ -65,24 +65,49 @@ async fn open(
         readable: reader.readable(),
         ..Interest::new(user, topics)
     };
-    // The header is what a browser sends when it reconnects; it wins over a
-    // query parameter that was baked into the URL when the page started.
-    let last_event_id = match headers.get(LAST_EVENT_ID) {
-        // Browsers send the id back as UTF-8, and publisher ids may be any
-        // UTF-8 text.
-        Some(value) => Some(std::str::from_utf8(value.as_bytes()).map_err(|_| {
-            ApiError::bad_request("invalid_last_event_id", "Last-Event-ID must be UTF-8")
-        })?),
-        None => params.one("lastEventID")?,
-    };
+    let last_event_id = requested_last_event_id(headers, params)?;
     let options = SubscribeOptions {
-        last_event_id: last_event_id.filter(|id| !id.is_empty()),
+        last_event_id,
         lifetime: reader.lifetime(),
         reset_event: true,
         subscriber: None,
     };
     let subscription = state.hub.subscribe(interest, options).await?;
 
+    let newest = subscription.last_event_id.clone();
+    let mut response = event_stream(subscription, "no-cache");
+    if let Some(id) = newest.and_then(|id| HeaderValue::from_str(&id).ok()) {
+        response.headers_mut().insert(LAST_EVENT_ID, id);
+    }
+    Ok(response)
+}
+
+/// Where a client asks to resume: the `Last-Event-ID` header a browser
+/// sends when it reconnects wins over a query parameter baked into the URL
+/// when the page started (`lastEventID`, or the current Mercure draft's
+/// `last_event_id`). Empty means none.
+pub(super) fn requested_last_event_id<'a>(
+    headers: &'a HeaderMap,
+    params: &'a Params,
+) -> Result<Option<&'a str>, ApiError> {
+    let id = match headers.get(LAST_EVENT_ID) {
+        // Browsers send the id back as UTF-8, and publisher ids may be any
+        // UTF-8 text.
+        Some(value) => Some(std::str::from_utf8(value.as_bytes()).map_err(|_| {
+            ApiError::bad_request("invalid_last_event_id", "Last-Event-ID must be UTF-8")
+        })?),
+        None => ["lastEventID", "last_event_id", "Last-Event-ID"]
+            .into_iter()
+            .find_map(|name| params.one(name).transpose())
+            .transpose()?,
+    };
+    Ok(id.filter(|id| !id.is_empty()))
+}
+
+/// The `text/event-stream` response of a subscription, with the headers
+/// every stream route sends: no buffering by proxies, and
+/// `pushwire-reset: 1` when the requested id could not be resumed from.
+pub(super) fn event_stream(subscription: Subscription, cache_control: &'static str) -> Response {
     let mut response = Response::new(Body::new(subscription.body));
     *response.status_mut() = StatusCode::OK;
     let h = response.headers_mut();
@@ -90,16 +115,13 @@ async fn open(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/event-stream; charset=utf-8"),
     );
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static(cache_control),
+    );
     h.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    if let Some(id) = subscription
-        .last_event_id
-        .and_then(|id| HeaderValue::from_str(&id).ok())
-    {
-        h.insert(LAST_EVENT_ID, id);
-    }
     if subscription.reset {
         h.insert("pushwire-reset", HeaderValue::from_static("1"));
     }
-    Ok(response)
+    response
 }
