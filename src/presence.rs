@@ -100,6 +100,12 @@ pub fn is_reserved_topic(topic: &str) -> bool {
         None => topic,
     };
     let path = path.split(['?', '#']).next().unwrap_or("");
+    // Every publish asks this of every topic: a path that neither names
+    // `mercure` nor percent-encodes anything cannot resolve into the
+    // namespace, and needs no decoding.
+    if !path.contains('%') && !path.contains("mercure") {
+        return false;
+    }
     let decoded = percent_encoding::percent_decode_str(path).decode_utf8_lossy();
     let normalized = normalize_dots(&decoded);
     normalized == "/.well-known/mercure" || normalized.starts_with("/.well-known/mercure/")
@@ -165,6 +171,8 @@ mod tests {
             "https://evil.example/.well-known/mercure/subscriptions/a/b",
             "/books/../.well-known/mercure/subscriptions",
             "/%2Ewell-known/mercure/x",
+            "/.well-known/./mercure/x",
+            "/.well-known/%6Dercure",
         ] {
             assert!(is_reserved_topic(t), "{t}");
         }
