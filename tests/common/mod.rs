@@ -3,6 +3,8 @@
 //! way a browser does (with the crate's spec-following parser).
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod reliability;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
