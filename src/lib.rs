@@ -18,4 +18,5 @@ pub mod server;
 pub mod sse;
 pub mod store;
 pub mod stream;
+mod stream_conn;
 pub mod tls;

@@ -36,12 +36,13 @@ use tower::ServiceExt;
 use crate::auth::jwt::{JwtConfigError, Verifier};
 use crate::auth::{PublisherPolicy, SubscriberPolicy};
 use crate::config::{ServeConfig, Storage};
-use crate::http::{router, AppState};
+use crate::http::{is_stream_route, router, AppState};
 use crate::hub::{Hub, HubConfig};
 use crate::metrics::Metrics;
 use crate::store::embedded::EmbeddedLog;
 use crate::store::memory::MemoryLog;
 use crate::store::{EventLog, Retention, StoreError};
+use crate::stream_conn::{self, Served};
 use crate::tls::{Tls, TlsError, ALPN_H2};
 
 #[derive(Debug, thiserror::Error)]
@@ -259,12 +260,25 @@ async fn run(
         let _ = socket.set_nodelay(true);
         let app = app.clone();
         let Some(protocols) = &protocols else {
-            // Plain HTTP/1.1: the cheapest path, and the default.
-            let service = connection_service(app, peer);
-            let connection = graceful.watch(http.serve_connection(TokioIo::new(socket), service));
+            // Plain HTTP/1.1, the default: streams on the lean path of
+            // stream_conn.rs, every other request on hyper.
+            let (http, watcher) = (http.clone(), graceful.watcher());
+            let header_read_timeout = config.header_read_timeout;
             tokio::spawn(async move {
-                if let Err(error) = connection.await {
-                    tracing::debug!(%error, %peer, "connection ended with an error");
+                let served = stream_conn::serve(
+                    socket,
+                    peer,
+                    app.clone(),
+                    header_read_timeout,
+                    is_stream_route,
+                )
+                .await;
+                if let Served::Other(io) = served {
+                    let service = connection_service(app, peer);
+                    let connection = http.serve_connection(TokioIo::new(io), service);
+                    if let Err(error) = watcher.watch(connection).await {
+                        tracing::debug!(%error, %peer, "connection ended with an error");
+                    }
                 }
                 drop(permit);
             });
@@ -377,7 +391,15 @@ async fn serve_h2c(
             }
         },
     };
-    serve_negotiated(socket, h2, peer, protocols, app, watcher).await;
+    if h2 {
+        return serve_negotiated(socket, true, peer, protocols, app, watcher).await;
+    }
+    let timeout = protocols.first_bytes_timeout;
+    if let Served::Other(io) =
+        stream_conn::serve(socket, peer, app.clone(), timeout, is_stream_route).await
+    {
+        serve_negotiated(io, false, peer, protocols, app, watcher).await;
+    }
 }
 
 /// Serves a connection whose protocol is decided: HTTP/2 or HTTP/1.1.

@@ -49,6 +49,18 @@ pub struct AppState {
 
 type State = axum::extract::State<Arc<AppState>>;
 
+/// Whether a `GET` of this path opens an event stream (the routes of
+/// `streams` and Mercure's subscribe route below). The accept loop serves
+/// such requests on its lean stream path (see `stream_conn.rs`).
+pub fn is_stream_route(path: &str) -> bool {
+    matches!(
+        path,
+        "/sse/subscribe" | "/api/v1/stream" | "/.well-known/mercure"
+    ) || path
+        .strip_prefix("/sse/subscribe/")
+        .is_some_and(|user| !user.is_empty() && !user.contains('/'))
+}
+
 /// All routes of the hub.
 pub fn router(state: Arc<AppState>, config: &ServeConfig) -> Router {
     let streams = Router::new()
