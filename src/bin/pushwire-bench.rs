@@ -164,6 +164,8 @@ enum Target {
     Nchan,
     /// Streams `GET /stream/<t>` through Pushpin to a GRIP origin; publishes to the control API's `POST /publish/`.
     Pushpin,
+    /// Any Mercure hub (pushwire included): streams `GET /.well-known/mercure?topic=<t>`; publishes the form `POST /.well-known/mercure` (`--key` is then the publisher's JWT).
+    Mercure,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -213,7 +215,7 @@ struct LoadArgs {
     /// Topic names start with this (default: unique per run).
     #[arg(long)]
     topic_prefix: Option<String>,
-    /// Publisher key, if the hub needs one (pushwire).
+    /// Publisher key or token, if the hub needs one (pushwire: `--publisher-key` or a publisher JWT; Mercure: the publisher JWT).
     #[arg(long)]
     key: Option<String>,
     /// Pids of the hub (comma-separated; a hub of several processes is summed), to read memory and CPU time.
@@ -531,8 +533,16 @@ fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
 
 /// Opens one stream from `source` and returns once its headers arrived.
 async fn open_sse(hub: SocketAddr, source: IpAddr, path: &str) -> anyhow::Result<SseStream> {
-    let socket = TcpSocket::new_v4()?;
-    socket.bind(SocketAddr::new(source, 0))?;
+    let socket = if hub.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    // Several source addresses give a loopback run more than one range of
+    // ephemeral ports; a remote hub is reached from the host's own address.
+    if hub.ip().is_loopback() && hub.is_ipv4() {
+        socket.bind(SocketAddr::new(source, 0))?;
+    }
     let mut stream = socket.connect(hub).await?;
     let request = format!(
         "GET {path} HTTP/1.1\r\nHost: {hub}\r\nAccept: text/event-stream\r\nCache-Control: no-cache\r\n\r\n"
@@ -874,6 +884,12 @@ impl Target {
             Target::Pushwire => format!("/api/v1/stream?topic={topic}"),
             Target::Nchan => format!("/sub/{topic}"),
             Target::Pushpin => format!("/stream/{topic}"),
+            Target::Mercure => format!(
+                "/.well-known/mercure?{}",
+                form_urlencoded::Serializer::new(String::new())
+                    .append_pair("topic", topic)
+                    .finish()
+            ),
         }
     }
 
@@ -909,6 +925,20 @@ impl Target {
                     bail!("Nchan publishes one message per request (use --batch 1)");
                 };
                 (format!("/pub/{topic}"), "text/plain", data.clone())
+            }
+            Target::Mercure => {
+                let [(topic, data)] = items else {
+                    bail!("a Mercure hub takes one update per request (use --batch 1)");
+                };
+                let body = form_urlencoded::Serializer::new(String::new())
+                    .append_pair("topic", topic)
+                    .append_pair("data", data)
+                    .finish();
+                (
+                    "/.well-known/mercure".to_owned(),
+                    "application/x-www-form-urlencoded",
+                    body,
+                )
             }
             Target::Pushpin => {
                 let items: Vec<Value> = items
@@ -1572,8 +1602,8 @@ fn valid_name(s: &str) -> bool {
 /// The coordinator of `fanout` and `spread`.
 async fn load(kind: Kind, args: LoadArgs) -> anyhow::Result<()> {
     let processes = args.processes.clamp(1, args.streams.max(1));
-    if args.batch > 1 && args.target == Target::Nchan {
-        bail!("Nchan publishes one message per request: use --batch 1");
+    if args.batch > 1 && matches!(args.target, Target::Nchan | Target::Mercure) {
+        bail!("Nchan and Mercure hubs take one message per request: use --batch 1");
     }
     if !args.rate.is_finite() || args.rate < 0.0 {
         bail!("--rate must be 0 or more");
@@ -1855,6 +1885,7 @@ fn target_name(target: Target) -> &'static str {
         Target::Pushwire => "pushwire",
         Target::Nchan => "nchan",
         Target::Pushpin => "pushpin",
+        Target::Mercure => "mercure",
     }
 }
 
