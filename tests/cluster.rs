@@ -7,6 +7,7 @@
 mod common;
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -503,13 +504,34 @@ async fn resuming_streams_under_concurrent_publishes_get_exactly_the_sequence() 
     Ok(())
 }
 
-/// Records what the tail hands over.
+/// Records what the tail hands over, and how often it gave up continuity.
 #[derive(Default)]
-struct Seen(Mutex<Vec<u64>>);
+struct Seen(Mutex<Vec<u64>>, AtomicUsize);
 
 impl Fanout for Seen {
     fn deliver(&self, events: &[Arc<Event>]) {
         self.0.lock().unwrap().extend(events.iter().map(|e| e.seq));
+    }
+
+    fn resync(&self) {
+        self.1.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+impl Seen {
+    fn seqs(&self) -> Vec<u64> {
+        self.0.lock().unwrap().clone()
+    }
+
+    fn resyncs(&self) -> usize {
+        self.1.load(Ordering::SeqCst)
+    }
+}
+
+fn retention(max_events: usize) -> Retention {
+    Retention {
+        max_events,
+        max_age: Duration::from_secs(3600),
     }
 }
 
@@ -566,8 +588,62 @@ async fn engine_trims_by_age_with_the_ids_and_its_tail_delivers_in_order() -> Te
     assert_eq!(again[0].seq, 4);
 
     eventually("the tail delivered every event in order", || async {
-        *seen.0.lock().unwrap() == [1, 2, 3, 4]
+        seen.seqs() == [1, 2, 3, 4]
     })
     .await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_tail_that_finds_events_trimmed_before_it_read_them_ends_local_streams() -> TestResult {
+    let redis = RedisServer::start();
+    let seen = Arc::new(Seen::default());
+    let log = RedisLog::open(
+        RedisNode::new(&redis.url(), "gap")?,
+        retention(5),
+        seen.clone(),
+    );
+    assert!(log.last().await?.is_none());
+    // One batch of 20 with room for 5: 1..=15 are gone before any read.
+    let batch: Vec<Draft> = (0..20).map(|i| draft(&i.to_string(), None)).collect();
+    log.append(batch).await?;
+    eventually("the tail delivered what is left", || async {
+        seen.seqs() == [16, 17, 18, 19, 20]
+    })
+    .await;
+    assert_eq!(seen.resyncs(), 1, "local streams were told to resume");
+    log.append(vec![draft("next", None)]).await?;
+    eventually("and goes on", || async { seen.seqs().last() == Some(&21) }).await;
+    assert_eq!(seen.resyncs(), 1);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_history_lost_under_a_live_tail_ends_local_streams() -> TestResult {
+    let redis = RedisServer::start();
+    let seen = Arc::new(Seen::default());
+    let log = RedisLog::open(
+        RedisNode::new(&redis.url(), "lost")?,
+        retention(100),
+        seen.clone(),
+    );
+    assert!(log.last().await?.is_none());
+    for i in 0..3 {
+        log.append(vec![draft(&i.to_string(), None)]).await?;
+    }
+    eventually("three delivered", || async { seen.seqs() == [1, 2, 3] }).await;
+    // Redis loses everything while the tail's connection stays up.
+    let client = ::redis::Client::open(redis.url())?;
+    let mut conn = client.get_multiplexed_async_connection().await?;
+    ::redis::cmd("FLUSHDB").query_async::<()>(&mut conn).await?;
+    let again = log.append(vec![draft("new", None)]).await?;
+    assert_eq!(again[0].seq, 1, "the new history starts over");
+    eventually("the tail noticed", || async { seen.resyncs() == 1 }).await;
+    log.append(vec![draft("newer", None)]).await?;
+    eventually("and follows the new history", || async {
+        seen.seqs().last() == Some(&2)
+    })
+    .await;
+    assert_eq!(seen.seqs(), [1, 2, 3, 2]);
     Ok(())
 }

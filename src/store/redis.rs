@@ -71,8 +71,11 @@ pub struct Keys {
     pub ids: String,
     /// Requests between nodes (close a user's streams).
     pub control: String,
-    /// Node id → time of its last heartbeat (Redis clock, milliseconds).
+    /// Node id → time of its last full presence write (milliseconds).
     pub nodes: String,
+    /// A random value the first append of a history sets: if it changes,
+    /// the history was lost and started over.
+    pub epoch: String,
 }
 
 impl Keys {
@@ -83,6 +86,7 @@ impl Keys {
             ids: format!("{prefix}:ids"),
             control: format!("{prefix}:control"),
             nodes: format!("{prefix}:nodes"),
+            epoch: format!("{prefix}:epoch"),
         }
     }
 
@@ -175,21 +179,22 @@ fn unavailable(what: &str, error: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(format!("{what}: {error}"))
 }
 
-/// KEYS: events, ids. ARGV: max_events, then per event: publisher id (or
-/// empty), time, record. Refuses the whole batch if a publisher id is taken
+/// KEYS: events, ids, epoch. ARGV: max_events, an epoch for a new history,
+/// then per event: publisher id (or empty), time, record. Refuses the whole batch if a publisher id is taken
 /// (before any write); otherwise adds every event, records the publisher
 /// ids, trims beyond max_events (with the ids of what goes) and returns
 /// `{"ok", id...}`.
 const APPEND: &str = r#"
-local events, ids = KEYS[1], KEYS[2]
+local events, ids, epoch = KEYS[1], KEYS[2], KEYS[3]
 local max = tonumber(ARGV[1])
-for i = 2, #ARGV, 3 do
+for i = 3, #ARGV, 3 do
   if ARGV[i] ~= '' and redis.call('HEXISTS', ids, ARGV[i]) == 1 then
     return {'duplicate', ARGV[i]}
   end
 end
+redis.call('SET', epoch, ARGV[2], 'NX')
 local out = {'ok'}
-for i = 2, #ARGV, 3 do
+for i = 3, #ARGV, 3 do
   local id
   if ARGV[i] == '' then
     id = redis.call('XADD', events, '0-*', 't', ARGV[i + 1], 'r', ARGV[i + 2])
@@ -242,11 +247,12 @@ if gone > 0 then redis.call('XTRIM', events, 'MAXLEN', len - gone) end
 return gone
 "#;
 
-/// KEYS: events, ids. ARGV: a publisher id or empty. Returns the last
-/// generated id ("0-0" for none), the oldest retained id (empty for none)
-/// and the sequence of the publisher id (empty when unknown).
+/// KEYS: events, ids, epoch. ARGV: a publisher id or empty. Returns the
+/// last generated id ("0-0" for none), the oldest retained id (empty for
+/// none), the sequence of the publisher id (empty when unknown) and the
+/// history's epoch (empty before the first append).
 const BOUNDS: &str = r#"
-local events, ids = KEYS[1], KEYS[2]
+local events, ids, epoch = KEYS[1], KEYS[2], KEYS[3]
 local last, first = '0-0', ''
 if redis.call('EXISTS', events) == 1 then
   local info = redis.call('XINFO', 'STREAM', events)
@@ -258,11 +264,11 @@ if redis.call('EXISTS', events) == 1 then
 end
 local seq = ''
 if ARGV[1] ~= '' then seq = redis.call('HGET', ids, ARGV[1]) or '' end
-return {last, first, seq}
+return {last, first, seq, redis.call('GET', epoch) or ''}
 "#;
 
 /// Where the stream stands.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Bounds {
     /// The last sequence ever generated (0: none).
     last: u64,
@@ -270,6 +276,9 @@ struct Bounds {
     first: u64,
     /// The sequence of the publisher id asked about, if retained.
     found: Option<u64>,
+    /// Set by the first append to a new history: another value means the
+    /// history was lost and started over.
+    epoch: String,
 }
 
 /// The sequence number of an entry id `0-<seq>`.
@@ -300,18 +309,21 @@ async fn bounds_query(
     scripts: &Scripts,
     keys: &Keys,
     publisher_id: &str,
-) -> Result<(String, String, String), RedisError> {
+) -> Result<(String, String, String, String), RedisError> {
     scripts
         .bounds
         .key(&keys.events)
         .key(&keys.ids)
+        .key(&keys.epoch)
         .arg(publisher_id)
         .invoke_async(conn)
         .await
 }
 
 impl Bounds {
-    fn parse((last, first, seq): (String, String, String)) -> Result<Bounds, StoreError> {
+    fn parse(
+        (last, first, seq, epoch): (String, String, String, String),
+    ) -> Result<Bounds, StoreError> {
         let last = seq_of(&last)?;
         let first = if first.is_empty() {
             last.saturating_add(1)
@@ -322,6 +334,7 @@ impl Bounds {
             last,
             first,
             found: seq.parse().ok(),
+            epoch,
         })
     }
 }
@@ -369,6 +382,7 @@ impl RedisLog {
             control: None,
             failing: false,
             ready,
+            epoch: None,
         };
         tokio::spawn(tail.run());
         RedisLog {
@@ -398,7 +412,9 @@ impl RedisLog {
         invocation
             .key(&self.redis.keys.events)
             .key(&self.redis.keys.ids)
-            .arg(self.retention.max_events);
+            .key(&self.redis.keys.epoch)
+            .arg(self.retention.max_events)
+            .arg(uuid::Uuid::new_v4().to_string());
         for (draft, record) in drafts.iter().zip(&records) {
             invocation
                 .arg(draft.id.as_deref().unwrap_or(""))
@@ -578,6 +594,8 @@ struct Tail {
     failing: bool,
     /// Set once the tail knows where it starts.
     ready: watch::Sender<bool>,
+    /// The history's epoch when the tail last looked.
+    epoch: Option<String>,
 }
 
 impl Tail {
@@ -609,25 +627,7 @@ impl Tail {
             .await
             .map_err(|e| unavailable("cannot connect to Redis", e))?;
         let keys = self.redis.keys.clone();
-        let b = Bounds::parse(bounded(bounds_query(&mut conn, &self.scripts, &keys, "")).await?)?;
-        match self.position {
-            Some(seen) if b.last < seen => {
-                tracing::error!(
-                    seen,
-                    redis_last = b.last,
-                    "the Redis history went backwards (Redis lost acknowledged data: \
-                     run it with appendonly yes and appendfsync always); ending local \
-                     streams so they resume from what is there"
-                );
-                self.fanout.resync();
-            }
-            _ => {}
-        }
-        let from = match self.position {
-            Some(seen) if b.last >= seen => seen,
-            _ => b.last,
-        };
-        self.position = Some(from);
+        let from = self.check_continuity(&mut conn).await?;
         // From now on every event after `from` reaches the fanout: streams
         // may start (see `RedisLog::last`).
         self.ready.send_replace(true);
@@ -670,7 +670,15 @@ impl Tail {
                     ))
                 }
             };
-            for stream in reply.map(|r| r.keys).unwrap_or_default() {
+            let Some(reply) = reply else {
+                // Idle for a whole block: a history that was emptied or
+                // replaced under a live connection (FLUSHALL, a restored
+                // backup) issues ids at or below ours, which XREAD never
+                // returns; look where it stands.
+                self.check_continuity(&mut conn).await?;
+                continue;
+            };
+            for stream in reply.keys {
                 if stream.key == keys.events {
                     self.deliver(&stream.ids);
                 } else if stream.key == keys.control {
@@ -678,6 +686,40 @@ impl Tail {
                 }
             }
         }
+    }
+
+    /// Where to read from: the last sequence seen, unless Redis's history
+    /// now ends before it (Redis lost data): then local streams end (they
+    /// resume from what is there) and the tail goes on from the new end.
+    async fn check_continuity(
+        &mut self,
+        conn: &mut MultiplexedConnection,
+    ) -> Result<u64, StoreError> {
+        let keys = self.redis.keys.clone();
+        let b = Bounds::parse(bounded(bounds_query(conn, &self.scripts, &keys, "")).await?)?;
+        let lost = match (&self.epoch, self.position) {
+            (Some(known), _) if !known.is_empty() && *known != b.epoch => true,
+            (_, Some(seen)) => b.last < seen,
+            _ => false,
+        };
+        self.epoch = Some(b.epoch.clone());
+        let from = match self.position {
+            Some(seen) if lost => {
+                tracing::error!(
+                    seen,
+                    redis_last = b.last,
+                    "the Redis history went backwards (Redis lost acknowledged data: \
+                     run it with appendonly yes and appendfsync always); ending local \
+                     streams so they resume from what is there"
+                );
+                self.fanout.resync();
+                b.last
+            }
+            Some(seen) => seen,
+            None => b.last,
+        };
+        self.position = Some(from);
+        Ok(from)
     }
 
     /// Hands a batch to the fanout, after checking that it continues

@@ -37,9 +37,20 @@ impl RedisServer {
         server
     }
 
-    /// A port nobody listens on, for "Redis is not there" cases.
+    /// A port nobody listens on, for "Redis is not there" cases. It is
+    /// taken below the kernel's ephemeral range, so that no other test's
+    /// `bind(0)` is handed it while this one waits to start Redis there.
     pub fn unused_port() -> u16 {
-        free_port()
+        let seed = std::process::id() as u64
+            ^ u64::from(
+                std::time::UNIX_EPOCH
+                    .elapsed()
+                    .map_or(0, |d| d.subsec_nanos()),
+            );
+        (0..1000)
+            .map(|i| 20_000 + ((seed + i * 7919) % 10_000) as u16)
+            .find(|&port| TcpListener::bind(("127.0.0.1", port)).is_ok())
+            .expect("a free port below the ephemeral range")
     }
 
     /// Starts a server on `port` (which may have been unused so far) in a
@@ -84,6 +95,12 @@ impl RedisServer {
         self.child = Some(child);
         let deadline = Instant::now() + WAIT;
         while !self.pings() {
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
+                panic!(
+                    "redis-server exited at start ({status}); is port {} taken?",
+                    self.port
+                );
+            }
             assert!(
                 Instant::now() < deadline,
                 "redis-server did not answer PING"
