@@ -320,12 +320,14 @@ impl Hub {
 
     /// Ends every stream of a user on every node; returns how many were
     /// open (other nodes' counts come from their presence).
+    /// Other nodes are asked first: when Redis cannot take the request,
+    /// the call fails and no stream anywhere is closed.
     pub async fn close_user_everywhere(&self, user: &str) -> Result<usize, StoreError> {
-        let local = self.registry.close_user(user);
-        match &self.cluster {
-            Some(cluster) => Ok(local + cluster.close_user(user).await?),
-            None => Ok(local),
-        }
+        let remote = match &self.cluster {
+            Some(cluster) => cluster.close_user(user).await?,
+            None => 0,
+        };
+        Ok(self.registry.close_user(user) + remote)
     }
 
     /// Online users on every node, sorted by id.

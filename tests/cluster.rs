@@ -236,6 +236,12 @@ async fn redis_outage_refuses_publishes_keeps_streams_and_loses_nothing() -> Tes
     for node in &mut nodes {
         assert!(node.child.try_wait()?.is_none(), "a node exited");
     }
+    // A close that cannot reach the other nodes closes nothing.
+    let close = request(nodes[0].addr, "DELETE", "/api/v1/users/alice", &[], b"").await;
+    assert_eq!(
+        (close.status, error_code(&close)),
+        (503, "storage_unavailable".to_owned())
+    );
     assert!(alice
         .next_within(Duration::from_millis(300))
         .await
