@@ -608,8 +608,17 @@ impl Tail {
                 Err(error) => error,
             };
             // Once per outage, not once per attempt.
-            if !self.failing {
-                tracing::error!(%error, "lost the Redis event stream; live delivery paused, reconnecting");
+            if !self.failing && self.position.is_none() {
+                tracing::error!(
+                    %error,
+                    "cannot reach Redis: publishes and new streams get 503 until it answers; retrying"
+                );
+            } else if !self.failing {
+                tracing::error!(
+                    %error,
+                    "lost the Redis event stream: publishes get 503 and live delivery waits \
+                     until it is back; retrying"
+                );
             }
             self.failing = true;
             tokio::select! {
