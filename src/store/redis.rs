@@ -226,8 +226,10 @@ local max, cutoff, most = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]
 local len = redis.call('XLEN', events)
 local gone = 0
 local from = '-'
+-- The oldest entry alone first: most calls find it young enough and stop.
+local count = 1
 while gone < most do
-  local page = redis.call('XRANGE', events, from, '+', 'COUNT', 256)
+  local page = redis.call('XRANGE', events, from, '+', 'COUNT', count)
   if #page == 0 then break end
   local stop = false
   for _, entry in ipairs(page) do
@@ -240,8 +242,9 @@ while gone < most do
     if pid then redis.call('HDEL', ids, pid) end
     gone = gone + 1
   end
-  if stop or #page < 256 then break end
+  if stop or #page < count then break end
   from = '(' .. page[#page][1]
+  count = 256
 end
 if gone > 0 then redis.call('XTRIM', events, 'MAXLEN', len - gone) end
 return gone
@@ -809,4 +812,37 @@ pub async fn request_close(redis: &RedisNode, user: &str) -> Result<(), StoreErr
         .run("cannot reach the other nodes", cmd.query_async(&mut conn))
         .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entry_ids_are_sequence_numbers() {
+        assert_eq!(seq_of("0-1").ok(), Some(1));
+        assert_eq!(seq_of("0-18446744073709551615").ok(), Some(u64::MAX));
+        // Entries pushwire did not write (time-based ids) are refused.
+        assert!(seq_of("1700000000000-0").is_err());
+        assert!(seq_of("0-x").is_err());
+    }
+
+    #[test]
+    fn bounds_of_an_empty_history_resume_after_the_last_issued() {
+        let parsed = |last: &str, first: &str, seq: &str| {
+            Bounds::parse((last.into(), first.into(), seq.into(), "e".into())).ok()
+        };
+        let empty = parsed("0-7", "", "").map(|b| (b.last, b.first, b.found));
+        assert_eq!(empty, Some((7, 8, None)));
+        let kept = parsed("0-9", "0-5", "6").map(|b| (b.last, b.first, b.found));
+        assert_eq!(kept, Some((9, 5, Some(6))));
+        assert!(parsed("1-1", "", "").is_none());
+    }
+
+    #[test]
+    fn keys_live_under_the_prefix() {
+        let keys = Keys::new("app");
+        assert_eq!(keys.events, "app:events");
+        assert_eq!(keys.node_users("n1"), "app:node:n1:users");
+    }
 }
