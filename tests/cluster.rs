@@ -653,3 +653,24 @@ async fn a_history_lost_under_a_live_tail_ends_local_streams() -> TestResult {
     assert_eq!(seen.seqs(), [1, 2, 3, 2]);
     Ok(())
 }
+
+#[tokio::test]
+async fn a_node_that_stops_cleanly_leaves_presence_at_once() -> TestResult {
+    let redis = RedisServer::start();
+    // The default TTL (15 s) is longer than any wait below: only the
+    // node's own goodbye can make its user vanish in time.
+    let [stays, leaves] = [node(&redis, &[]), node(&redis, &[])];
+    let _tab = subscribe(leaves.addr, Some("erin"), &[]).await;
+    eventually("erin is seen from the other node", || async {
+        user_count(stays.addr).await == 1
+    })
+    .await;
+    leaves.terminate();
+    eventually("erin is gone", || async {
+        user_count(stays.addr).await == 0
+    })
+    .await;
+    let stats = get(stays.addr, "/api/v1/stats").await.json();
+    assert_eq!(stats["nodes"], json!(1));
+    Ok(())
+}
