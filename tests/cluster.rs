@@ -674,3 +674,30 @@ async fn a_node_that_stops_cleanly_leaves_presence_at_once() -> TestResult {
     assert_eq!(stats["nodes"], json!(1));
     Ok(())
 }
+
+#[tokio::test]
+async fn an_unreadable_entry_is_skipped_once_and_the_tail_goes_on() -> TestResult {
+    let redis = RedisServer::start();
+    let seen = Arc::new(Seen::default());
+    let log = RedisLog::open(
+        RedisNode::new(&redis.url(), "odd")?,
+        retention(100),
+        seen.clone(),
+    );
+    assert!(log.last().await?.is_none());
+    log.append(vec![draft("a", None)]).await?;
+    // Something other than pushwire wrote into the stream.
+    let client = ::redis::Client::open(redis.url())?;
+    let mut conn = client.get_multiplexed_async_connection().await?;
+    ::redis::cmd("XADD")
+        .arg("odd:events")
+        .arg("0-*")
+        .arg("r")
+        .arg("not a record")
+        .query_async::<String>(&mut conn)
+        .await?;
+    log.append(vec![draft("c", None)]).await?;
+    eventually("the tail went past it", || async { seen.seqs() == [1, 3] }).await;
+    assert_eq!(seen.resyncs(), 0);
+    Ok(())
+}

@@ -737,6 +737,23 @@ impl Tail {
     /// Hands a batch to the fanout, after checking that it continues
     /// exactly where the tail stood.
     fn deliver(&mut self, entries: &[StreamId]) {
+        // The position follows the entry ids, readable or not, so that an
+        // entry that cannot be decoded is skipped once, not read forever.
+        let seqs: Vec<u64> = entries.iter().filter_map(|e| seq_of(&e.id).ok()).collect();
+        let (Some(&first), Some(&last)) = (seqs.first(), seqs.last()) else {
+            return;
+        };
+        let expected = self.position.unwrap_or(0).saturating_add(1);
+        if first != expected {
+            tracing::error!(
+                expected,
+                found = first,
+                "events were trimmed before this node read them; ending local streams so \
+                 they resume from the history"
+            );
+            self.fanout.resync();
+        }
+        self.position = Some(last);
         let mut events = Vec::with_capacity(entries.len());
         for entry in entries {
             match decode_entry(entry) {
@@ -746,21 +763,9 @@ impl Tail {
                 }
             }
         }
-        let Some(first) = events.first() else { return };
-        let expected = self.position.unwrap_or(0).saturating_add(1);
-        if first.seq != expected {
-            tracing::error!(
-                expected,
-                found = first.seq,
-                "events were trimmed before this node read them; ending local streams so \
-                 they resume from the history"
-            );
-            self.fanout.resync();
+        if !events.is_empty() {
+            self.fanout.deliver(&events);
         }
-        if let Some(last) = events.last() {
-            self.position = Some(last.seq);
-        }
-        self.fanout.deliver(&events);
     }
 
     fn control_entries(&mut self, entries: &[StreamId]) {
