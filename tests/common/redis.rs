@@ -25,16 +25,22 @@ impl Drop for RedisServer {
 }
 
 impl RedisServer {
-    /// Starts a server on a free port and waits until it answers PING.
+    /// Starts a server on a free port and waits until it answers. Another
+    /// test may be handed the same free port in the meantime: then Redis
+    /// cannot bind it, and another port is tried.
     pub fn start() -> RedisServer {
-        let port = free_port();
         let mut server = RedisServer {
             child: None,
-            port,
+            port: 0,
             dir: tempfile::tempdir().expect("temporary directory"),
         };
-        server.restart();
-        server
+        for _ in 0..5 {
+            server.port = free_port();
+            if server.launch() {
+                return server;
+            }
+        }
+        panic!("redis-server did not start on any of five free ports");
     }
 
     /// A port nobody listens on, for "Redis is not there" cases. It is
@@ -79,6 +85,16 @@ impl RedisServer {
 
     /// Starts the server again on the same port and directory.
     pub fn restart(&mut self) {
+        assert!(
+            self.launch(),
+            "redis-server did not start again on port {}",
+            self.port
+        );
+    }
+
+    /// Starts the server; true once it answers, false if it exited (its
+    /// port was taken).
+    fn launch(&mut self) -> bool {
         self.kill();
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string()])
@@ -92,34 +108,48 @@ impl RedisServer {
             .stderr(Stdio::null())
             .spawn()
             .expect("redis-server runs (scripts/test installs it)");
+        let pid = child.id();
         self.child = Some(child);
         let deadline = Instant::now() + WAIT;
-        while !self.pings() {
-            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
-                panic!(
-                    "redis-server exited at start ({status}); is port {} taken?",
-                    self.port
-                );
+        // Ours answers with its own process id (not another test's server
+        // that holds the port).
+        while !self.answers_as(pid) {
+            if let Some(Ok(Some(_))) = self.child.as_mut().map(Child::try_wait) {
+                self.child = None;
+                return false;
             }
-            assert!(
-                Instant::now() < deadline,
-                "redis-server did not answer PING"
-            );
+            assert!(Instant::now() < deadline, "redis-server did not answer");
             std::thread::sleep(Duration::from_millis(20));
         }
+        true
     }
 
-    fn pings(&self) -> bool {
+    fn answers_as(&self, pid: u32) -> bool {
         let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
         let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) else {
             return false;
         };
         let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
-        if stream.write_all(b"PING\r\n").is_err() {
+        if stream.write_all(b"INFO server\r\n").is_err() {
             return false;
         }
-        let mut buf = [0u8; 64];
-        matches!(stream.read(&mut buf), Ok(n) if buf[..n].starts_with(b"+PONG"))
+        let wanted = format!("process_id:{pid}\r\n");
+        let mut reply = Vec::new();
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stream.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            reply.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&reply);
+            if text.contains(&wanted) {
+                return true;
+            }
+            if text.contains("process_id:") && text.contains("\r\n\r\n") {
+                break;
+            }
+        }
+        false
     }
 }
 
