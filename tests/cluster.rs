@@ -701,3 +701,38 @@ async fn an_unreadable_entry_is_skipped_once_and_the_tail_goes_on() -> TestResul
     assert_eq!(seen.resyncs(), 0);
     Ok(())
 }
+
+#[tokio::test]
+async fn streams_end_when_redis_lost_the_history_and_resume_with_a_reset() -> TestResult {
+    let redis = RedisServer::start();
+    let hub = node(&redis, &[]);
+    let mut tab = subscribe(hub.addr, Some("alice"), &[]).await;
+    for i in 0..3 {
+        publish(hub.addr, json!({ "to": "all", "data": i })).await;
+    }
+    let ids: Vec<String> = tab.take(3).await.into_iter().filter_map(|e| e.id).collect();
+    assert_eq!(ids, ["1", "2", "3"]);
+
+    // Redis loses everything (as after a restart without persistence).
+    let client = ::redis::Client::open(redis.url())?;
+    let mut conn = client.get_multiplexed_async_connection().await?;
+    ::redis::cmd("FLUSHALL")
+        .query_async::<()>(&mut conn)
+        .await?;
+    assert_eq!(
+        publish(hub.addr, json!({ "to": "all", "data": "new" })).await,
+        "1"
+    );
+
+    assert!(tab.wait_end(WAIT).await, "the stream ends rather than skip");
+    let mut back = resume(hub.addr, "alice", "3").await;
+    assert_eq!(back.header("pushwire-reset"), Some("1"));
+    let reset = back.next().await;
+    assert_eq!(
+        (reset.event.as_str(), reset.id.as_deref()),
+        ("reset", Some("1"))
+    );
+    publish(hub.addr, json!({ "to": "all", "data": "after" })).await;
+    assert_eq!(back.next().await.data, "after");
+    Ok(())
+}
