@@ -539,6 +539,26 @@ mod tests {
     }
 
     #[test]
+    fn redis_options_come_from_the_file_too() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("cluster.toml");
+        std::fs::write(
+            &path,
+            "storage = \"redis\"\nredis-url = \"redis://10.0.0.5:6379/2\"\n\
+             redis-prefix = \"app\"\nredis-presence-ttl = \"30s\"\n",
+        )?;
+        let p = path.to_string_lossy().to_string();
+        let c = load(&["x", "--config", &p])?;
+        assert_eq!(c.storage, Storage::Redis);
+        assert_eq!(c.redis_url.as_deref(), Some("redis://10.0.0.5:6379/2"));
+        assert_eq!(c.redis_prefix, "app");
+        assert_eq!(c.redis_presence_ttl, Duration::from_secs(30));
+        let text = toml::to_string(&c)?;
+        assert!(text.contains("redis-prefix = \"app\""), "{text}");
+        Ok(())
+    }
+
+    #[test]
     fn bad_values_are_refused() {
         assert!(load(&["x", "--heartbeat", "0s"]).is_err());
         assert!(load(&["x", "--heartbeat", "soon"]).is_err());
