@@ -43,6 +43,8 @@ pub enum Storage {
     Embedded,
     /// A bounded window of history in memory, lost on restart.
     Memory,
+    /// One history in Redis shared by several nodes (a cluster); needs `--redis-url`.
+    Redis,
 }
 
 /// Everything `pushwire serve` can be told.
@@ -185,6 +187,20 @@ pub struct ServeConfig {
     #[arg(long, env = "PUSHWIRE_FSYNC", default_value = "always")]
     pub fsync: Fsync,
 
+    /// Redis of the cluster, with `--storage redis`: `redis://[[user]:password@]host:port/db` (Redis 7.0 or newer).
+    #[arg(long, env = "PUSHWIRE_REDIS_URL", hide_env_values = true)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis_url: Option<String>,
+
+    /// Namespace of the cluster's Redis keys (`<prefix>:events`, ...): one cluster per prefix.
+    #[arg(long, env = "PUSHWIRE_REDIS_PREFIX", default_value = "pushwire")]
+    pub redis_prefix: String,
+
+    /// With `--storage redis`: a node that stops writing its presence (killed, cut off) drops out of user counts and lists after at most this long.
+    #[arg(long, env = "PUSHWIRE_REDIS_PRESENCE_TTL", default_value = "15s", value_parser = humantime::parse_duration)]
+    #[serde(with = "humantime_serde")]
+    pub redis_presence_ttl: Duration,
+
     /// Most events the history keeps.
     #[arg(long, env = "PUSHWIRE_HISTORY_MAX_EVENTS", default_value_t = 1_000_000)]
     pub history_max_events: usize,
@@ -317,6 +333,20 @@ impl ServeConfig {
                 crate::tls::server_config(cert, key)
                     .map_err(|e| ConfigError::Invalid(e.to_string()))?;
             }
+        }
+        match (&self.storage, &self.redis_url) {
+            (Storage::Redis, None) => return invalid("storage redis needs redis-url"),
+            (_, Some(url)) => {
+                redis::Client::open(url.as_str())
+                    .map_err(|e| ConfigError::Invalid(format!("redis-url: {e}")))?;
+            }
+            (_, None) => {}
+        }
+        if self.redis_prefix.is_empty() || self.redis_prefix.contains(char::is_whitespace) {
+            return invalid("redis-prefix must be a non-empty word without spaces");
+        }
+        if self.redis_presence_ttl < std::time::Duration::from_secs(1) {
+            return invalid("redis-presence-ttl must be at least 1s");
         }
         for origin in self.cors_origins.iter().chain(&self.api_cors_origins) {
             if origin != "*" && http::HeaderValue::from_str(origin).is_err() {
@@ -487,6 +517,44 @@ mod tests {
         let p = path.to_string_lossy().to_string();
         let err = load(&["x", "--config", &p]).err().map(|e| e.to_string());
         assert!(err.is_some_and(|e| e.contains("hartbeat")));
+        Ok(())
+    }
+
+    #[test]
+    fn redis_storage_needs_a_valid_url() {
+        let error = |args: &[&str]| load(args).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(error(&["x", "--storage", "redis"]).contains("redis-url"));
+        assert!(
+            error(&["x", "--storage", "redis", "--redis-url", "http://x"]).contains("redis-url")
+        );
+        assert!(error(&["x", "--redis-prefix", ""]).contains("redis-prefix"));
+        let c = load(&[
+            "x",
+            "--storage",
+            "redis",
+            "--redis-url",
+            "redis://127.0.0.1:6379/0",
+        ]);
+        assert!(c.is_ok_and(|c| c.storage == Storage::Redis && c.redis_prefix == "pushwire"));
+    }
+
+    #[test]
+    fn redis_options_come_from_the_file_too() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("cluster.toml");
+        std::fs::write(
+            &path,
+            "storage = \"redis\"\nredis-url = \"redis://10.0.0.5:6379/2\"\n\
+             redis-prefix = \"app\"\nredis-presence-ttl = \"30s\"\n",
+        )?;
+        let p = path.to_string_lossy().to_string();
+        let c = load(&["x", "--config", &p])?;
+        assert_eq!(c.storage, Storage::Redis);
+        assert_eq!(c.redis_url.as_deref(), Some("redis://10.0.0.5:6379/2"));
+        assert_eq!(c.redis_prefix, "app");
+        assert_eq!(c.redis_presence_ttl, Duration::from_secs(30));
+        let text = toml::to_string(&c)?;
+        assert!(text.contains("redis-prefix = \"app\""), "{text}");
         Ok(())
     }
 

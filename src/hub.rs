@@ -22,6 +22,7 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::cluster::Cluster;
 use crate::event::{encode_comment, encode_event, encode_retry, Draft, Event, EventError};
 use crate::metrics::Metrics;
 use crate::presence::Subscriber;
@@ -116,6 +117,23 @@ pub struct Stats {
     pub slow_consumer_closes: u64,
     pub last_event_id: Option<String>,
     pub uptime_seconds: u64,
+    /// Live nodes, when the hub is one node of a cluster.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nodes: Option<usize>,
+}
+
+/// This node's open streams, users and topics, as cluster presence
+/// publishes them.
+#[derive(Debug, Clone, Default)]
+pub struct LocalPresence {
+    pub streams: usize,
+    /// User → open streams.
+    pub users: Vec<(Arc<str>, usize)>,
+    /// Exact topic → open streams.
+    pub topics: Vec<(Arc<str>, usize)>,
+    pub events_published: u64,
+    pub deliveries: u64,
+    pub slow_consumer_closes: u64,
 }
 
 /// Which events a history query returns.
@@ -136,6 +154,8 @@ pub struct Hub {
     config: HubConfig,
     metrics: Arc<Metrics>,
     started: Instant,
+    /// Presence across nodes; `None` on a single node.
+    cluster: Option<Arc<Cluster>>,
 }
 
 impl Hub {
@@ -162,7 +182,19 @@ impl Hub {
             config,
             metrics,
             started: Instant::now(),
+            cluster: None,
         })
+    }
+
+    /// Makes this hub one node of a cluster: presence and `close` answer
+    /// for every node (see [`crate::cluster`]).
+    pub fn with_cluster(mut self, cluster: Arc<Cluster>) -> Hub {
+        self.cluster = Some(cluster);
+        self
+    }
+
+    pub fn cluster(&self) -> Option<&Arc<Cluster>> {
+        self.cluster.as_ref()
     }
 
     pub fn metrics(&self) -> &Arc<Metrics> {
@@ -286,6 +318,64 @@ impl Hub {
         self.registry.close_user(user)
     }
 
+    /// Ends every stream of a user on every node; returns how many were
+    /// open (other nodes' counts come from their presence).
+    /// Other nodes are asked first: when Redis cannot take the request,
+    /// the call fails and no stream anywhere is closed.
+    pub async fn close_user_everywhere(&self, user: &str) -> Result<usize, StoreError> {
+        let remote = match &self.cluster {
+            Some(cluster) => cluster.close_user(user).await?,
+            None => 0,
+        };
+        Ok(self.registry.close_user(user) + remote)
+    }
+
+    /// Online users on every node, sorted by id.
+    pub async fn users_everywhere(&self) -> Result<Vec<UserStreams>, StoreError> {
+        match &self.cluster {
+            Some(cluster) => cluster.users(&self.local_presence()).await,
+            None => Ok(self.users()),
+        }
+    }
+
+    /// Distinct users with at least one open stream on any node.
+    pub async fn user_count_everywhere(&self) -> Result<usize, StoreError> {
+        match &self.cluster {
+            Some(_) => Ok(self.users_everywhere().await?.len()),
+            None => Ok(self.user_count()),
+        }
+    }
+
+    /// The figures of every node together (one node's when alone).
+    pub async fn stats_everywhere(&self) -> Result<Stats, StoreError> {
+        let local = self.stats().await;
+        match &self.cluster {
+            Some(cluster) => cluster.stats(&self.local_presence(), local).await,
+            None => Ok(local),
+        }
+    }
+
+    /// This node's share of presence.
+    pub fn local_presence(&self) -> LocalPresence {
+        let index = self.registry.lock();
+        LocalPresence {
+            streams: index.streams.len(),
+            users: index
+                .users
+                .iter()
+                .map(|(u, ids)| (u.clone(), ids.len()))
+                .collect(),
+            topics: index
+                .topics
+                .iter()
+                .map(|(t, ids)| (t.clone(), ids.len()))
+                .collect(),
+            events_published: self.metrics.events_published.get(),
+            deliveries: self.metrics.deliveries.get(),
+            slow_consumer_closes: self.metrics.slow_consumer_closes.get(),
+        }
+    }
+
     /// Distinct users with at least one open stream.
     pub fn user_count(&self) -> usize {
         self.registry.lock().users.len()
@@ -319,6 +409,7 @@ impl Hub {
             slow_consumer_closes: self.metrics.slow_consumer_closes.get(),
             last_event_id: last.map(|e| e.id.to_string()),
             uptime_seconds: self.started.elapsed().as_secs(),
+            nodes: None,
         }
     }
 
@@ -607,6 +698,21 @@ impl Registry {
         ids.len()
     }
 
+    /// Ends and removes every stream; new ones may open at once.
+    fn end_every_stream(&self, why: End) -> usize {
+        let mut index = self.lock();
+        let ids: Vec<u64> = index.streams.keys().copied().collect();
+        let gone: Vec<Entry> = ids.into_iter().filter_map(|id| index.remove(id)).collect();
+        for entry in &gone {
+            entry.outbox.end(why);
+        }
+        self.update_gauges(&index);
+        drop(index);
+        let count = gone.len();
+        gone.into_iter().for_each(|e| self.departed(e));
+        count
+    }
+
     fn end_all(&self, why: End) {
         let mut index = self.lock();
         for entry in index.streams.values() {
@@ -635,6 +741,17 @@ fn push_once(ids: &mut Vec<u64>, id: u64) {
 }
 
 impl Fanout for Registry {
+    fn resync(&self) {
+        let ended = self.end_every_stream(End::Resync);
+        if ended > 0 {
+            tracing::warn!(ended, "ended local streams: they resume from the history");
+        }
+    }
+
+    fn close_user(&self, user: &str) -> usize {
+        Registry::close_user(self, user)
+    }
+
     fn deliver(&self, events: &[Arc<Event>]) {
         let mut index = self.lock();
         let mut slow = Vec::new();

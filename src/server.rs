@@ -35,12 +35,14 @@ use tower::ServiceExt;
 
 use crate::auth::jwt::{JwtConfigError, Verifier};
 use crate::auth::{PublisherPolicy, SubscriberPolicy};
+use crate::cluster::Cluster;
 use crate::config::{ServeConfig, Storage};
 use crate::http::{is_stream_route, router, AppState};
 use crate::hub::{Hub, HubConfig};
 use crate::metrics::Metrics;
 use crate::store::embedded::EmbeddedLog;
 use crate::store::memory::MemoryLog;
+use crate::store::redis::{RedisLog, RedisNode};
 use crate::store::{EventLog, Retention, StoreError};
 use crate::stream_conn::{self, Served};
 use crate::tls::{Tls, TlsError, ALPN_H2};
@@ -129,17 +131,34 @@ pub fn build_hub(config: &ServeConfig) -> Result<Arc<Hub>, ServerError> {
         max_events: config.history_max_events,
         max_age: config.history_max_age,
     };
+    let redis = match (config.storage, &config.redis_url) {
+        (Storage::Redis, Some(url)) => Some(RedisNode::new(url, &config.redis_prefix)?),
+        (Storage::Redis, None) => {
+            return Err(StoreError::Unavailable("storage redis needs redis-url".to_owned()).into())
+        }
+        _ => None,
+    };
     let hub = Hub::new(hub_config, Arc::new(Metrics::new()), |fanout| {
-        Ok::<Arc<dyn EventLog>, StoreError>(match config.storage {
-            Storage::Embedded => Arc::new(EmbeddedLog::open(
+        Ok::<Arc<dyn EventLog>, StoreError>(match (config.storage, &redis) {
+            (Storage::Redis, Some(redis)) => {
+                Arc::new(RedisLog::open(redis.clone(), retention, fanout))
+            }
+            (Storage::Memory, _) => Arc::new(MemoryLog::new(retention, fanout)),
+            _ => Arc::new(EmbeddedLog::open(
                 &config.data_dir,
                 retention,
                 config.fsync,
                 fanout,
             )?),
-            Storage::Memory => Arc::new(MemoryLog::new(retention, fanout)),
         })
     })?;
+    let hub = match redis {
+        Some(redis) => {
+            tracing::info!(node = %redis.node, prefix = %config.redis_prefix, "cluster node on Redis");
+            hub.with_cluster(Arc::new(Cluster::new(redis, config.redis_presence_ttl)))
+        }
+        None => hub,
+    };
     Ok(Arc::new(hub))
 }
 
@@ -218,6 +237,10 @@ async fn run(
         let stop = stop.clone();
         tokio::spawn(async move { hub.run_maintenance(config.heartbeat, stop).await })
     };
+    let presence = hub
+        .cluster()
+        .cloned()
+        .map(|cluster| tokio::spawn(cluster.run(Arc::downgrade(&hub), stop.clone())));
     let graceful = GracefulShutdown::new();
     let connections = Arc::new(Semaphore::new(config.max_connections));
     let mut http = http1::Builder::new();
@@ -317,6 +340,9 @@ async fn run(
         );
     }
     let _ = maintenance.await;
+    if let Some(presence) = presence {
+        let _ = presence.await;
+    }
 }
 
 /// The service of one connection: the router, with the peer's address for

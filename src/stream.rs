@@ -40,6 +40,9 @@ pub enum End {
     SlowConsumer,
     /// The hub is shutting down.
     Shutdown,
+    /// Live delivery lost continuity (see [`crate::store::Fanout::resync`]):
+    /// the client resumes from the history.
+    Resync,
 }
 
 /// A stream's queue of encoded frames.

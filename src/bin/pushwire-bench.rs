@@ -17,7 +17,10 @@
 //! until every expected delivery arrived or a deadline passed. Workers read
 //! their streams with the WHATWG parser of `pushwire::sse`, record
 //! publish-to-receive latency in a histogram and which events each stream
-//! got; the coordinator merges the histograms. They talk to pushwire, Nchan
+//! got; the coordinator merges the histograms. Given several `--hub`
+//! addresses (the nodes of a pushwire cluster), the workers take them in
+//! turn, so the streams spread over the nodes, and `--publish-round-robin`
+//! spreads the publishers too. They talk to pushwire, Nchan
 //! or Pushpin (`--target`); `grip-origin` is the small backend Pushpin needs
 //! to turn requests into streams. `report` turns the JSON lines of a
 //! comparison run into a markdown table.
@@ -179,12 +182,15 @@ struct LoadArgs {
     /// Which hub: it decides the stream paths and the publish requests.
     #[arg(long, value_enum, default_value = "pushwire")]
     target: Target,
-    /// Address streams are opened to.
-    #[arg(long, default_value = "127.0.0.1:8080")]
-    hub: SocketAddr,
-    /// Address publishes go to (default: --hub; for Pushpin its control API, 127.0.0.1:5561).
+    /// Address streams are opened to. Repeat it (or give a comma-separated list) for the nodes of a cluster: the worker processes take the addresses in turn, so the streams spread over the nodes.
+    #[arg(long, default_value = "127.0.0.1:8080", value_delimiter = ',')]
+    hub: Vec<SocketAddr>,
+    /// Address publishes go to (default: the first --hub; for Pushpin its control API, 127.0.0.1:5561).
     #[arg(long)]
     publish_to: Option<SocketAddr>,
+    /// With several --hub addresses: publisher connections take them in turn instead of all using the first.
+    #[arg(long)]
+    publish_round_robin: bool,
     /// Streams to open (fanout: subscribers of the one topic; spread: topics, one subscriber each).
     #[arg(long, default_value_t = 1_000)]
     streams: usize,
@@ -897,7 +903,11 @@ impl Target {
         match (args.publish_to, self) {
             (Some(addr), _) => addr,
             (None, Target::Pushpin) => SocketAddr::from(([127, 0, 0, 1], 5561)),
-            (None, _) => args.hub,
+            (None, _) => args
+                .hub
+                .first()
+                .copied()
+                .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8080))),
         }
     }
 
@@ -1403,12 +1413,16 @@ async fn publish_events(
     topics: usize,
 ) -> anyhow::Result<Published> {
     let target = args.target;
-    let addr = target.publish_addr(args);
+    let addrs = match (args.publish_round_robin, args.publish_to) {
+        (true, None) if !args.hub.is_empty() => args.hub.clone(),
+        _ => vec![target.publish_addr(args)],
+    };
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let batch = args.batch.max(1);
     let mut tasks = Vec::new();
-    for _ in 0..args.publishers.max(1) {
+    for i in 0..args.publishers.max(1) {
+        let addr = addrs[i % addrs.len()];
         let next = next.clone();
         let (events, rate, size) = (args.events, args.rate, args.size);
         let key = args.key.clone();
@@ -1602,6 +1616,9 @@ fn valid_name(s: &str) -> bool {
 /// The coordinator of `fanout` and `spread`.
 async fn load(kind: Kind, args: LoadArgs) -> anyhow::Result<()> {
     let processes = args.processes.clamp(1, args.streams.max(1));
+    if args.hub.is_empty() {
+        bail!("give at least one --hub");
+    }
     if args.batch > 1 && matches!(args.target, Target::Nchan | Target::Mercure) {
         bail!("Nchan and Mercure hubs take one message per request: use --batch 1");
     }
@@ -1668,7 +1685,7 @@ async fn load(kind: Kind, args: LoadArgs) -> anyhow::Result<()> {
                     Kind::Spread => "spread",
                 },
             ])
-            .args(["--hub", &args.hub.to_string()])
+            .args(["--hub", &args.hub[k % args.hub.len()].to_string()])
             .args(["--topic-prefix", &prefix])
             .args(["--topics", &topics.to_string()])
             .args(["--first", &first.to_string()])
@@ -1818,6 +1835,7 @@ async fn load(kind: Kind, args: LoadArgs) -> anyhow::Result<()> {
         "first_error": first_error,
         "topics": topics,
         "processes": processes,
+        "hubs": args.hub.len(),
         "connect_seconds": connect_seconds,
         "events": args.events,
         "size": args.size,

@@ -95,14 +95,14 @@ pub async fn publish(
 }
 
 /// `GET /api/v1/stats`
-pub async fn stats(AxState(state): State, _: Publisher) -> Json<Value> {
-    Json(json!(state.hub.stats().await))
+pub async fn stats(AxState(state): State, _: Publisher) -> Result<Json<Value>, ApiError> {
+    Ok(Json(json!(state.hub.stats_everywhere().await?)))
 }
 
 /// `GET /api/v1/users`: online users with their stream counts.
-pub async fn users(AxState(state): State, _: Publisher) -> Json<Value> {
-    let users = state.hub.users();
-    Json(json!({ "count": users.len(), "users": users }))
+pub async fn users(AxState(state): State, _: Publisher) -> Result<Json<Value>, ApiError> {
+    let users = state.hub.users_everywhere().await?;
+    Ok(Json(json!({ "count": users.len(), "users": users })))
 }
 
 /// `DELETE /api/v1/users/{id}`: ends that user's streams.
@@ -110,8 +110,9 @@ pub async fn close_user(
     AxState(state): State,
     _: Publisher,
     Path(user): Path<String>,
-) -> Json<Value> {
-    Json(json!({ "closed": state.hub.close_user(&user) }))
+) -> Result<Json<Value>, ApiError> {
+    let closed = state.hub.close_user_everywhere(&user).await?;
+    Ok(Json(json!({ "closed": closed })))
 }
 
 /// `GET /api/v1/events?after=<id>&limit=N&user=u&topic=t`

@@ -69,8 +69,9 @@ pub async fn close_path(
     AxState(state): State,
     _: Publisher,
     Path(user): Path<String>,
-) -> Json<Value> {
-    Json(json!({ "closed": state.hub.close_user(&user) }))
+) -> Result<Json<Value>, ApiError> {
+    let closed = state.hub.close_user_everywhere(&user).await?;
+    Ok(Json(json!({ "closed": closed })))
 }
 
 /// `/sse/over?id=`
@@ -80,15 +81,17 @@ pub async fn close_query(
     params: Params,
 ) -> Result<Json<Value>, ApiError> {
     let user = params.required("id")?;
-    Ok(Json(json!({ "closed": state.hub.close_user(user) })))
+    let closed = state.hub.close_user_everywhere(user).await?;
+    Ok(Json(json!({ "closed": closed })))
 }
 
 /// `/sse/getUserCount`: distinct users with at least one open stream, as a plain integer.
-pub async fn user_count(AxState(state): State, _: Publisher) -> String {
-    state.hub.user_count().to_string()
+pub async fn user_count(AxState(state): State, _: Publisher) -> Result<String, ApiError> {
+    Ok(state.hub.user_count_everywhere().await?.to_string())
 }
 
 /// `/sse/getIds`: the online user ids as a JSON array.
-pub async fn ids(AxState(state): State, _: Publisher) -> Json<Vec<String>> {
-    Json(state.hub.users().into_iter().map(|u| u.id).collect())
+pub async fn ids(AxState(state): State, _: Publisher) -> Result<Json<Vec<String>>, ApiError> {
+    let users = state.hub.users_everywhere().await?;
+    Ok(Json(users.into_iter().map(|u| u.id).collect()))
 }

@@ -467,7 +467,9 @@ struct RecordKey {
     time: u64,
 }
 
-fn encode(event: &Event, supplied_id: bool) -> Result<Vec<u8>, StoreError> {
+/// The record of an event (shared with the Redis engine, so every engine
+/// and every node reads one format).
+pub(super) fn encode(event: &Event, supplied_id: bool) -> Result<Vec<u8>, StoreError> {
     let record = RecordOut {
         id: supplied_id.then_some(&*event.id),
         to: &event.target,
@@ -494,7 +496,7 @@ fn record_json(seq: u64, bytes: &[u8]) -> Result<&[u8], StoreError> {
 }
 
 /// Rebuilds an event; `Event::new` encodes its frame, as at publish time.
-fn decode(seq: u64, bytes: &[u8]) -> Result<Event, StoreError> {
+pub(super) fn decode(seq: u64, bytes: &[u8]) -> Result<Event, StoreError> {
     let record: RecordIn = serde_json::from_slice(record_json(seq, bytes)?)
         .map_err(|e| StoreError::Unavailable(format!("stored event {seq} is unreadable: {e}")))?;
     let draft = Draft {

@@ -3,13 +3,18 @@
 //! Every published event goes through the log before any stream sees it:
 //! `append` gives each event its sequence number (strictly increasing, never
 //! reused) and hands the committed events, in sequence order, to the hub's
-//! [`Fanout`] before it returns. Because the engine is the one place where
+//! [`Fanout`] (before it returns; the Redis engine, whose history several
+//! nodes share, hands them over from each node's tail, in the shared
+//! history's order). Because the engine is the one place where
 //! order is decided, live delivery follows history order exactly and a
 //! stream that replays history can join live delivery without a gap.
 //!
 //! Engines: [`memory::MemoryLog`] keeps a bounded window in memory;
 //! [`embedded::EmbeddedLog`] keeps the history in a durable file and
-//! acknowledges an append only once it is stored (see docs/history.md).
+//! acknowledges an append only once it is stored (see docs/history.md);
+//! [`redis::RedisLog`] shares one history between the nodes of a cluster
+//! and hands events to the fanout from a tail that follows it, after
+//! `append` returns (see docs/cluster.md).
 
 use std::fmt;
 use std::path::PathBuf;
@@ -24,6 +29,7 @@ use crate::event::{Draft, Event};
 
 pub mod embedded;
 pub mod memory;
+pub mod redis;
 
 /// Failures of a history engine.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -51,6 +57,17 @@ pub enum Cursor {
 /// Receives committed events, in sequence order, once each.
 pub trait Fanout: Send + Sync {
     fn deliver(&self, events: &[Arc<Event>]);
+
+    /// Live delivery lost continuity (a shared history was trimmed or went
+    /// backwards before this node read it): end every open stream, so each
+    /// reconnects and resumes from its `Last-Event-ID`.
+    fn resync(&self) {}
+
+    /// Another node of a cluster closed a user: end the user's streams
+    /// here; returns how many were open.
+    fn close_user(&self, _user: &str) -> usize {
+        0
+    }
 }
 
 /// How long and how much history is kept.
@@ -122,8 +139,8 @@ impl<'de> Deserialize<'de> for Fsync {
 /// The history of one hub.
 pub trait EventLog: Send + Sync {
     /// Stores validated drafts as one batch, all or nothing, and hands them
-    /// to the fanout in order. Returns once the events are as durable as the
-    /// engine promises.
+    /// to the fanout in order (the Redis engine does it from its tail, just
+    /// after). Returns once the events are as durable as the engine promises.
     fn append(&self, drafts: Vec<Draft>) -> BoxFuture<'_, Result<Vec<Arc<Event>>, StoreError>>;
 
     /// Up to `limit` events with a sequence greater than `after`, in order.

@@ -3,6 +3,7 @@
 //! way a browser does (with the crate's spec-following parser).
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod redis;
 pub mod reliability;
 
 use std::net::SocketAddr;
