@@ -11,6 +11,7 @@ pub mod config;
 pub mod event;
 pub mod http;
 pub mod hub;
+pub mod limits;
 pub mod metrics;
 pub mod presence;
 pub mod route;

@@ -18,6 +18,7 @@
 //! let in-flight requests finish within the grace period, return.
 
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -38,6 +39,7 @@ use crate::auth::{PublisherPolicy, SubscriberPolicy};
 use crate::config::{ServeConfig, Storage};
 use crate::http::{router, AppState};
 use crate::hub::{Hub, HubConfig};
+use crate::limits::{Limit, PublishRateLimiter, StreamLimits};
 use crate::metrics::Metrics;
 use crate::store::embedded::EmbeddedLog;
 use crate::store::memory::MemoryLog;
@@ -123,6 +125,7 @@ pub fn build_hub(config: &ServeConfig) -> Result<Arc<Hub>, ServerError> {
         max_streams: config.max_streams,
         stream_lifetime: config.stream_timeout,
         presence: config.subscriptions,
+        limits: config.field_limits(),
     };
     let retention = Retention {
         max_events: config.history_max_events,
@@ -173,6 +176,17 @@ pub async fn start(config: ServeConfig) -> Result<Server, ServerError> {
         max_body: config.max_body,
         hub_url: config.hub_url.clone(),
         presence: config.subscriptions,
+        max_header_bytes: config.max_header_bytes,
+        streams: StreamLimits::new(
+            config.max_streams_per_ip,
+            config.max_streams_per_user,
+            config.retry,
+        ),
+        publish_rate: PublishRateLimiter::new(
+            config.publish_rate,
+            config.publish_burst.and_then(NonZeroU32::new),
+        ),
+        field_limits: config.field_limits(),
     });
     let app = router(state, &config);
     let stop = CancellationToken::new();
@@ -199,6 +213,8 @@ struct Protocols {
     http2: http2::Builder<TokioExecutor>,
     /// Bounds the TLS handshake and the wait for the first bytes (h2c).
     first_bytes_timeout: Duration,
+    /// Where connections ended for a limit are counted.
+    hub: Arc<Hub>,
 }
 
 /// The first bytes an HTTP/2 client sends (RFC 9113, section 3.4).
@@ -220,19 +236,26 @@ async fn run(
     let graceful = GracefulShutdown::new();
     let connections = Arc::new(Semaphore::new(config.max_connections));
     let mut http = http1::Builder::new();
+    // The router answers heads over --max-header-bytes with a JSON 431;
+    // hyper stops reading at twice that, so a client cannot make the hub
+    // buffer more (and gets hyper's bare 431).
+    let head_ceiling = config.max_header_bytes.saturating_mul(2);
     http.timer(TokioTimer::new())
         .header_read_timeout(config.header_read_timeout)
+        .max_header_size(head_ceiling)
         .keep_alive(true);
     // Only the TLS and h2c paths need more than the HTTP/1 builder.
     let protocols = (tls.is_some() || config.h2c).then(|| {
         let mut http2 = http2::Builder::new(TokioExecutor::new());
         http2
             .timer(TokioTimer::new())
-            .max_concurrent_streams(config.h2_max_streams);
+            .max_concurrent_streams(config.h2_max_streams)
+            .max_header_list_size(u32::try_from(head_ceiling).unwrap_or(u32::MAX));
         Arc::new(Protocols {
             http1: http.clone(),
             http2,
             first_bytes_timeout: config.header_read_timeout,
+            hub: hub.clone(),
         })
     });
 
@@ -262,8 +285,10 @@ async fn run(
             // Plain HTTP/1.1: the cheapest path, and the default.
             let service = connection_service(app, peer);
             let connection = graceful.watch(http.serve_connection(TokioIo::new(socket), service));
+            let hub = hub.clone();
             tokio::spawn(async move {
                 if let Err(error) = connection.await {
+                    count_refusal(&hub, &error);
                     tracing::debug!(%error, %peer, "connection ended with an error");
                 }
                 drop(permit);
@@ -303,6 +328,18 @@ async fn run(
         );
     }
     let _ = maintenance.await;
+}
+
+/// Counts a connection hyper ended for a limit: a head over twice
+/// `--max-header-bytes` (hyper answered 431), or headers not complete within
+/// `--header-read-timeout` (which also ends keep-alive connections left idle
+/// that long).
+fn count_refusal(hub: &Hub, error: &hyper::Error) {
+    if error.is_parse_too_large() {
+        hub.metrics().limit_rejected(Limit::HeaderSize);
+    } else if error.is_timeout() {
+        hub.metrics().limit_rejected(Limit::HeaderReadTimeout);
+    }
 }
 
 /// The service of one connection: the router, with the peer's address for
@@ -403,6 +440,7 @@ async fn serve_negotiated<I>(
             .await
     };
     if let Err(error) = result {
+        count_refusal(&protocols.hub, &error);
         tracing::debug!(%error, %peer, h2, "connection ended with an error");
     }
 }
