@@ -113,7 +113,7 @@ pub struct ServeConfig {
     #[arg(long, env = "PUSHWIRE_MAX_BODY", default_value_t = 1_048_576)]
     pub max_body: usize,
 
-    /// Largest request line and headers, in bytes; larger ones get 431.
+    /// Largest request head (request line, headers, blank line), in bytes; larger ones get 431.
     #[arg(long, env = "PUSHWIRE_MAX_HEADER_BYTES", default_value_t = 32_768)]
     pub max_header_bytes: usize,
 

@@ -84,8 +84,11 @@ pub async fn header_size(
         .iter()
         .map(|(name, value)| name.as_str().len() + value.len() + ": \r\n".len())
         .sum();
+    // The blank line that ends the head: the sum is then the head's size
+    // on the wire, as a client writes it with `: ` separators.
+    let size = line + headers + "\r\n".len();
     let max = state.max_header_bytes;
-    if line + headers > max {
+    if size > max {
         state.hub.metrics().limit_rejected(Limit::HeaderSize);
         return ApiError::new(
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
