@@ -341,6 +341,31 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
+/// The one parameter of a path like `/sse/subscribe/{user}`, percent-decoded.
+/// Not UTF-8, it is refused with the same JSON error as a query parameter.
+pub struct PathParam(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for PathParam {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Path::<String>::from_request_parts(parts, state)
+            .await
+            .map(|p| PathParam(p.0))
+            .map_err(|e| match e {
+                axum::extract::rejection::PathRejection::FailedToDeserializePathParams(e)
+                    if matches!(
+                        e.kind(),
+                        axum::extract::path::ErrorKind::InvalidUtf8InPathParam { .. }
+                    ) =>
+                {
+                    ApiError::bad_request("invalid_utf8", "path parameters must be valid UTF-8")
+                }
+                other => ApiError::bad_request("invalid_parameter", other.body_text()),
+            })
+    }
+}
+
 /// Request parameters from the query string and, for a form POST, the body:
 /// the seed's management calls accept both.
 #[derive(Debug, Default)]

@@ -1,11 +1,11 @@
 //! The seed service's management calls, same paths and parameter names, as
 //! thin aliases of the hub's calls. Each accepts GET and POST (query or form).
 
-use axum::extract::{Path, State as AxState};
+use axum::extract::State as AxState;
 use axum::Json;
 use serde_json::{json, Value};
 
-use super::{ApiError, Params, Publisher, RatedPublisher, State};
+use super::{ApiError, Params, PathParam, Publisher, RatedPublisher, State};
 use crate::event::Draft;
 use crate::route::Target;
 
@@ -72,7 +72,7 @@ pub async fn batch_send_message(
 pub async fn close_path(
     AxState(state): State,
     _: Publisher,
-    Path(user): Path<String>,
+    PathParam(user): PathParam,
 ) -> Json<Value> {
     Json(json!({ "closed": state.hub.close_user(&user) }))
 }

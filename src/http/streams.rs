@@ -3,12 +3,12 @@
 //! `text/event-stream` response whose headers go out at once.
 
 use axum::body::Body;
-use axum::extract::{Path, State as AxState};
+use axum::extract::State as AxState;
 use axum::response::Response;
 use http::{header, HeaderMap, HeaderValue, StatusCode};
 
 use super::limits::ClientAddr;
-use super::{presented_token, ApiError, Params, State, LAST_EVENT_ID};
+use super::{presented_token, ApiError, Params, PathParam, State, LAST_EVENT_ID};
 use crate::hub::{SubscribeOptions, Subscription};
 use crate::limits::streams::Held;
 use crate::limits::StreamPermit;
@@ -18,7 +18,7 @@ use crate::route::Interest;
 pub async fn seed_subscribe_path(
     state: State,
     client: ClientAddr,
-    Path(user): Path<String>,
+    PathParam(user): PathParam,
     headers: HeaderMap,
     params: Params,
 ) -> Result<Response, ApiError> {
