@@ -9,6 +9,7 @@ pub mod auth;
 pub mod client;
 pub mod config;
 pub mod event;
+pub mod framing;
 pub mod http;
 pub mod hub;
 pub mod limits;

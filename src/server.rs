@@ -13,6 +13,9 @@
 //!   HTTP/2 preface gets HTTP/2, anything else the same HTTP/1 path as
 //!   without it.
 //!
+//! Every HTTP/1.1 connection reads through [`StrictHeads`]: a request head
+//! whose lines do not end with CR LF closes it (see [`crate::framing`]).
+//!
 //! Shutdown: stop accepting, end every stream (clients reconnect, to another
 //! node or to this one once it is back, and resume from `Last-Event-ID`),
 //! let in-flight requests finish within the grace period, return.
@@ -37,6 +40,7 @@ use tower::ServiceExt;
 use crate::auth::jwt::{JwtConfigError, Verifier};
 use crate::auth::{PublisherPolicy, SubscriberPolicy};
 use crate::config::{ServeConfig, Storage};
+use crate::framing::StrictHeads;
 use crate::http::{router, AppState};
 use crate::hub::{Hub, HubConfig};
 use crate::limits::{Limit, PublishRateLimiter, StreamLimits};
@@ -284,6 +288,7 @@ async fn run(
         let Some(protocols) = &protocols else {
             // Plain HTTP/1.1: the cheapest path, and the default.
             let service = connection_service(app, peer);
+            let socket = StrictHeads::new(socket);
             let connection = graceful.watch(http.serve_connection(TokioIo::new(socket), service));
             let hub = hub.clone();
             tokio::spawn(async move {
@@ -428,13 +433,13 @@ async fn serve_negotiated<I>(
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let io = TokioIo::new(io);
     let service = connection_service(app, peer);
     let result = if h2 {
         watcher
-            .watch(protocols.http2.serve_connection(io, service))
+            .watch(protocols.http2.serve_connection(TokioIo::new(io), service))
             .await
     } else {
+        let io = TokioIo::new(StrictHeads::new(io));
         watcher
             .watch(protocols.http1.serve_connection(io, service))
             .await

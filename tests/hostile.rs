@@ -723,3 +723,368 @@ async fn huge_and_deeply_nested_json() {
         test: "cargo test --test hostile huge_and_deeply_nested_json",
     });
 }
+
+#[tokio::test]
+async fn path_traversal_never_leaves_the_embedded_page() {
+    let server = start(config()).await;
+    let addr = server.addr();
+    let page = get(addr, "/").await;
+    assert_eq!(page.status, 200);
+    assert!(page.body.starts_with("<!doctype html>"));
+
+    let prefixes = [
+        "/",
+        "/static/",
+        "/web/",
+        "/assets/",
+        "/./",
+        "//",
+        "/index.html/",
+    ];
+    let ups = [
+        "../",
+        "..%2f",
+        "..%2F",
+        "%2e%2e/",
+        "%2e%2e%2f",
+        ".%2e/",
+        "%2e./",
+        "..\\",
+        "..%5c",
+        "%252e%252e%252f",
+        "..%252f",
+        "%c0%ae%c0%ae/",
+        "%uff0e%uff0e/",
+        "....//",
+        "..;/",
+        "..%00/",
+        ".../",
+    ];
+    let targets = [
+        "etc/passwd",
+        "Cargo.toml",
+        "src/main.rs",
+        "web/index.html",
+        "proc/self/environ",
+    ];
+    let mut cases = 0u64;
+    let mut wrong = Vec::new();
+    for prefix in prefixes {
+        for up in ups {
+            for depth in [1, 4] {
+                for target in targets {
+                    let path = format!("{prefix}{}{target}", up.repeat(depth));
+                    let raw = raw(
+                        addr,
+                        format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                            .as_bytes(),
+                    )
+                    .await;
+                    let reply = first_reply(&raw);
+                    cases += 1;
+                    // Either the router's JSON 404 or hyper's 400 for a
+                    // target it will not parse; never a file.
+                    let code = serde_json::from_str::<Value>(&reply.body)
+                        .ok()
+                        .and_then(|v| v["error"]["code"].as_str().map(str::to_owned));
+                    let fine = (reply.status == 404 && code.as_deref() == Some("not_found"))
+                        || (reply.status == 400 && reply.body.is_empty());
+                    if !fine
+                        || reply.body.contains("root:")
+                        || reply.body.contains("[package]")
+                        || reply.body.contains("fn main")
+                    {
+                        wrong.push(format!("{path}: {} {}", reply.status, reply.body));
+                    }
+                }
+            }
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "{} of {cases}:\n{}",
+        wrong.len(),
+        wrong.join("\n")
+    );
+    // The query never picks a file either.
+    for query in [
+        "?file=../Cargo.toml",
+        "?../../etc/passwd",
+        "?%2e%2e%2fCargo.toml",
+    ] {
+        let reply = get(addr, &format!("/{query}")).await;
+        assert_eq!(reply.body, page.body, "{query}");
+        cases += 1;
+    }
+    assert_eq!(get(addr, "/healthz").await.status, 200);
+    reliability::record(Row {
+        family: "path traversal against the embedded demo page (encoded, double-encoded, backslashes, overlong)",
+        cases,
+        crashes: 0,
+        lost: 0,
+        outcome: "404 not_found (or 400 for targets hyper refuses), never a file outside the embedded page",
+        test: "cargo test --test hostile path_traversal_never_leaves_the_embedded_page",
+    });
+}
+
+#[tokio::test]
+async fn unsupported_methods_on_every_route_get_a_json_405() {
+    let server = start(config()).await;
+    let addr = server.addr();
+    let mut w = watcher(addr).await;
+    let mut cases = Cases::default();
+
+    let routes: &[(&str, &[&str])] = &[
+        ("/", &["GET"]),
+        ("/metrics", &["GET"]),
+        ("/healthz", &["GET"]),
+        ("/sse/subscribe/victim", &["GET"]),
+        ("/sse/subscribe?id=victim", &["GET"]),
+        ("/api/v1/stream?user=victim", &["GET"]),
+        ("/sse/sendMessage?userId=victim&message=x", &["GET", "POST"]),
+        ("/sse/push?id=victim&content=x", &["GET", "POST"]),
+        (
+            "/sse/groupSendMessage?groupId=v&message=x",
+            &["GET", "POST"],
+        ),
+        ("/sse/batchSendMessage?message=x", &["GET", "POST"]),
+        ("/sse/close/victim", &["GET", "POST"]),
+        ("/sse/over?id=victim", &["GET", "POST"]),
+        ("/sse/getUserCount", &["GET", "POST"]),
+        ("/sse/getIds", &["GET", "POST"]),
+        ("/api/v1/publish", &["POST"]),
+        ("/api/v1/stats", &["GET"]),
+        ("/api/v1/users", &["GET"]),
+        ("/api/v1/users/victim", &["DELETE"]),
+        ("/api/v1/events", &["GET"]),
+        ("/.well-known/mercure?topic=t", &["GET", "POST", "OPTIONS"]),
+        ("/.well-known/mercure/subscriptions", &["GET", "OPTIONS"]),
+        ("/.well-known/mercure/subscriptions/t", &["GET", "OPTIONS"]),
+        (
+            "/.well-known/mercure/subscriptions/t/s",
+            &["GET", "OPTIONS"],
+        ),
+    ];
+    let methods = [
+        "GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "PROPFIND", "MKCOL", "LOCK",
+        "PURGE", "FOO",
+    ];
+    for (path, allowed) in routes {
+        for method in methods.iter().filter(|m| !allowed.contains(m)) {
+            let reply = request(addr, method, path, &[], b"").await;
+            cases.expect(
+                &format!("{method} {path}"),
+                &reply,
+                405,
+                "method_not_allowed",
+            );
+        }
+    }
+    cases.check();
+    assert!(history(addr).await.is_empty());
+    assert_eq!(common::user_count(addr).await, 1, "no close went through");
+    sentinel(addr, &mut w).await;
+    reliability::record(Row {
+        family: "unsupported methods on every route",
+        cases: cases.tried,
+        crashes: 0,
+        lost: 0,
+        outcome: "405 method_not_allowed (JSON), nothing published or closed",
+        test: "cargo test --test hostile unsupported_methods_on_every_route_get_a_json_405",
+    });
+}
+
+/// A publish to everyone carrying `marker`, as it would be smuggled.
+fn smuggled(marker: &str) -> String {
+    let body = json!({"to": "all", "data": marker}).to_string();
+    format!(
+        "POST /api/v1/publish HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+#[tokio::test]
+async fn request_smuggling_shapes_are_refused_and_never_executed() {
+    let server = start(config()).await;
+    let addr = server.addr();
+    let mut w = watcher(addr).await;
+
+    // Each shape: a front publish whose framing is ambiguous or malformed,
+    // followed by a publish that would run if the hub read the framing the
+    // way a lenient front proxy might. `true`: the hub must refuse the front
+    // request itself (400, or close without answering); `false`: it may
+    // serve it, but must then close (hyper reads Transfer-Encoding over
+    // Content-Length and drops keep-alive).
+    let body = json!({"to": "all", "data": "front"}).to_string();
+    let n = body.len();
+    let chunked = format!("{n:x}\r\n{body}\r\n0\r\n\r\n");
+    let front = |headers: &str, rest: &str| {
+        format!(
+            "POST /api/v1/publish HTTP/1.1\r\nHost: x\r\n\
+             Content-Type: application/json\r\n{headers}\r\n{rest}"
+        )
+    };
+    let te = "Transfer-Encoding: chunked\r\n";
+    let bare_lf = format!(
+        "POST /api/v1/publish HTTP/1.1\nHost: x\nContent-Type: application/json\n\
+         Content-Length: {n}\n\n{body}"
+    );
+    let shapes: Vec<(&str, String, bool)> = vec![
+        (
+            "CL and TE",
+            front(&format!("Content-Length: {n}\r\n{te}"), &chunked),
+            false,
+        ),
+        (
+            "TE and CL",
+            front(&format!("{te}Content-Length: {n}\r\n"), &chunked),
+            false,
+        ),
+        (
+            "two differing CL",
+            front(
+                &format!("Content-Length: {n}\r\nContent-Length: 0\r\n"),
+                &body,
+            ),
+            true,
+        ),
+        (
+            "CL list",
+            front(&format!("Content-Length: {n}, 0\r\n"), &body),
+            true,
+        ),
+        (
+            "TE chunked, identity",
+            front("Transfer-Encoding: chunked, identity\r\n", &chunked),
+            true,
+        ),
+        (
+            "TE with a space before the colon",
+            front("Transfer-Encoding : chunked\r\n", &chunked),
+            true,
+        ),
+        (
+            "TE xchunked",
+            front("Transfer-Encoding: xchunked\r\n", &chunked),
+            true,
+        ),
+        (
+            "TE folded onto the next line",
+            front("Transfer-Encoding:\r\n chunked\r\n", &chunked),
+            true,
+        ),
+        (
+            "TE with a vertical tab",
+            front("Transfer-Encoding:\x0bchunked\r\n", &chunked),
+            true,
+        ),
+        (
+            "TE chunked in HTTP/1.0",
+            front(te, &chunked).replacen("HTTP/1.1", "HTTP/1.0", 1),
+            true,
+        ),
+        (
+            "chunk size overflow",
+            front(
+                te,
+                &format!("ffffffffffffffffff{n:x}\r\n{body}\r\n0\r\n\r\n"),
+            ),
+            true,
+        ),
+        (
+            "chunk size not hex",
+            front(te, &format!("zz\r\n{body}\r\n0\r\n\r\n")),
+            true,
+        ),
+        (
+            "chunk without CRLF after its data",
+            front(te, &format!("{n:x}\r\n{body}0\r\n\r\n")),
+            true,
+        ),
+        (
+            "chunk size ended by LF alone",
+            front(te, &format!("{n:x}\n{body}\r\n0\r\n\r\n")),
+            true,
+        ),
+        ("negative CL", front("Content-Length: -1\r\n", &body), true),
+        (
+            "CL with a plus",
+            front(&format!("Content-Length: +{n}\r\n"), &body),
+            true,
+        ),
+        (
+            "CL in hex",
+            front(&format!("Content-Length: 0x{n:x}\r\n"), &body),
+            true,
+        ),
+        (
+            "CL overflow",
+            front("Content-Length: 99999999999999999999999\r\n", &body),
+            true,
+        ),
+        ("bare LF line endings", bare_lf.clone(), true),
+        (
+            "one bare LF hiding a Content-Length",
+            front(&format!("X-A: a\nContent-Length: {n}\r\n"), &body),
+            true,
+        ),
+        ("bare CR line endings", bare_lf.replace('\n', "\r"), true),
+        (
+            "NUL in a header",
+            front(&format!("X-A: a\0b\r\nContent-Length: {n}\r\n"), &body),
+            true,
+        ),
+        (
+            "space in a header name",
+            front(&format!("Content Length: {n}\r\n"), &body),
+            true,
+        ),
+        (
+            "a clean request, then one with bare LF",
+            front(&format!("Content-Length: {n}\r\n"), &body) + &bare_lf,
+            false,
+        ),
+    ];
+    let mut cases = 0u64;
+    let mut wrong = Vec::new();
+    for (i, (name, front, must_refuse)) in shapes.iter().enumerate() {
+        let marker = format!("smuggled-{i}");
+        let answer = raw(addr, format!("{front}{}", smuggled(&marker)).as_bytes()).await;
+        let text = String::from_utf8_lossy(&answer).to_string();
+        let responses = text.matches("HTTP/1.1 ").count();
+        let status = first_reply(&answer).status;
+        cases += 1;
+        // The connection closed (raw() read to its end) after at most the
+        // front request's answer: the smuggled one got none.
+        let refused = status == 400 || responses == 0;
+        if responses > 1 || (*must_refuse && !refused) {
+            wrong.push(format!(
+                "{name}: {responses} responses, first {status}: {text:?}"
+            ));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    let stored = history(addr).await;
+    assert!(
+        stored.iter().all(|e| e["data"] == "front"),
+        "a smuggled publish was executed: {stored:?}"
+    );
+    // Only the fronts hyper may serve were stored: the two CL+TE orders,
+    // and the clean request before the bare-LF one unless both arrived in
+    // one read (the read that holds the bare LF closes the connection).
+    assert!((2..=3).contains(&stored.len()), "{stored:?}");
+    for _ in 0..stored.len() {
+        assert_eq!(w.next().await.data, "front");
+    }
+    sentinel(addr, &mut w).await;
+    assert_eq!(get(addr, "/healthz").await.status, 200);
+    reliability::record(Row {
+        family: "HTTP request smuggling shapes over raw TCP (CL+TE, duplicate CL, obfuscated TE, chunk overflow, bare LF/CR)",
+        cases,
+        crashes: 0,
+        lost: 0,
+        outcome: "400 or connection closed after the front request; the smuggled publish never executed",
+        test: "cargo test --test hostile request_smuggling_shapes_are_refused_and_never_executed",
+    });
+}
