@@ -474,6 +474,55 @@ mod tests {
     }
 
     #[test]
+    fn limits_parse_from_flags_and_file_and_refuse_impossible_values(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let c = load(&[
+            "x",
+            "--publish-rate",
+            "10/s",
+            "--publish-burst",
+            "20",
+            "--max-streams-per-ip",
+            "50",
+            "--max-topic-length",
+            "100",
+        ])?;
+        assert_eq!(
+            c.publish_rate.map(|r| r.to_string()).as_deref(),
+            Some("10/s")
+        );
+        assert_eq!(c.publish_burst, Some(20));
+        assert_eq!(c.max_streams_per_ip, Some(50));
+        assert_eq!(c.field_limits().topic_length, 100);
+        let text = toml::to_string(&c)?;
+        assert!(text.contains("publish-rate = \"10/s\""), "{text}");
+
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("limits.toml");
+        std::fs::write(
+            &path,
+            "publish-rate = \"600/m\"\nmax-streams-per-user = 3\nmax-topics-per-stream = 7\n",
+        )?;
+        let p = path.to_string_lossy().to_string();
+        let file = load(&["x", "--config", &p])?;
+        assert_eq!(
+            file.publish_rate.map(|r| r.to_string()).as_deref(),
+            Some("600/m")
+        );
+        assert_eq!(file.max_streams_per_user, Some(3));
+        assert_eq!(file.field_limits().topics_per_stream, 7);
+
+        let error = |args: &[&str]| load(args).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(error(&["x", "--publish-rate", "fast"]).contains("1000/s"));
+        assert!(error(&["x", "--publish-burst", "5"]).contains("publish-rate"));
+        assert!(error(&["x", "--max-topic-length", "4096"]).contains("max-topic-length"));
+        assert!(error(&["x", "--max-id-length", "0"]).contains("max-id-length"));
+        assert!(error(&["x", "--max-streams-per-ip", "0"]).contains("max-streams-per-ip"));
+        assert!(error(&["x", "--max-header-bytes", "100"]).contains("max-header-bytes"));
+        Ok(())
+    }
+
+    #[test]
     fn h2_options_parse() {
         assert!(load(&["x", "--h2c"]).is_ok_and(|c| c.h2c));
         assert!(load(&["x", "--h2-max-streams", "0"]).is_err());

@@ -413,6 +413,30 @@ mod tests {
     }
 
     #[test]
+    fn configured_lengths_hold_exactly_at_their_boundary() {
+        let limits = FieldLimits {
+            id_length: 4,
+            event_type_length: 3,
+            ..FieldLimits::default()
+        };
+        let with = |id: &str, event: &str| Draft {
+            id: Some(id.into()),
+            event: Some(event.into()),
+            ..draft()
+        };
+        assert_eq!(with("abcd", "abc").validate(&limits), Ok(()));
+        let long_id = with("abcde", "abc").validate(&limits);
+        assert_eq!(long_id.map_err(|e| e.limit()), Err(Some(Limit::IdLength)));
+        let long_type = with("abcd", "abcd").validate(&limits);
+        assert_eq!(
+            long_type.as_ref().map_err(|e| e.limit()),
+            Err(Some(Limit::EventTypeLength))
+        );
+        let message = long_type.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(message.contains("--max-event-type-length"), "{message}");
+    }
+
+    #[test]
     fn hub_assigned_id_is_the_sequence_number() {
         let e = Event::new(42, draft(), 0);
         assert_eq!(&*e.id, "42");
