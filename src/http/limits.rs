@@ -13,7 +13,7 @@ use http::StatusCode;
 
 use super::{ApiError, AppState};
 use crate::auth::Credential;
-use crate::limits::{Limit, RateKey};
+use crate::limits::{Limit, RateKey, StreamPermit};
 
 /// The client's address: the TCP peer. Forwarding headers are not trusted
 /// for limits: anyone can write them.
@@ -38,6 +38,19 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
         Ok(ClientAddr::of(parts))
     }
+}
+
+/// A place for one more stream from `client` (of `user`, for a user's
+/// stream); a refusal is a 429 with `Retry-After`, counted.
+pub fn stream_permit(
+    state: &AppState,
+    client: ClientAddr,
+    user: Option<&str>,
+) -> Result<StreamPermit, ApiError> {
+    state.streams.acquire(client.0, user).map_err(|e| {
+        state.hub.metrics().limit_rejected(e.limit());
+        ApiError::from(e)
+    })
 }
 
 /// Whose bucket a publish draws from: the credential, or the address for

@@ -18,7 +18,7 @@ use http::request::Parts;
 use http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use serde_json::{json, Value};
 
-use super::limits::ClientAddr;
+use super::limits::{stream_permit, ClientAddr};
 use super::streams::{event_stream, requested_last_event_id};
 use super::{
     presented_token, rated_publish_rights, rejected, ApiError, AppState, Params, State,
@@ -39,7 +39,7 @@ pub const MERCURE_LAST_EVENT_ID: HeaderName = HeaderName::from_static("mercure-l
 /// requested selectors.
 pub async fn subscribe(
     AxState(state): State,
-    ClientAddr(client): ClientAddr,
+    client: ClientAddr,
     headers: HeaderMap,
     params: Params,
 ) -> Result<Response, ApiError> {
@@ -77,10 +77,7 @@ pub async fn subscribe(
     });
 
     let requested = requested_last_event_id(&headers, &params)?;
-    let permit = state.streams.acquire(client, None).map_err(|e| {
-        state.hub.metrics().limit_rejected(e.limit());
-        ApiError::from(e)
-    })?;
+    let permit = stream_permit(&state, client, None)?;
     let options = SubscribeOptions {
         last_event_id: requested,
         lifetime: reader.lifetime(),

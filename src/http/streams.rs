@@ -7,7 +7,7 @@ use axum::extract::State as AxState;
 use axum::response::Response;
 use http::{header, HeaderMap, HeaderValue, StatusCode};
 
-use super::limits::ClientAddr;
+use super::limits::{stream_permit, ClientAddr};
 use super::{presented_token, ApiError, Params, PathParam, State, LAST_EVENT_ID};
 use crate::hub::{SubscribeOptions, Subscription};
 use crate::limits::streams::Held;
@@ -55,7 +55,7 @@ pub async fn api_stream(
 
 async fn open(
     AxState(state): State,
-    ClientAddr(client): ClientAddr,
+    client: ClientAddr,
     user: Option<String>,
     params: &Params,
     headers: &HeaderMap,
@@ -75,13 +75,7 @@ async fn open(
     let last_event_id = requested_last_event_id(headers, params)?;
     // After authentication (a stranger cannot use up a user's share) and
     // before the hub sees the stream (a refused one announces nothing).
-    let permit = state
-        .streams
-        .acquire(client, interest.user.as_deref())
-        .map_err(|e| {
-            state.hub.metrics().limit_rejected(e.limit());
-            ApiError::from(e)
-        })?;
+    let permit = stream_permit(&state, client, interest.user.as_deref())?;
     let options = SubscribeOptions {
         last_event_id,
         lifetime: reader.lifetime(),
