@@ -53,17 +53,19 @@ pub struct HeadScanner {
     /// Bytes in the current line (without its CR LF), and the first of them.
     line_len: usize,
     line: [u8; LINE_PREFIX],
-    /// Lines ended in the current head.
-    lines: usize,
+    /// Lines ended in the current head (saturating: only 0, 1 and more matter).
+    lines: u8,
     /// What the current head's framing headers said.
     content_length: Option<u64>,
     conflicting_lengths: bool,
     transfer_encoding: Option<bool>,
 }
 
-/// A head line ended with LF alone, or had a CR not followed by LF.
+/// A head line ended with LF alone, had a CR not followed by LF, or was a
+/// `Content-Length` or `Transfer-Encoding` line too long to follow (no
+/// client sends one; refusing it keeps the scanner in step with hyper).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BareLineEnd;
+pub struct Refused;
 
 impl Default for HeadScanner {
     fn default() -> Self {
@@ -82,7 +84,7 @@ impl Default for HeadScanner {
 
 impl HeadScanner {
     /// Follows `bytes`, the next bytes the client sent.
-    pub fn scan(&mut self, mut bytes: &[u8]) -> Result<(), BareLineEnd> {
+    pub fn scan(&mut self, mut bytes: &[u8]) -> Result<(), Refused> {
         while !bytes.is_empty() {
             match self.phase {
                 Phase::Unchecked => return Ok(()),
@@ -118,17 +120,14 @@ impl HeadScanner {
         Phase::Head { trailers }
     }
 
-    fn byte(&mut self, b: u8) -> Result<(), BareLineEnd> {
+    fn byte(&mut self, b: u8) -> Result<(), Refused> {
         let after_cr = std::mem::replace(&mut self.after_cr, b == b'\r');
         if after_cr && b != b'\n' {
-            return Err(BareLineEnd);
+            return Err(Refused);
         }
         match (self.phase, b) {
-            (Phase::Head { .. }, b'\n') if !after_cr => Err(BareLineEnd),
-            (Phase::Head { trailers }, b'\n') => {
-                self.end_head_line(trailers);
-                Ok(())
-            }
+            (Phase::Head { .. }, b'\n') if !after_cr => Err(Refused),
+            (Phase::Head { trailers }, b'\n') => self.end_head_line(trailers),
             (Phase::Head { .. }, b'\r') => Ok(()),
             (Phase::Head { .. }, _) => {
                 if self.line_len < LINE_PREFIX {
@@ -190,7 +189,7 @@ impl HeadScanner {
         };
     }
 
-    fn end_head_line(&mut self, trailers: bool) {
+    fn end_head_line(&mut self, trailers: bool) -> Result<(), Refused> {
         let len = std::mem::take(&mut self.line_len);
         if len == 0 {
             // Empty lines before a request line are skipped; otherwise an
@@ -198,41 +197,43 @@ impl HeadScanner {
             if self.lines > 0 || trailers {
                 self.phase = self.body_after_head(trailers);
             }
-            return;
+            return Ok(());
         }
-        self.lines += 1;
+        self.lines = self.lines.saturating_add(1);
         if trailers || self.lines == 1 {
-            return;
+            return Ok(());
         }
         let kept = &self.line[..len.min(LINE_PREFIX)];
         let Some(colon) = kept.iter().position(|&b| b == b':') else {
-            return;
+            return Ok(());
         };
         let (name, value) = (&kept[..colon], &kept[colon + 1..]);
-        if name.eq_ignore_ascii_case(b"content-length") {
-            let length = std::str::from_utf8(value)
-                .ok()
-                .filter(|_| len <= LINE_PREFIX)
-                .and_then(|v| v.trim().parse::<u64>().ok());
+        let content_length = name.eq_ignore_ascii_case(b"content-length");
+        let transfer_encoding = name.eq_ignore_ascii_case(b"transfer-encoding");
+        if (content_length || transfer_encoding) && len > LINE_PREFIX {
+            // hyper might read a framing this scanner cannot: stopping
+            // here is the only way not to fall out of step with it.
+            return Err(Refused);
+        }
+        let value = std::str::from_utf8(value).ok();
+        if content_length {
+            // hyper refuses anything but digits; then it closes anyway.
+            let length = value.and_then(|v| v.trim().parse::<u64>().ok());
             match (length, self.content_length) {
                 (Some(n), None) => self.content_length = Some(n),
                 (Some(n), Some(m)) if n == m => {}
                 _ => self.conflicting_lengths = true,
             }
-        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-            // The last coding of the last such line decides, as for hyper;
-            // a line too long to read cannot be followed.
-            let chunked = len <= LINE_PREFIX
-                && std::str::from_utf8(value).is_ok_and(|v| {
-                    v.rsplit(',')
-                        .next()
-                        .is_some_and(|c| c.trim().eq_ignore_ascii_case("chunked"))
-                });
-            self.transfer_encoding = Some(chunked && len <= LINE_PREFIX);
-            if len > LINE_PREFIX {
-                self.conflicting_lengths = true;
-            }
+        } else if transfer_encoding {
+            // The last coding of the last such line decides, as for hyper.
+            let chunked = value.is_some_and(|v| {
+                v.rsplit(',')
+                    .next()
+                    .is_some_and(|c| c.trim().eq_ignore_ascii_case("chunked"))
+            });
+            self.transfer_encoding = Some(chunked);
         }
+        Ok(())
     }
 
     fn body_after_head(&mut self, trailers: bool) -> Phase {
@@ -281,7 +282,7 @@ impl<IO: AsyncRead + Unpin> AsyncRead for StrictHeads<IO> {
         match Pin::new(&mut this.io).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => match this.scanner.scan(&buf.filled()[before..]) {
                 Ok(()) => Poll::Ready(Ok(())),
-                Err(BareLineEnd) => {
+                Err(Refused) => {
                     buf.set_filled(before);
                     Poll::Ready(Err(io::Error::new(
                         io::ErrorKind::InvalidData,
@@ -330,7 +331,7 @@ mod tests {
 
     /// Scans `input` in pieces of every size from 1 to its length: the
     /// verdict must not depend on how reads split the bytes.
-    fn verdict(input: &[u8]) -> Result<(), BareLineEnd> {
+    fn verdict(input: &[u8]) -> Result<(), Refused> {
         let whole = HeadScanner::default().scan(input);
         for piece in 1..input.len().max(1) {
             let mut scanner = HeadScanner::default();
@@ -357,7 +358,7 @@ mod tests {
         ] {
             assert_eq!(
                 verdict(input),
-                Err(BareLineEnd),
+                Err(Refused),
                 "{:?}",
                 String::from_utf8_lossy(input)
             );
@@ -373,7 +374,7 @@ mod tests {
         input.extend_from_slice(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
         assert_eq!(verdict(&input), Ok(()));
         input.extend_from_slice(b"GET / HTTP/1.1\nHost: x\n\n");
-        assert_eq!(verdict(&input), Err(BareLineEnd));
+        assert_eq!(verdict(&input), Err(Refused));
     }
 
     #[test]
@@ -384,7 +385,7 @@ mod tests {
         input.extend_from_slice(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
         assert_eq!(verdict(&input), Ok(()));
         input.extend_from_slice(b"GET / HTTP/1.1\nHost: x\n\n");
-        assert_eq!(verdict(&input), Err(BareLineEnd));
+        assert_eq!(verdict(&input), Err(Refused));
     }
 
     #[test]
@@ -401,6 +402,20 @@ mod tests {
                 String::from_utf8_lossy(input)
             );
         }
+    }
+
+    #[test]
+    fn framing_lines_too_long_to_follow_are_refused_not_skipped() {
+        let padded = format!("Transfer-Encoding:{}chunked", " ".repeat(LINE_PREFIX));
+        let input =
+            format!("POST / HTTP/1.1\r\n{padded}\r\n\r\n0\r\n\r\nGET / HTTP/1.1\nHost: x\n\n");
+        assert_eq!(verdict(input.as_bytes()), Err(Refused));
+        let long_length = format!("Content-Length: {}1\r\n", "0".repeat(LINE_PREFIX));
+        let input = format!("POST / HTTP/1.1\r\n{long_length}\r\nx");
+        assert_eq!(verdict(input.as_bytes()), Err(Refused));
+        // Other long headers are fine.
+        let cookie = format!("GET / HTTP/1.1\r\nCookie: {}\r\n\r\n", "c".repeat(4000));
+        assert_eq!(verdict(cookie.as_bytes()), Ok(()));
     }
 
     #[test]

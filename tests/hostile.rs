@@ -1041,6 +1041,14 @@ async fn request_smuggling_shapes_are_refused_and_never_executed() {
             true,
         ),
         (
+            "TE padded past any sane length, then a bare-LF request",
+            front(
+                &format!("Transfer-Encoding:{}chunked\r\n", " ".repeat(100)),
+                &chunked,
+            ) + &bare_lf.replace("front", "SMUGG"),
+            true,
+        ),
+        (
             "a clean request, then one with bare LF",
             front(&format!("Content-Length: {n}\r\n"), &body) + &bare_lf,
             false,
