@@ -6,6 +6,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::str::FromStr;
 use std::time::Duration;
 
 use clap::parser::ValueSource;
@@ -113,6 +114,54 @@ pub struct ServeConfig {
     /// Largest request body, in bytes; larger ones get 413.
     #[arg(long, env = "PUSHWIRE_MAX_BODY", default_value_t = 1_048_576)]
     pub max_body: usize,
+
+    /// Largest request head (request line, headers, blank line), in bytes; larger ones get 431.
+    #[arg(long, env = "PUSHWIRE_MAX_HEADER_BYTES", default_value_t = 32_768)]
+    pub max_header_bytes: usize,
+
+    /// Most streams one client address (the TCP peer) may have open at once; more get 429. Unlimited when not set.
+    #[arg(long, env = "PUSHWIRE_MAX_STREAMS_PER_IP")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_streams_per_ip: Option<usize>,
+
+    /// Most streams one user may have open at once; more get 429. Unlimited when not set.
+    #[arg(long, env = "PUSHWIRE_MAX_STREAMS_PER_USER")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_streams_per_user: Option<usize>,
+
+    /// Publish requests one publisher may make, as `<count>/s`, `/m` or `/h`; more get 429. Unlimited when not set.
+    #[arg(long, env = "PUSHWIRE_PUBLISH_RATE", value_parser = crate::limits::PublishRate::from_str)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub publish_rate: Option<crate::limits::PublishRate>,
+
+    /// Publish requests one publisher may make at once before `--publish-rate` paces it; the rate's count when not set.
+    #[arg(long, env = "PUSHWIRE_PUBLISH_BURST", value_parser = clap::value_parser!(u32).range(1..))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub publish_burst: Option<u32>,
+
+    /// Longest event id a publisher may supply, in bytes (at most 256).
+    #[arg(long, env = "PUSHWIRE_MAX_ID_LENGTH", default_value_t = crate::event::MAX_ID_LEN)]
+    pub max_id_length: usize,
+
+    /// Longest event type, in bytes (at most 256).
+    #[arg(long, env = "PUSHWIRE_MAX_EVENT_TYPE_LENGTH", default_value_t = crate::event::MAX_EVENT_TYPE_LEN)]
+    pub max_event_type_length: usize,
+
+    /// Longest topic, in bytes (at most 2048).
+    #[arg(long, env = "PUSHWIRE_MAX_TOPIC_LENGTH", default_value_t = crate::route::MAX_TOPIC_LEN)]
+    pub max_topic_length: usize,
+
+    /// Longest user id or group prefix, in bytes (at most 256).
+    #[arg(long, env = "PUSHWIRE_MAX_USER_ID_LENGTH", default_value_t = crate::route::MAX_USER_ID_LEN)]
+    pub max_user_id_length: usize,
+
+    /// Most topics one event may be published to.
+    #[arg(long, env = "PUSHWIRE_MAX_TOPICS_PER_EVENT", default_value_t = crate::limits::fields::DEFAULT_MAX_TOPICS)]
+    pub max_topics_per_event: usize,
+
+    /// Most topics and topic selectors one stream may listen to.
+    #[arg(long, env = "PUSHWIRE_MAX_TOPICS_PER_STREAM", default_value_t = crate::limits::fields::DEFAULT_MAX_TOPICS)]
+    pub max_topics_per_stream: usize,
 
     /// Time a client has to send its request headers.
     #[arg(long, env = "PUSHWIRE_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
@@ -283,8 +332,33 @@ impl ServeConfig {
         }
     }
 
+    /// The field limits the core validates events and streams against.
+    pub fn field_limits(&self) -> crate::limits::FieldLimits {
+        crate::limits::FieldLimits {
+            id_length: self.max_id_length,
+            event_type_length: self.max_event_type_length,
+            topic_length: self.max_topic_length,
+            user_id_length: self.max_user_id_length,
+            topics_per_event: self.max_topics_per_event,
+            topics_per_stream: self.max_topics_per_stream,
+        }
+    }
+
     fn check(&self) -> Result<(), ConfigError> {
         let invalid = |m: &str| Err(ConfigError::Invalid(m.to_owned()));
+        self.field_limits().check().map_err(ConfigError::Invalid)?;
+        if self.max_header_bytes < 1024 {
+            return invalid("max-header-bytes must be at least 1024");
+        }
+        if self.max_streams_per_ip == Some(0) || self.max_streams_per_user == Some(0) {
+            return invalid("max-streams-per-ip and max-streams-per-user must be at least 1");
+        }
+        if self.publish_burst.is_some() && self.publish_rate.is_none() {
+            return invalid("publish-burst needs publish-rate");
+        }
+        if self.publish_burst == Some(0) {
+            return invalid("publish-burst must be at least 1");
+        }
         if self.heartbeat.is_zero() {
             return invalid("heartbeat must be longer than zero");
         }
@@ -426,6 +500,55 @@ mod tests {
         let f = file.to_string_lossy();
         let mixed = load(&["x", "--config", &f, "--tls-cert", &c])?;
         assert_eq!(mixed.tls_key.as_deref(), Some(key.as_path()));
+        Ok(())
+    }
+
+    #[test]
+    fn limits_parse_from_flags_and_file_and_refuse_impossible_values(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let c = load(&[
+            "x",
+            "--publish-rate",
+            "10/s",
+            "--publish-burst",
+            "20",
+            "--max-streams-per-ip",
+            "50",
+            "--max-topic-length",
+            "100",
+        ])?;
+        assert_eq!(
+            c.publish_rate.map(|r| r.to_string()).as_deref(),
+            Some("10/s")
+        );
+        assert_eq!(c.publish_burst, Some(20));
+        assert_eq!(c.max_streams_per_ip, Some(50));
+        assert_eq!(c.field_limits().topic_length, 100);
+        let text = toml::to_string(&c)?;
+        assert!(text.contains("publish-rate = \"10/s\""), "{text}");
+
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("limits.toml");
+        std::fs::write(
+            &path,
+            "publish-rate = \"600/m\"\nmax-streams-per-user = 3\nmax-topics-per-stream = 7\n",
+        )?;
+        let p = path.to_string_lossy().to_string();
+        let file = load(&["x", "--config", &p])?;
+        assert_eq!(
+            file.publish_rate.map(|r| r.to_string()).as_deref(),
+            Some("600/m")
+        );
+        assert_eq!(file.max_streams_per_user, Some(3));
+        assert_eq!(file.field_limits().topics_per_stream, 7);
+
+        let error = |args: &[&str]| load(args).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(error(&["x", "--publish-rate", "fast"]).contains("1000/s"));
+        assert!(error(&["x", "--publish-burst", "5"]).contains("publish-rate"));
+        assert!(error(&["x", "--max-topic-length", "4096"]).contains("max-topic-length"));
+        assert!(error(&["x", "--max-id-length", "0"]).contains("max-id-length"));
+        assert!(error(&["x", "--max-streams-per-ip", "0"]).contains("max-streams-per-ip"));
+        assert!(error(&["x", "--max-header-bytes", "100"]).contains("max-header-bytes"));
         Ok(())
     }
 

@@ -16,11 +16,12 @@ use std::sync::Arc;
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::Serialize;
 
+use crate::limits::{FieldLimits, Limit};
 use crate::route::Target;
 
-/// Longest id a publisher may supply, in bytes. Ids travel in every frame.
+/// Ceiling of `--max-id-length`, in bytes. Ids travel in every frame.
 pub const MAX_ID_LEN: usize = 256;
-/// Longest event type, in bytes.
+/// Ceiling of `--max-event-type-length`, in bytes.
 pub const MAX_EVENT_TYPE_LEN: usize = 256;
 /// Largest `retry` a publisher may ask browsers to wait, in milliseconds (one day).
 pub const MAX_RETRY_MS: u64 = 86_400_000;
@@ -30,8 +31,18 @@ pub const MAX_RETRY_MS: u64 = 86_400_000;
 pub enum EventError {
     #[error("field `{field}` must not contain CR, LF or NUL")]
     LineBreak { field: &'static str },
-    #[error("field `{field}` is longer than {max} bytes")]
-    TooLong { field: &'static str, max: usize },
+    #[error("field `{field}` is longer than {max} bytes ({})", limit.option())]
+    TooLong {
+        field: &'static str,
+        max: usize,
+        limit: Limit,
+    },
+    #[error("more than {max} {field} ({})", limit.option())]
+    TooMany {
+        field: &'static str,
+        max: usize,
+        limit: Limit,
+    },
     #[error("field `{field}` must not be empty")]
     Empty { field: &'static str },
     #[error("id must not start with `#`")]
@@ -44,6 +55,16 @@ pub enum EventError {
     PrivateNeedsTopics,
     #[error("topic `{0}` is in the namespace the hub reserves for its own events (/.well-known/mercure)")]
     ReservedTopic(String),
+}
+
+impl EventError {
+    /// The configured limit this refusal is about, if it is about one.
+    pub fn limit(&self) -> Option<Limit> {
+        match self {
+            EventError::TooLong { limit, .. } | EventError::TooMany { limit, .. } => Some(*limit),
+            _ => None,
+        }
+    }
 }
 
 /// What a publisher asks to send, before the history gives it an id.
@@ -74,11 +95,11 @@ impl Draft {
         }
     }
 
-    /// Checks every field that reaches the wire. Data may contain anything:
-    /// the encoder splits it into lines.
-    pub fn validate(&self) -> Result<(), EventError> {
+    /// Checks every field that reaches the wire against `limits`. Data may
+    /// contain anything: the encoder splits it into lines.
+    pub fn validate(&self, limits: &FieldLimits) -> Result<(), EventError> {
         if let Some(id) = &self.id {
-            check_field("id", id, MAX_ID_LEN)?;
+            check_field("id", id, limits.id_length, Limit::IdLength)?;
             if id.starts_with('#') {
                 return Err(EventError::IdStartsWithHash);
             }
@@ -87,7 +108,12 @@ impl Draft {
             }
         }
         if let Some(event) = &self.event {
-            check_field("event", event, MAX_EVENT_TYPE_LEN)?;
+            check_field(
+                "event",
+                event,
+                limits.event_type_length,
+                Limit::EventTypeLength,
+            )?;
         }
         if self.retry.is_some_and(|r| r > MAX_RETRY_MS) {
             return Err(EventError::RetryTooLarge);
@@ -95,17 +121,23 @@ impl Draft {
         if self.private && !matches!(self.target, Target::Topics(_)) {
             return Err(EventError::PrivateNeedsTopics);
         }
-        self.target.validate()
+        self.target.validate(limits)
     }
 }
 
-/// A value that goes on one SSE line: not empty, bounded, no line breaks or NUL.
-pub fn check_field(field: &'static str, value: &str, max: usize) -> Result<(), EventError> {
+/// A value that goes on one SSE line: not empty, at most `max` bytes (the
+/// `limit`), no line breaks or NUL.
+pub fn check_field(
+    field: &'static str,
+    value: &str,
+    max: usize,
+    limit: Limit,
+) -> Result<(), EventError> {
     if value.is_empty() {
         return Err(EventError::Empty { field });
     }
     if value.len() > max {
-        return Err(EventError::TooLong { field, max });
+        return Err(EventError::TooLong { field, max, limit });
     }
     if value.bytes().any(|b| matches!(b, b'\r' | b'\n' | 0)) {
         return Err(EventError::LineBreak { field });
@@ -320,12 +352,18 @@ mod tests {
                 id: Some(bad.into()),
                 ..draft()
             };
-            assert_eq!(d.validate(), Err(EventError::LineBreak { field: "id" }));
+            assert_eq!(
+                d.validate(&FieldLimits::default()),
+                Err(EventError::LineBreak { field: "id" })
+            );
             let d = Draft {
                 event: Some(bad.into()),
                 ..draft()
             };
-            assert_eq!(d.validate(), Err(EventError::LineBreak { field: "event" }));
+            assert_eq!(
+                d.validate(&FieldLimits::default()),
+                Err(EventError::LineBreak { field: "event" })
+            );
         }
     }
 
@@ -335,17 +373,23 @@ mod tests {
             id: Some("123".into()),
             ..draft()
         };
-        assert_eq!(d.validate(), Err(EventError::IdAllDigits));
+        assert_eq!(
+            d.validate(&FieldLimits::default()),
+            Err(EventError::IdAllDigits)
+        );
         let d = Draft {
             id: Some("#x".into()),
             ..draft()
         };
-        assert_eq!(d.validate(), Err(EventError::IdStartsWithHash));
+        assert_eq!(
+            d.validate(&FieldLimits::default()),
+            Err(EventError::IdStartsWithHash)
+        );
         let d = Draft {
             id: Some("order-42".into()),
             ..draft()
         };
-        assert_eq!(d.validate(), Ok(()));
+        assert_eq!(d.validate(&FieldLimits::default()), Ok(()));
     }
 
     #[test]
@@ -354,12 +398,42 @@ mod tests {
             event: Some("e".repeat(MAX_EVENT_TYPE_LEN + 1)),
             ..draft()
         };
-        assert!(matches!(d.validate(), Err(EventError::TooLong { .. })));
+        assert!(matches!(
+            d.validate(&FieldLimits::default()),
+            Err(EventError::TooLong { .. })
+        ));
         let d = Draft {
             retry: Some(MAX_RETRY_MS + 1),
             ..draft()
         };
-        assert_eq!(d.validate(), Err(EventError::RetryTooLarge));
+        assert_eq!(
+            d.validate(&FieldLimits::default()),
+            Err(EventError::RetryTooLarge)
+        );
+    }
+
+    #[test]
+    fn configured_lengths_hold_exactly_at_their_boundary() {
+        let limits = FieldLimits {
+            id_length: 4,
+            event_type_length: 3,
+            ..FieldLimits::default()
+        };
+        let with = |id: &str, event: &str| Draft {
+            id: Some(id.into()),
+            event: Some(event.into()),
+            ..draft()
+        };
+        assert_eq!(with("abcd", "abc").validate(&limits), Ok(()));
+        let long_id = with("abcde", "abc").validate(&limits);
+        assert_eq!(long_id.map_err(|e| e.limit()), Err(Some(Limit::IdLength)));
+        let long_type = with("abcd", "abcd").validate(&limits);
+        assert_eq!(
+            long_type.as_ref().map_err(|e| e.limit()),
+            Err(Some(Limit::EventTypeLength))
+        );
+        let message = long_type.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(message.contains("--max-event-type-length"), "{message}");
     }
 
     #[test]

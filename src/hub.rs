@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cluster::Cluster;
 use crate::event::{encode_comment, encode_event, encode_retry, Draft, Event, EventError};
+use crate::limits::FieldLimits;
 use crate::metrics::Metrics;
 use crate::presence::Subscriber;
 use crate::route::{Interest, MatchCache, Selector, Target};
@@ -52,6 +53,8 @@ pub struct HubConfig {
     pub stream_lifetime: Option<Duration>,
     /// Announce subscribers as they come and go (see [`crate::presence`]).
     pub presence: bool,
+    /// Field lengths and topic counts events and streams are checked against.
+    pub limits: FieldLimits,
 }
 
 /// How a stream starts, beyond what it listens to.
@@ -205,8 +208,14 @@ impl Hub {
     /// bad draft refuses the whole batch and nothing is stored.
     pub async fn publish(&self, drafts: Vec<Draft>) -> Result<Vec<Arc<Event>>, PublishError> {
         let result = self.publish_inner(drafts).await;
-        if result.is_err() {
+        if let Err(error) = &result {
             self.metrics.publishes_rejected.inc();
+            if let Some(limit) = match error {
+                PublishError::Invalid(e) => e.limit(),
+                _ => None,
+            } {
+                self.metrics.limit_rejected(limit);
+            }
         }
         result
     }
@@ -217,7 +226,7 @@ impl Hub {
         }
         for draft in drafts.iter_mut() {
             draft.target.normalize();
-            draft.validate()?;
+            draft.validate(&self.config.limits)?;
             // Only the hub speaks in its own namespace (presence events).
             if let Target::Topics(topics) = &draft.target {
                 if let Some(t) = topics
@@ -247,7 +256,12 @@ impl Hub {
         interest: Interest,
         options: SubscribeOptions<'_>,
     ) -> Result<Subscription, SubscribeError> {
-        interest.validate()?;
+        if let Err(error) = interest.validate(&self.config.limits) {
+            if let Some(limit) = error.limit() {
+                self.metrics.limit_rejected(limit);
+            }
+            return Err(error.into());
+        }
         let interest = Arc::new(interest);
         // Register before reading the history: every event committed from
         // now on is queued live, everything before is in the history.

@@ -2,10 +2,21 @@
 //! topics and user ids are never labels (their number is unbounded).
 
 use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
+
+use crate::limits::Limit;
+
+/// The one label of `pushwire_limit_rejections_total`: which limit, from a
+/// fixed set.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LimitLabel {
+    limit: &'static str,
+}
 
 pub struct Metrics {
     registry: Registry,
@@ -22,6 +33,7 @@ pub struct Metrics {
     pub resets: Counter,
     pub events_trimmed: Counter,
     pub publish_seconds: Histogram,
+    limit_rejections: Family<LimitLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -104,6 +116,21 @@ impl Metrics {
             "Time from a publish request's validation to its acknowledgement",
             publish_seconds.clone(),
         );
+        let limit_rejections = Family::<LimitLabel, Counter>::default();
+        // Every limit appears from the start, at zero, so a dashboard sees
+        // the whole set before the first refusal.
+        for limit in Limit::ALL {
+            limit_rejections
+                .get_or_create(&LimitLabel {
+                    limit: limit.label(),
+                })
+                .inc_by(0);
+        }
+        registry.register(
+            "limit_rejections",
+            "Requests and connections refused by a per-client, per-user, per-publisher or per-request limit",
+            limit_rejections.clone(),
+        );
         Metrics {
             registry,
             streams_open,
@@ -119,7 +146,17 @@ impl Metrics {
             resets,
             events_trimmed,
             publish_seconds,
+            limit_rejections,
         }
+    }
+
+    /// Counts one refusal by `limit`.
+    pub fn limit_rejected(&self, limit: Limit) {
+        self.limit_rejections
+            .get_or_create(&LimitLabel {
+                limit: limit.label(),
+            })
+            .inc();
     }
 
     /// The text exposition format.

@@ -13,11 +13,15 @@
 //!   HTTP/2 preface gets HTTP/2, anything else the same HTTP/1 path as
 //!   without it.
 //!
+//! Every HTTP/1.1 connection reads through [`StrictHeads`]: a request head
+//! whose lines do not end with CR LF closes it (see [`crate::framing`]).
+//!
 //! Shutdown: stop accepting, end every stream (clients reconnect, to another
 //! node or to this one once it is back, and resume from `Last-Event-ID`),
 //! let in-flight requests finish within the grace period, return.
 
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -37,8 +41,10 @@ use crate::auth::jwt::{JwtConfigError, Verifier};
 use crate::auth::{PublisherPolicy, SubscriberPolicy};
 use crate::cluster::Cluster;
 use crate::config::{ServeConfig, Storage};
+use crate::framing::StrictHeads;
 use crate::http::{is_stream_route, router, AppState};
 use crate::hub::{Hub, HubConfig};
+use crate::limits::{Limit, PublishRateLimiter, StreamLimits};
 use crate::metrics::Metrics;
 use crate::store::embedded::EmbeddedLog;
 use crate::store::memory::MemoryLog;
@@ -126,6 +132,7 @@ pub fn build_hub(config: &ServeConfig) -> Result<Arc<Hub>, ServerError> {
         max_streams: config.max_streams,
         stream_lifetime: config.stream_timeout,
         presence: config.subscriptions,
+        limits: config.field_limits(),
     };
     let retention = Retention {
         max_events: config.history_max_events,
@@ -193,6 +200,17 @@ pub async fn start(config: ServeConfig) -> Result<Server, ServerError> {
         max_body: config.max_body,
         hub_url: config.hub_url.clone(),
         presence: config.subscriptions,
+        max_header_bytes: config.max_header_bytes,
+        streams: StreamLimits::new(
+            config.max_streams_per_ip,
+            config.max_streams_per_user,
+            config.retry,
+        ),
+        publish_rate: PublishRateLimiter::new(
+            config.publish_rate,
+            config.publish_burst.and_then(NonZeroU32::new),
+        ),
+        field_limits: config.field_limits(),
     });
     let app = router(state, &config);
     let stop = CancellationToken::new();
@@ -219,6 +237,8 @@ struct Protocols {
     http2: http2::Builder<TokioExecutor>,
     /// Bounds the TLS handshake and the wait for the first bytes (h2c).
     first_bytes_timeout: Duration,
+    /// Where connections ended for a limit are counted.
+    hub: Arc<Hub>,
 }
 
 /// The first bytes an HTTP/2 client sends (RFC 9113, section 3.4).
@@ -244,19 +264,26 @@ async fn run(
     let graceful = GracefulShutdown::new();
     let connections = Arc::new(Semaphore::new(config.max_connections));
     let mut http = http1::Builder::new();
+    // The router answers heads over --max-header-bytes with a JSON 431;
+    // hyper stops reading at twice that, so a client cannot make the hub
+    // buffer more (and gets hyper's bare 431).
+    let head_ceiling = config.max_header_bytes.saturating_mul(2);
     http.timer(TokioTimer::new())
         .header_read_timeout(config.header_read_timeout)
+        .max_header_size(head_ceiling)
         .keep_alive(true);
     // Only the TLS and h2c paths need more than the HTTP/1 builder.
     let protocols = (tls.is_some() || config.h2c).then(|| {
         let mut http2 = http2::Builder::new(TokioExecutor::new());
         http2
             .timer(TokioTimer::new())
-            .max_concurrent_streams(config.h2_max_streams);
+            .max_concurrent_streams(config.h2_max_streams)
+            .max_header_list_size(u32::try_from(head_ceiling).unwrap_or(u32::MAX));
         Arc::new(Protocols {
             http1: http.clone(),
             http2,
             first_bytes_timeout: config.header_read_timeout,
+            hub: hub.clone(),
         })
     });
 
@@ -287,6 +314,7 @@ async fn run(
             // stream_conn.rs, every other request on hyper.
             let (http, watcher) = (http.clone(), graceful.watcher());
             let header_read_timeout = config.header_read_timeout;
+            let hub = hub.clone();
             tokio::spawn(async move {
                 let served = stream_conn::serve(
                     socket,
@@ -296,11 +324,17 @@ async fn run(
                     is_stream_route,
                 )
                 .await;
-                if let Served::Other(io) = served {
-                    let service = connection_service(app, peer);
-                    let connection = http.serve_connection(TokioIo::new(io), service);
-                    if let Err(error) = watcher.watch(connection).await {
-                        tracing::debug!(%error, %peer, "connection ended with an error");
+                match served {
+                    Served::Stream => {}
+                    Served::HeadTimeout => hub.metrics().limit_rejected(Limit::HeaderReadTimeout),
+                    Served::Other(io) => {
+                        let service = connection_service(app, peer);
+                        let io = TokioIo::new(StrictHeads::new(io));
+                        let connection = watcher.watch(http.serve_connection(io, service));
+                        if let Err(error) = connection.await {
+                            count_refusal(&hub, &error);
+                            tracing::debug!(%error, %peer, "connection ended with an error");
+                        }
                     }
                 }
                 drop(permit);
@@ -342,6 +376,18 @@ async fn run(
     let _ = maintenance.await;
     if let Some(presence) = presence {
         let _ = presence.await;
+    }
+}
+
+/// Counts a connection hyper ended for a limit: a head over twice
+/// `--max-header-bytes` (hyper answered 431), or headers not complete within
+/// `--header-read-timeout` (which also ends keep-alive connections left idle
+/// that long).
+fn count_refusal(hub: &Hub, error: &hyper::Error) {
+    if error.is_parse_too_large() {
+        hub.metrics().limit_rejected(Limit::HeaderSize);
+    } else if error.is_timeout() {
+        hub.metrics().limit_rejected(Limit::HeaderReadTimeout);
     }
 }
 
@@ -421,10 +467,13 @@ async fn serve_h2c(
         return serve_negotiated(socket, true, peer, protocols, app, watcher).await;
     }
     let timeout = protocols.first_bytes_timeout;
-    if let Served::Other(io) =
-        stream_conn::serve(socket, peer, app.clone(), timeout, is_stream_route).await
-    {
-        serve_negotiated(io, false, peer, protocols, app, watcher).await;
+    match stream_conn::serve(socket, peer, app.clone(), timeout, is_stream_route).await {
+        Served::Stream => {}
+        Served::HeadTimeout => {
+            let limit = Limit::HeaderReadTimeout;
+            protocols.hub.metrics().limit_rejected(limit);
+        }
+        Served::Other(io) => serve_negotiated(io, false, peer, protocols, app, watcher).await,
     }
 }
 
@@ -439,18 +488,19 @@ async fn serve_negotiated<I>(
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let io = TokioIo::new(io);
     let service = connection_service(app, peer);
     let result = if h2 {
         watcher
-            .watch(protocols.http2.serve_connection(io, service))
+            .watch(protocols.http2.serve_connection(TokioIo::new(io), service))
             .await
     } else {
+        let io = TokioIo::new(StrictHeads::new(io));
         watcher
             .watch(protocols.http1.serve_connection(io, service))
             .await
     };
     if let Err(error) = result {
+        count_refusal(&protocols.hub, &error);
         tracing::debug!(%error, %peer, h2, "connection ended with an error");
     }
 }

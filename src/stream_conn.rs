@@ -56,6 +56,9 @@ pub enum Served {
     Stream,
     /// Not a stream request: serve the connection with hyper.
     Other(Rewound),
+    /// The request head did not arrive within the header read timeout; the
+    /// connection is closed.
+    HeadTimeout,
 }
 
 /// Serves the connection if its first request opens a stream; otherwise
@@ -72,7 +75,8 @@ pub async fn serve(
     let request = match read {
         // A client that does not send its request in time, or goes away, is
         // closed, as hyper would close it.
-        Err(_) | Ok(Err(_)) => return Served::Stream,
+        Err(_) => return Served::HeadTimeout,
+        Ok(Err(_)) => return Served::Stream,
         Ok(Ok(Some(len))) => parse(&head[..len], is_stream_route),
         Ok(Ok(None)) => None,
     };
@@ -109,12 +113,21 @@ async fn read_head(socket: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<Opti
         if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
             return Ok(Some(end + 4));
         }
+        // A head ended by bare line feeds: not for this path.
+        if buf.windows(2).any(|w| w == b"\n\n") {
+            return Ok(None);
+        }
     }
 }
 
 /// The request, if it is a well-formed `GET` of a stream route without a
 /// body; `None` leaves it to hyper.
 fn parse(head: &[u8], is_stream_route: fn(&str) -> bool) -> Option<(Request<Body>, Version)> {
+    // httparse, like hyper, takes a lone LF as a line end; the hub refuses
+    // such heads (see framing.rs), so they go the way that refuses them.
+    if has_bare_line_end(head) {
+        return None;
+    }
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut parsed = httparse::Request::new(&mut headers);
     let httparse::Status::Complete(_) = parsed.parse(head).ok()? else {
@@ -142,6 +155,15 @@ fn parse(head: &[u8], is_stream_route: fn(&str) -> bool) -> Option<(Request<Body
         request = request.header(name, HeaderValue::from_bytes(h.value).ok()?);
     }
     Some((request.body(Body::empty()).ok()?, version))
+}
+
+/// Whether a line of the head ends with a lone LF, or a CR stands alone.
+fn has_bare_line_end(head: &[u8]) -> bool {
+    head.iter().enumerate().any(|(i, &b)| match b {
+        b'\n' => i == 0 || head[i - 1] != b'\r',
+        b'\r' => head.get(i + 1) != Some(&b'\n'),
+        _ => false,
+    })
 }
 
 /// Writes the response: a stream frame by frame until it ends or the client
@@ -338,6 +360,8 @@ mod tests {
             b"GET /stream HTTP/1.1\r\nBad Header: x\r\n\r\n",
             b"GET /stream HTTP/1.1\r\nX: \x01\r\n\r\n",
             b"GET /stream HTTP/2.0\r\n\r\n",
+            b"GET /stream HTTP/1.1\nHost: x\r\n\r\n",
+            b"GET /stream HTTP/1.1\r\nHost: x\rY: z\r\n\r\n",
         ] {
             assert!(
                 parse(head, streams).is_none(),

@@ -87,6 +87,17 @@ impl PublishRights {
     }
 }
 
+/// The credential an authorized publisher presented.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Credential {
+    /// None: a loopback caller on a hub without publisher credentials.
+    None,
+    /// The static publisher key.
+    PublisherKey,
+    /// A publisher token, with its `sub` if it has one.
+    Token { subject: Option<String> },
+}
+
 /// Decides whether a caller may publish and manage.
 #[derive(Clone, Default)]
 pub struct PublisherPolicy {
@@ -101,16 +112,27 @@ impl PublisherPolicy {
     }
 
     pub fn authorize(&self, caller: &Caller<'_>) -> Result<PublishRights, AuthError> {
+        self.identify(caller).map(|(rights, _)| rights)
+    }
+
+    /// [`PublisherPolicy::authorize`], and which credential the caller
+    /// presented (per-publisher limits count by it).
+    pub fn identify(&self, caller: &Caller<'_>) -> Result<(PublishRights, Credential), AuthError> {
         if let Some(given) = caller.bearer {
             if let Some(key) = &self.key {
                 if constant_time_eq(key.as_bytes(), given.as_bytes()) {
-                    return Ok(PublishRights::All);
+                    return Ok((PublishRights::All, Credential::PublisherKey));
                 }
             }
             if let Some(tokens) = &self.tokens {
                 return tokens
                     .verify(Role::Publisher, given)
-                    .map(|claims| PublishRights::Granted(claims.grants))
+                    .map(|claims| {
+                        let credential = Credential::Token {
+                            subject: claims.subject,
+                        };
+                        (PublishRights::Granted(claims.grants), credential)
+                    })
                     .map_err(AuthError::InvalidToken);
             }
             if self.key.is_some() {
@@ -120,7 +142,7 @@ impl PublisherPolicy {
             return Err(AuthError::MissingCredentials);
         }
         if caller.loopback_peer && !caller.forwarded {
-            Ok(PublishRights::All)
+            Ok((PublishRights::All, Credential::None))
         } else {
             Err(AuthError::NotLocal)
         }

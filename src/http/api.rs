@@ -1,13 +1,14 @@
 //! The JSON API under `/api/v1`.
 
-use axum::extract::{Path, Request, State as AxState};
+use axum::extract::{Request, State as AxState};
 use axum::Json;
 use http::StatusCode;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{
-    content_type_is, read_body, rejected, ApiError, Params, Publisher, State, TopicPublisher,
+    content_type_is, read_body, rejected, ApiError, Params, PathParam, Publisher, State,
+    TopicPublisher,
 };
 use crate::event::Draft;
 use crate::hub::HistoryQuery;
@@ -109,7 +110,7 @@ pub async fn users(AxState(state): State, _: Publisher) -> Result<Json<Value>, A
 pub async fn close_user(
     AxState(state): State,
     _: Publisher,
-    Path(user): Path<String>,
+    PathParam(user): PathParam,
 ) -> Result<Json<Value>, ApiError> {
     let closed = state.hub.close_user_everywhere(&user).await?;
     Ok(Json(json!({ "closed": closed })))
@@ -123,9 +124,10 @@ pub async fn events(
 ) -> Result<Json<Value>, ApiError> {
     let limit = match params.one("limit")? {
         None => 100,
-        Some(text) => text
-            .parse::<usize>()
-            .ok()
+        // Digits only: `+5` would parse, and a number is either plain or refused.
+        Some(text) => (text.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| text.parse::<usize>().ok())
+            .flatten()
             .filter(|n| (1..=MAX_HISTORY_LIMIT).contains(n))
             .ok_or_else(|| {
                 ApiError::bad_request(

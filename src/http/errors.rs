@@ -8,6 +8,7 @@ use http::{header, HeaderValue, StatusCode};
 use crate::auth::AuthError;
 use crate::event::EventError;
 use crate::hub::{PublishError, SubscribeError};
+use crate::limits::LimitError;
 use crate::store::StoreError;
 
 #[derive(Debug)]
@@ -15,6 +16,8 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
+    /// Seconds to send as `Retry-After`.
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -23,6 +26,7 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            retry_after: None,
         }
     }
 
@@ -73,6 +77,11 @@ impl IntoResponse for ApiError {
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_static(challenge),
             );
+        }
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         response
     }
@@ -146,6 +155,24 @@ impl From<AuthError> for ApiError {
             AuthError::InsufficientScope(_) => {
                 ApiError::new(StatusCode::FORBIDDEN, "insufficient_scope", e.to_string())
             }
+        }
+    }
+}
+
+impl From<LimitError> for ApiError {
+    fn from(e: LimitError) -> Self {
+        let code = match e {
+            LimitError::StreamsPerIp { .. } => "too_many_streams_from_ip",
+            LimitError::StreamsPerUser { .. } => "too_many_streams_for_user",
+            LimitError::PublishRate { .. } => "rate_limited",
+        };
+        // Whole seconds, rounded up: a client that waits exactly this long
+        // is not refused again for being early.
+        let wait = e.retry_after();
+        let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        ApiError {
+            retry_after: Some(seconds.max(1)),
+            ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, code, e.to_string())
         }
     }
 }

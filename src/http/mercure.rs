@@ -18,11 +18,16 @@ use http::request::Parts;
 use http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use serde_json::{json, Value};
 
+use super::limits::{stream_permit, ClientAddr};
 use super::streams::{event_stream, requested_last_event_id};
-use super::{presented_token, publish_rights, rejected, ApiError, Params, State, LAST_EVENT_ID};
+use super::{
+    presented_token, rated_publish_rights, rejected, ApiError, AppState, Params, State,
+    LAST_EVENT_ID,
+};
 use crate::auth::AuthError;
-use crate::event::Draft;
+use crate::event::{Draft, EventError};
 use crate::hub::{SubscribeOptions, EARLIEST};
+use crate::limits::Limit;
 use crate::presence::{self, Subscriber, Subscription};
 use crate::route::{Interest, MatchKind, Selector, SelectorError, Target};
 
@@ -30,17 +35,15 @@ use crate::route::{Interest, MatchKind, Selector, SelectorError, Target};
 /// stream continues after (`earliest` when the requested one was lost).
 pub const MERCURE_LAST_EVENT_ID: HeaderName = HeaderName::from_static("mercure-last-event-id");
 
-/// Most selectors one subscription request may carry.
-const MAX_SELECTORS: usize = 1_000;
-
 /// `GET /.well-known/mercure`: opens a stream on the union of the
 /// requested selectors.
 pub async fn subscribe(
     AxState(state): State,
+    client: ClientAddr,
     headers: HeaderMap,
     params: Params,
 ) -> Result<Response, ApiError> {
-    let selectors = requested_selectors(&params, &state.hub_url)?;
+    let selectors = requested_selectors(&params, &state)?;
     let reader = state
         .subscribers
         .authenticate(presented_token(&headers, &params))?;
@@ -74,6 +77,7 @@ pub async fn subscribe(
     });
 
     let requested = requested_last_event_id(&headers, &params)?;
+    let permit = stream_permit(&state, client, None)?;
     let options = SubscribeOptions {
         last_event_id: requested,
         lifetime: reader.lifetime(),
@@ -96,7 +100,7 @@ pub async fn subscribe(
     };
 
     // `private`: a token may be in the URL, and no shared cache may keep it.
-    let mut response = event_stream(subscription, "private, no-cache, no-store");
+    let mut response = event_stream(subscription, permit, "private, no-cache, no-store");
     if let Ok(value) = HeaderValue::from_str(&resumed_after) {
         let h = response.headers_mut();
         h.insert(LAST_EVENT_ID, value.clone());
@@ -110,7 +114,11 @@ pub async fn subscribe(
 /// The selectors of a subscription request, each parameter read as its
 /// generation of the protocol defines it. Any other parameter whose name
 /// starts with `match` is refused, so a misspelt selector fails loudly.
-fn requested_selectors(params: &Params, hub_url: &str) -> Result<Vec<Selector>, ApiError> {
+/// Parsing stops at the first selector over `--max-topics-per-stream`, the
+/// limit the hub applies to every stream, so an endless list costs nothing.
+fn requested_selectors(params: &Params, state: &AppState) -> Result<Vec<Selector>, ApiError> {
+    let hub_url = state.hub_url.as_str();
+    let max = state.field_limits.topics_per_stream;
     let mut selectors = Vec::new();
     for (name, value) in params.pairs() {
         let parsed = match name {
@@ -128,13 +136,16 @@ fn requested_selectors(params: &Params, hub_url: &str) -> Result<Vec<Selector>, 
             }
             _ => continue,
         };
-        selectors.push(parsed.map_err(invalid_selector)?);
-        if selectors.len() > MAX_SELECTORS {
-            return Err(ApiError::bad_request(
-                "invalid_request",
-                format!("at most {MAX_SELECTORS} topic selectors per subscription"),
-            ));
+        if selectors.len() == max {
+            state.hub.metrics().limit_rejected(Limit::TopicsPerStream);
+            return Err(EventError::TooMany {
+                field: "topics and selectors",
+                max,
+                limit: Limit::TopicsPerStream,
+            }
+            .into());
         }
+        selectors.push(parsed.map_err(invalid_selector)?);
     }
     if selectors.is_empty() {
         return Err(ApiError::bad_request(
@@ -163,7 +174,7 @@ pub async fn publish(
             "send the update as application/x-www-form-urlencoded",
         ));
     }
-    let rights = publish_rights(&parts, &state, presented_token(&parts.headers, &params))?;
+    let rights = rated_publish_rights(&parts, &state, presented_token(&parts.headers, &params))?;
 
     let topics: Vec<String> = params.all("topic").map(str::to_owned).collect();
     if topics.is_empty() {

@@ -6,6 +6,7 @@
 //! - `api`: the JSON API under `/api/v1`;
 //! - `mercure`: the Mercure protocol at `/.well-known/mercure`;
 //! - `admin`: the demo page, `/metrics`, `/healthz`;
+//! - `limits`: the client address, header size and publish rate checks;
 //! - `errors`: the one error-to-response mapping.
 
 use std::net::SocketAddr;
@@ -19,13 +20,15 @@ use http::request::Parts;
 use http::{header, HeaderMap, HeaderValue, Method};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
-use crate::auth::{Caller, PublishRights, PublisherPolicy, SubscriberPolicy};
+use crate::auth::{Caller, Credential, PublishRights, PublisherPolicy, SubscriberPolicy};
 use crate::config::ServeConfig;
 use crate::hub::Hub;
+use crate::limits::{FieldLimits, PublishRateLimiter, StreamLimits};
 
 mod admin;
 mod api;
 pub mod errors;
+mod limits;
 mod mercure;
 mod seed;
 mod streams;
@@ -45,6 +48,14 @@ pub struct AppState {
     pub hub_url: String,
     /// The Mercure subscriptions API and events are on.
     pub presence: bool,
+    /// Largest request line and headers, in bytes.
+    pub max_header_bytes: usize,
+    /// The per-address and per-user stream limits.
+    pub streams: StreamLimits,
+    /// The per-publisher publish rate limit.
+    pub publish_rate: PublishRateLimiter,
+    /// What the core validates against (Mercure reads its selector count early).
+    pub field_limits: FieldLimits,
 }
 
 type State = axum::extract::State<Arc<AppState>>;
@@ -137,6 +148,10 @@ pub fn router(state: Arc<AppState>, config: &ServeConfig) -> Router {
         .merge(mercure)
         .fallback(any(not_found))
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            limits::header_size,
+        ))
         .with_state(state)
 }
 
@@ -205,7 +220,27 @@ impl FromRequestParts<Arc<AppState>> for Publisher {
     }
 }
 
-/// What the caller may publish, checked per event by the handler.
+/// A [`Publisher`] that is about to publish: its request is also drawn
+/// from its publish rate (the seed's publish calls).
+pub struct RatedPublisher;
+
+impl FromRequestParts<Arc<AppState>> for RatedPublisher {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
+        let (rights, credential) = publisher(parts, state, bearer(&parts.headers))?;
+        rights.check_unscoped().map_err(|e| rejected(state, e))?;
+        let key = limits::rate_key(credential, limits::ClientAddr::of(parts));
+        limits::check_publish_rate(state, &key)?;
+        Ok(RatedPublisher)
+    }
+}
+
+/// What the caller may publish, checked per event by the handler; the
+/// request has been drawn from the caller's publish rate.
 pub struct TopicPublisher(pub PublishRights);
 
 impl FromRequestParts<Arc<AppState>> for TopicPublisher {
@@ -215,7 +250,10 @@ impl FromRequestParts<Arc<AppState>> for TopicPublisher {
         parts: &mut Parts,
         state: &Arc<AppState>,
     ) -> Result<Self, Self::Rejection> {
-        publish_rights(parts, state, bearer(&parts.headers)).map(TopicPublisher)
+        let (rights, credential) = publisher(parts, state, bearer(&parts.headers))?;
+        let key = limits::rate_key(credential, limits::ClientAddr::of(parts));
+        limits::check_publish_rate(state, &key)?;
+        Ok(TopicPublisher(rights))
     }
 }
 
@@ -225,6 +263,15 @@ fn publish_rights(
     state: &AppState,
     token: Option<&str>,
 ) -> Result<PublishRights, ApiError> {
+    publisher(parts, state, token).map(|(rights, _)| rights)
+}
+
+/// [`publish_rights`] and the credential that earned them.
+fn publisher(
+    parts: &Parts,
+    state: &AppState,
+    token: Option<&str>,
+) -> Result<(PublishRights, Credential), ApiError> {
     let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>();
     let caller = Caller {
         bearer: token,
@@ -235,8 +282,21 @@ fn publish_rights(
     };
     state
         .policy
-        .authorize(&caller)
+        .identify(&caller)
         .map_err(|e| rejected(state, e))
+}
+
+/// Mercure's publish reads its token from the form too, so it authorizes
+/// and draws from the rate itself.
+fn rated_publish_rights(
+    parts: &Parts,
+    state: &AppState,
+    token: Option<&str>,
+) -> Result<PublishRights, ApiError> {
+    let (rights, credential) = publisher(parts, state, token)?;
+    let key = limits::rate_key(credential, limits::ClientAddr::of(parts));
+    limits::check_publish_rate(state, &key)?;
+    Ok(rights)
 }
 
 /// Counts a refused write and turns the reason into a response.
@@ -291,6 +351,31 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+/// The one parameter of a path like `/sse/subscribe/{user}`, percent-decoded.
+/// Not UTF-8, it is refused with the same JSON error as a query parameter.
+pub struct PathParam(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for PathParam {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Path::<String>::from_request_parts(parts, state)
+            .await
+            .map(|p| PathParam(p.0))
+            .map_err(|e| match e {
+                axum::extract::rejection::PathRejection::FailedToDeserializePathParams(e)
+                    if matches!(
+                        e.kind(),
+                        axum::extract::path::ErrorKind::InvalidUtf8InPathParam { .. }
+                    ) =>
+                {
+                    ApiError::bad_request("invalid_utf8", "path parameters must be valid UTF-8")
+                }
+                other => ApiError::bad_request("invalid_parameter", other.body_text()),
+            })
+    }
 }
 
 /// Request parameters from the query string and, for a form POST, the body:

@@ -1,11 +1,11 @@
 //! The seed service's management calls, same paths and parameter names, as
 //! thin aliases of the hub's calls. Each accepts GET and POST (query or form).
 
-use axum::extract::{Path, State as AxState};
+use axum::extract::State as AxState;
 use axum::Json;
 use serde_json::{json, Value};
 
-use super::{ApiError, Params, Publisher, State};
+use super::{ApiError, Params, PathParam, Publisher, RatedPublisher, State};
 use crate::event::Draft;
 use crate::route::Target;
 
@@ -22,7 +22,7 @@ async fn publish_one(
 /// `/sse/sendMessage?userId=&message=`
 pub async fn send_message(
     state: State,
-    _: Publisher,
+    _: RatedPublisher,
     params: Params,
 ) -> Result<Json<Value>, ApiError> {
     let target = Target::user(params.required("userId")?);
@@ -30,7 +30,11 @@ pub async fn send_message(
 }
 
 /// `/sse/push?id=&content=`
-pub async fn push(state: State, _: Publisher, params: Params) -> Result<Json<Value>, ApiError> {
+pub async fn push(
+    state: State,
+    _: RatedPublisher,
+    params: Params,
+) -> Result<Json<Value>, ApiError> {
     let target = Target::user(params.required("id")?);
     publish_one(state, target, params.required("content")?).await
 }
@@ -38,7 +42,7 @@ pub async fn push(state: State, _: Publisher, params: Params) -> Result<Json<Val
 /// `/sse/groupSendMessage?groupId=&message=`: every user whose id starts with `groupId`.
 pub async fn group_send_message(
     state: State,
-    _: Publisher,
+    _: RatedPublisher,
     params: Params,
 ) -> Result<Json<Value>, ApiError> {
     let target = Target::UserPrefix(params.required("groupId")?.to_owned());
@@ -48,7 +52,7 @@ pub async fn group_send_message(
 /// `/sse/batchSendMessage?message=[&ids=a,b,c]`: everyone, or the listed users.
 pub async fn batch_send_message(
     state: State,
-    _: Publisher,
+    _: RatedPublisher,
     params: Params,
 ) -> Result<Json<Value>, ApiError> {
     let target = match params.one("ids")? {
@@ -68,7 +72,7 @@ pub async fn batch_send_message(
 pub async fn close_path(
     AxState(state): State,
     _: Publisher,
-    Path(user): Path<String>,
+    PathParam(user): PathParam,
 ) -> Result<Json<Value>, ApiError> {
     let closed = state.hub.close_user_everywhere(&user).await?;
     Ok(Json(json!({ "closed": closed })))

@@ -3,37 +3,43 @@
 //! `text/event-stream` response whose headers go out at once.
 
 use axum::body::Body;
-use axum::extract::{Path, State as AxState};
+use axum::extract::State as AxState;
 use axum::response::Response;
 use http::{header, HeaderMap, HeaderValue, StatusCode};
 
-use super::{presented_token, ApiError, Params, State, LAST_EVENT_ID};
+use super::limits::{stream_permit, ClientAddr};
+use super::{presented_token, ApiError, Params, PathParam, State, LAST_EVENT_ID};
 use crate::hub::{SubscribeOptions, Subscription};
+use crate::limits::streams::Held;
+use crate::limits::StreamPermit;
 use crate::route::Interest;
 
 /// `GET /sse/subscribe/{user}` (seed).
 pub async fn seed_subscribe_path(
     state: State,
-    Path(user): Path<String>,
+    client: ClientAddr,
+    PathParam(user): PathParam,
     headers: HeaderMap,
     params: Params,
 ) -> Result<Response, ApiError> {
-    open(state, Some(user), &params, &headers).await
+    open(state, client, Some(user), &params, &headers).await
 }
 
 /// `GET /sse/subscribe?id={user}` (seed).
 pub async fn seed_subscribe_query(
     state: State,
+    client: ClientAddr,
     headers: HeaderMap,
     params: Params,
 ) -> Result<Response, ApiError> {
     let user = params.required("id")?.to_owned();
-    open(state, Some(user), &params, &headers).await
+    open(state, client, Some(user), &params, &headers).await
 }
 
 /// `GET /api/v1/stream?user=u&topic=a&topic=b`.
 pub async fn api_stream(
     state: State,
+    client: ClientAddr,
     headers: HeaderMap,
     params: Params,
 ) -> Result<Response, ApiError> {
@@ -44,11 +50,12 @@ pub async fn api_stream(
             "name a `user` or at least one `topic`",
         ));
     }
-    open(state, user, &params, &headers).await
+    open(state, client, user, &params, &headers).await
 }
 
 async fn open(
     AxState(state): State,
+    client: ClientAddr,
     user: Option<String>,
     params: &Params,
     headers: &HeaderMap,
@@ -66,6 +73,9 @@ async fn open(
         ..Interest::new(user, topics)
     };
     let last_event_id = requested_last_event_id(headers, params)?;
+    // After authentication (a stranger cannot use up a user's share) and
+    // before the hub sees the stream (a refused one announces nothing).
+    let permit = stream_permit(&state, client, interest.user.as_deref())?;
     let options = SubscribeOptions {
         last_event_id,
         lifetime: reader.lifetime(),
@@ -75,7 +85,7 @@ async fn open(
     let subscription = state.hub.subscribe(interest, options).await?;
 
     let newest = subscription.last_event_id.clone();
-    let mut response = event_stream(subscription, "no-cache");
+    let mut response = event_stream(subscription, permit, "no-cache");
     if let Some(id) = newest.and_then(|id| HeaderValue::from_str(&id).ok()) {
         response.headers_mut().insert(LAST_EVENT_ID, id);
     }
@@ -107,8 +117,13 @@ pub(super) fn requested_last_event_id<'a>(
 /// The `text/event-stream` response of a subscription, with the headers
 /// every stream route sends: no buffering by proxies, and
 /// `pushwire-reset: 1` when the requested id could not be resumed from.
-pub(super) fn event_stream(subscription: Subscription, cache_control: &'static str) -> Response {
-    let mut response = Response::new(Body::new(subscription.body));
+/// The body holds the stream's `permit` until it is dropped.
+pub(super) fn event_stream(
+    subscription: Subscription,
+    permit: StreamPermit,
+    cache_control: &'static str,
+) -> Response {
+    let mut response = Response::new(Body::new(Held::new(subscription.body, permit)));
     *response.status_mut() = StatusCode::OK;
     let h = response.headers_mut();
     h.insert(

@@ -12,12 +12,14 @@ mod template;
 pub use selector::{MatchCache, MatchKind, Selector, SelectorError, MAX_SELECTOR_LEN};
 
 use crate::event::{Event, EventError};
+use crate::limits::{FieldLimits, Limit};
 
-/// Longest user id, in bytes.
+/// Ceiling of `--max-user-id-length`, in bytes.
 pub const MAX_USER_ID_LEN: usize = 256;
-/// Longest topic, in bytes.
+/// Ceiling of `--max-topic-length`, in bytes: the URI-template matcher is
+/// built to be exact up to it.
 pub const MAX_TOPIC_LEN: usize = 2048;
-/// Most users or topics one event may name.
+/// Most users one event may name.
 pub const MAX_TARGETS: usize = 10_000;
 
 /// The addressees of one event.
@@ -40,14 +42,27 @@ impl Target {
         Target::Users(vec![id.into()])
     }
 
-    /// Checks names and counts; duplicates are allowed and delivered once.
-    pub fn validate(&self) -> Result<(), EventError> {
+    /// Checks names and counts against `limits`; duplicates are allowed
+    /// and delivered once.
+    pub fn validate(&self, limits: &FieldLimits) -> Result<(), EventError> {
         match self {
-            Target::Users(users) => check_list("users", users, check_user_id),
-            Target::UserPrefix(prefix) => check_name("user_prefix", prefix, MAX_USER_ID_LEN),
-            Target::Topics(topics) => {
-                check_list("topics", topics, |t| check_name("topic", t, MAX_TOPIC_LEN))
+            Target::Users(users) => {
+                check_list("users", users, (MAX_TARGETS, Limit::UsersPerEvent), |u| {
+                    check_user_id(u, limits)
+                })
             }
+            Target::UserPrefix(prefix) => check_name(
+                "user_prefix",
+                prefix,
+                limits.user_id_length,
+                Limit::UserIdLength,
+            ),
+            Target::Topics(topics) => check_list(
+                "topics",
+                topics,
+                (limits.topics_per_event, Limit::TopicsPerEvent),
+                |t| check_topic(t, limits),
+            ),
             Target::All => Ok(()),
         }
     }
@@ -78,31 +93,35 @@ impl Target {
     }
 }
 
+/// A list of names: not empty, at most `max` of them, each one checked.
 fn check_list(
     field: &'static str,
     items: &[String],
+    (max, limit): (usize, Limit),
     check: impl Fn(&str) -> Result<(), EventError>,
 ) -> Result<(), EventError> {
     if items.is_empty() {
         return Err(EventError::Empty { field });
     }
-    if items.len() > MAX_TARGETS {
-        return Err(EventError::TooLong {
-            field,
-            max: MAX_TARGETS,
-        });
+    if items.len() > max {
+        return Err(EventError::TooMany { field, max, limit });
     }
     items.iter().try_for_each(|i| check(i))
 }
 
 /// A name used to route (user id, prefix, topic): not empty, bounded, and
 /// free of control characters so it is safe in logs and URLs.
-fn check_name(field: &'static str, value: &str, max: usize) -> Result<(), EventError> {
+fn check_name(
+    field: &'static str,
+    value: &str,
+    max: usize,
+    limit: Limit,
+) -> Result<(), EventError> {
     if value.is_empty() {
         return Err(EventError::Empty { field });
     }
     if value.len() > max {
-        return Err(EventError::TooLong { field, max });
+        return Err(EventError::TooLong { field, max, limit });
     }
     if value.chars().any(char::is_control) {
         return Err(EventError::LineBreak { field });
@@ -111,13 +130,13 @@ fn check_name(field: &'static str, value: &str, max: usize) -> Result<(), EventE
 }
 
 /// Checks a user id as it arrives in a subscribe path or a publish call.
-pub fn check_user_id(user: &str) -> Result<(), EventError> {
-    check_name("user", user, MAX_USER_ID_LEN)
+pub fn check_user_id(user: &str, limits: &FieldLimits) -> Result<(), EventError> {
+    check_name("user", user, limits.user_id_length, Limit::UserIdLength)
 }
 
 /// Checks a topic name.
-pub fn check_topic(topic: &str) -> Result<(), EventError> {
-    check_name("topic", topic, MAX_TOPIC_LEN)
+pub fn check_topic(topic: &str, limits: &FieldLimits) -> Result<(), EventError> {
+    check_name("topic", topic, limits.topic_length, Limit::TopicLength)
 }
 
 /// What one stream listens to and what it may read.
@@ -156,17 +175,21 @@ impl Interest {
         }
     }
 
-    pub fn validate(&self) -> Result<(), EventError> {
+    /// Checks the user id, each exact topic and how many topics and
+    /// selectors the stream listens to, against `limits`.
+    pub fn validate(&self, limits: &FieldLimits) -> Result<(), EventError> {
         if let Some(user) = &self.user {
-            check_user_id(user)?;
+            check_user_id(user, limits)?;
         }
-        if self.topics.len() + self.selectors.len() > MAX_TARGETS {
-            return Err(EventError::TooLong {
-                field: "topics",
-                max: MAX_TARGETS,
+        let max = limits.topics_per_stream;
+        if self.topics.len() + self.selectors.len() > max {
+            return Err(EventError::TooMany {
+                field: "topics and selectors",
+                max,
+                limit: Limit::TopicsPerStream,
             });
         }
-        self.topics.iter().try_for_each(|t| check_topic(t))
+        self.topics.iter().try_for_each(|t| check_topic(t, limits))
     }
 
     /// Whether the stream listens to at least one of `topics`.
@@ -266,11 +289,55 @@ mod tests {
 
     #[test]
     fn empty_and_control_names_are_refused() {
-        assert!(Target::Users(vec![]).validate().is_err());
-        assert!(Target::Users(vec!["".into()]).validate().is_err());
-        assert!(Target::UserPrefix("".into()).validate().is_err());
-        assert!(Target::Topics(vec!["a\nb".into()]).validate().is_err());
-        assert!(Target::user("ok").validate().is_ok());
-        assert!(stream(Some("a\u{7}"), &[]).validate().is_err());
+        let limits = FieldLimits::default();
+        assert!(Target::Users(vec![]).validate(&limits).is_err());
+        assert!(Target::Users(vec!["".into()]).validate(&limits).is_err());
+        assert!(Target::UserPrefix("".into()).validate(&limits).is_err());
+        assert!(Target::Topics(vec!["a\nb".into()])
+            .validate(&limits)
+            .is_err());
+        assert!(Target::user("ok").validate(&limits).is_ok());
+        assert!(stream(Some("a\u{7}"), &[]).validate(&limits).is_err());
+    }
+
+    #[test]
+    fn configured_limits_hold_exactly_at_their_boundary() {
+        let limits = FieldLimits {
+            topic_length: 8,
+            user_id_length: 4,
+            topics_per_event: 3,
+            topics_per_stream: 2,
+            ..FieldLimits::default()
+        };
+        let topics = |n: usize| (0..n).map(|i| format!("t{i}")).collect::<Vec<_>>();
+        assert!(Target::Topics(topics(3)).validate(&limits).is_ok());
+        assert_eq!(
+            Target::Topics(topics(4)).validate(&limits),
+            Err(EventError::TooMany {
+                field: "topics",
+                max: 3,
+                limit: Limit::TopicsPerEvent
+            })
+        );
+        assert!(Target::Topics(vec!["x".repeat(8)])
+            .validate(&limits)
+            .is_ok());
+        let long = Target::Topics(vec!["x".repeat(9)]).validate(&limits);
+        assert_eq!(long.map_err(|e| e.limit()), Err(Some(Limit::TopicLength)));
+        assert!(Target::user("abcd").validate(&limits).is_ok());
+        let long = Target::user("abcde").validate(&limits);
+        assert_eq!(long.map_err(|e| e.limit()), Err(Some(Limit::UserIdLength)));
+        let prefix = Target::UserPrefix("abcde".into()).validate(&limits);
+        assert_eq!(
+            prefix.map_err(|e| e.limit()),
+            Err(Some(Limit::UserIdLength))
+        );
+        let two = Interest::new(None, topics(2));
+        assert!(two.validate(&limits).is_ok());
+        let three = Interest::new(None, topics(3)).validate(&limits);
+        assert_eq!(
+            three.map_err(|e| e.limit()),
+            Err(Some(Limit::TopicsPerStream))
+        );
     }
 }
