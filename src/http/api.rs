@@ -51,6 +51,34 @@ impl From<PublishRequest> for Draft {
     }
 }
 
+/// What a `/api/v1/publish` body asks for.
+#[derive(Debug)]
+pub struct PublishBody {
+    /// The events, in the order given; not yet validated (the hub does that).
+    pub drafts: Vec<Draft>,
+    /// The body was an array: the answer lists ids (`{"ids": [...]}`).
+    pub batch: bool,
+}
+
+/// Parses a `/api/v1/publish` body: one JSON object, or an array of them
+/// published as one batch. Pure, so it can be tested on bytes alone.
+pub fn publish_body(body: &[u8]) -> Result<PublishBody, ApiError> {
+    let batch = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[');
+    let invalid = |e: serde_json::Error| ApiError::bad_request("invalid_json", e.to_string());
+    let drafts: Vec<Draft> = if batch {
+        serde_json::from_slice::<Vec<PublishRequest>>(body)
+            .map_err(invalid)?
+            .into_iter()
+            .map(Draft::from)
+            .collect()
+    } else {
+        vec![serde_json::from_slice::<PublishRequest>(body)
+            .map_err(invalid)?
+            .into()]
+    };
+    Ok(PublishBody { drafts, batch })
+}
+
 /// `POST /api/v1/publish`: one object, or an array published as one batch.
 pub async fn publish(
     AxState(state): State,
@@ -65,19 +93,7 @@ pub async fn publish(
         ));
     }
     let body = read_body(req, state.max_body).await?;
-    let batch = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[');
-    let invalid = |e: serde_json::Error| ApiError::bad_request("invalid_json", e.to_string());
-    let drafts: Vec<Draft> = if batch {
-        serde_json::from_slice::<Vec<PublishRequest>>(&body)
-            .map_err(invalid)?
-            .into_iter()
-            .map(Draft::from)
-            .collect()
-    } else {
-        vec![serde_json::from_slice::<PublishRequest>(&body)
-            .map_err(invalid)?
-            .into()]
-    };
+    let PublishBody { drafts, batch } = publish_body(&body)?;
     for draft in &drafts {
         let allowed = match &draft.target {
             Target::Topics(topics) => rights.check_topics(topics),

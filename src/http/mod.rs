@@ -30,7 +30,11 @@ mod mercure;
 mod seed;
 mod streams;
 
+pub use api::{publish_body, PublishBody};
 pub use errors::ApiError;
+pub use mercure::update_draft as mercure_update;
+pub use seed::SeedPublish;
+pub use streams::requested_last_event_id;
 
 /// The header browsers send when they reconnect.
 pub const LAST_EVENT_ID: http::HeaderName = http::HeaderName::from_static("last-event-id");
@@ -287,6 +291,14 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 pub struct Params(Vec<(String, String)>);
 
 impl Params {
+    /// The parameters of one `application/x-www-form-urlencoded` text: a
+    /// query string or a form body.
+    pub fn decode(input: &[u8]) -> Result<Params, ApiError> {
+        let mut pairs = Vec::new();
+        Params::parse(input, &mut pairs)?;
+        Ok(Params(pairs))
+    }
+
     fn parse(input: &[u8], into: &mut Vec<(String, String)>) -> Result<(), ApiError> {
         for pair in input.split(|&b| b == b'&').filter(|p| !p.is_empty()) {
             let mut halves = pair.splitn(2, |&b| b == b'=');

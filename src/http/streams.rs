@@ -86,7 +86,7 @@ async fn open(
 /// sends when it reconnects wins over a query parameter baked into the URL
 /// when the page started (`lastEventID`, or the current Mercure draft's
 /// `last_event_id`). Empty means none.
-pub(super) fn requested_last_event_id<'a>(
+pub fn requested_last_event_id<'a>(
     headers: &'a HeaderMap,
     params: &'a Params,
 ) -> Result<Option<&'a str>, ApiError> {
