@@ -129,10 +129,11 @@ pub fn check_field(field: &'static str, value: &str, max: usize) -> Result<(), E
 
 /// A stored event. `seq` orders all events of one hub; `id` is what
 /// subscribers see and send back as `Last-Event-ID`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Event {
     #[serde(skip)]
     pub seq: u64,
+    #[schema(value_type = String)]
     pub id: Arc<str>,
     #[serde(rename = "to")]
     pub target: Target,

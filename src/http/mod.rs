@@ -6,6 +6,7 @@
 //! - `api`: the JSON API under `/api/v1`;
 //! - `mercure`: the Mercure protocol at `/.well-known/mercure`;
 //! - `admin`: the demo page, `/metrics`, `/healthz`;
+//! - `openapi`: the OpenAPI document of the JSON API, from the handlers' annotations;
 //! - `errors`: the one error-to-response mapping.
 
 use std::net::SocketAddr;
@@ -27,6 +28,7 @@ mod admin;
 mod api;
 pub mod errors;
 mod mercure;
+pub mod openapi;
 mod seed;
 mod streams;
 
@@ -124,6 +126,7 @@ pub fn router(state: Arc<AppState>, config: &ServeConfig) -> Router {
         .route("/", get(admin::demo_page))
         .route("/metrics", get(admin::metrics))
         .route("/healthz", get(admin::healthz))
+        .route("/api/openapi.json", get(openapi::document))
         .merge(streams)
         .merge(manage)
         .merge(mercure)
