@@ -173,6 +173,15 @@ async fn every_answer_validates_against_its_documented_schema() {
         },
         Case { path: "/healthz", method: "get", reply: get(addr, "/healthz").await },
     ];
+    // Each event of the stream fits the documented event schema.
+    let mut stream = stream;
+    let stream_schema = &doc["paths"]["/api/v1/stream"]["get"]["responses"]["200"]["content"]
+        ["text/event-stream"]["schema"];
+    for event in stream.take(3).await {
+        let read = json!({"data": event.data, "event": event.event, "id": event.id});
+        validate(&doc, stream_schema, &read, "event").unwrap();
+    }
+
     // The second stream fills the hub (two at most): a third is refused.
     let _second = SseClient::connect(addr, "/api/v1/stream?user=bob").await;
     cases.push(Case {

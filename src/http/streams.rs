@@ -32,6 +32,23 @@ pub async fn seed_subscribe_query(
     open(state, Some(user), &params, &headers).await
 }
 
+/// One event of a stream, as a client's SSE parser reads it (WHATWG
+/// "server-sent events"): what the OpenAPI document gives as the schema of
+/// each event of a `text/event-stream` answer.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct StreamEvent {
+    /// The event's data lines, joined with LF: the published `data`, exactly.
+    data: String,
+    /// The event type: the published `event`, `message` when it had none,
+    /// `reset` when history could not bridge the gap.
+    event: Option<String>,
+    /// The event id, to send back as `Last-Event-ID`.
+    id: Option<String>,
+    /// How long to wait before reconnecting, in milliseconds.
+    retry: Option<u64>,
+}
+
 /// `GET /api/v1/stream?user=u&topic=a&topic=b`.
 #[utoipa::path(
     get,
@@ -45,7 +62,7 @@ pub async fn seed_subscribe_query(
         ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event id (browsers send it when they reconnect); wins over the query"),
     ),
     responses(
-        (status = 200, description = "The event stream: `retry`, any replay, then live events and `:` heartbeats. Headers: `Last-Event-ID` (the newest id), `pushwire-reset: 1` when the requested id could not be resumed from", content_type = "text/event-stream", body = String),
+        (status = 200, description = "The event stream: `retry`, any replay, then live events and `:` heartbeats. Headers: `Last-Event-ID` (the newest id), `pushwire-reset: 1` when the requested id could not be resumed from", content_type = "text/event-stream", body = StreamEvent),
         (status = 400, description = "`missing_parameter`, `conflicting_parameter`, `invalid_field`, `invalid_utf8`, `invalid_last_event_id`", body = ErrorBody),
         (status = 401, description = "`unauthorized`, `invalid_token` (with subscriber tokens)", body = ErrorBody),
         (status = 403, description = "`unauthorized`, `insufficient_scope` (the token's `sub` is another user)", body = ErrorBody),
