@@ -125,6 +125,20 @@ impl Draft {
     }
 }
 
+/// The sequence number a hub-assigned id stands for. The hub writes its ids
+/// as the plain decimal sequence number: no sign, no leading zero. Any other
+/// text, such as `+5` or `05`, is not a hub id, even though Rust's integer
+/// parser would read it as one: `+5` may be a publisher's own id, and must be
+/// looked up as such, never mistaken for sequence 5.
+pub fn hub_sequence(id: &str) -> Option<u64> {
+    let canonical = id.bytes().all(|b| b.is_ascii_digit()) && (id == "0" || !id.starts_with('0'));
+    if canonical {
+        id.parse().ok()
+    } else {
+        None
+    }
+}
+
 /// A value that goes on one SSE line: not empty, at most `max` bytes (the
 /// `limit`), no line breaks or NUL.
 pub fn check_field(
@@ -147,10 +161,11 @@ pub fn check_field(
 
 /// A stored event. `seq` orders all events of one hub; `id` is what
 /// subscribers see and send back as `Last-Event-ID`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Event {
     #[serde(skip)]
     pub seq: u64,
+    #[schema(value_type = String)]
     pub id: Arc<str>,
     #[serde(rename = "to")]
     pub target: Target,
@@ -387,6 +402,33 @@ mod tests {
         );
         let d = Draft {
             id: Some("order-42".into()),
+            ..draft()
+        };
+        assert_eq!(d.validate(&FieldLimits::default()), Ok(()));
+    }
+
+    #[test]
+    fn only_canonical_decimal_ids_are_hub_ids() {
+        assert_eq!(hub_sequence("0"), Some(0));
+        assert_eq!(hub_sequence("42"), Some(42));
+        assert_eq!(hub_sequence("18446744073709551615"), Some(u64::MAX));
+        for not_ours in [
+            "",
+            "+5",
+            "-5",
+            "05",
+            "00",
+            " 5",
+            "5 ",
+            "5a",
+            "18446744073709551616",
+        ] {
+            assert_eq!(hub_sequence(not_ours), None, "{not_ours:?}");
+        }
+        // A publisher may choose `+5`; validation lets it through, so the
+        // history must not read it as sequence 5.
+        let d = Draft {
+            id: Some("+5".into()),
             ..draft()
         };
         assert_eq!(d.validate(&FieldLimits::default()), Ok(()));

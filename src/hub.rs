@@ -104,13 +104,14 @@ pub struct Subscription {
 }
 
 /// Online users and how many streams each has open.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct UserStreams {
     pub id: String,
     pub streams: usize,
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// The hub's counters, as `/api/v1/stats` answers them.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Stats {
     pub streams: usize,
     pub users: usize,

@@ -576,26 +576,30 @@ async fn engine_trims_by_age_with_the_ids_and_its_tail_delivers_in_order() -> Te
     assert_eq!(log.resolve("0").await?, Cursor::After(0));
     assert_eq!(log.resolve("3").await?, Cursor::After(3));
     assert_eq!(log.resolve("4").await?, Cursor::Unknown);
+    // `+5` and `03` are publisher ids, not hub ids in another spelling.
+    assert_eq!(log.resolve("03").await?, Cursor::Unknown);
+    let plus = log.append(vec![draft("g", Some("+5"))]).await?;
+    assert_eq!(log.resolve("+5").await?, Cursor::After(plus[0].seq));
     let page = log.read_after(1, 10).await?;
     assert_eq!(
         page.iter().map(|e| &*e.data).collect::<Vec<_>>(),
-        ["b", "e"]
+        ["b", "e", "g"]
     );
 
     // Nothing is old yet; a minute later, everything is.
     assert_eq!(log.trim(pushwire::store::now_ms()).await?, 0);
-    assert_eq!(log.trim(pushwire::store::now_ms() + 61_000).await?, 3);
+    assert_eq!(log.trim(pushwire::store::now_ms() + 61_000).await?, 4);
     assert!(log.read_after(0, 10).await?.is_empty());
     assert!(log.last().await?.is_none());
     assert_eq!(log.resolve("x").await?, Cursor::Unknown);
     // The last sequence stays a valid point to resume from; numbers go on.
-    assert_eq!(log.resolve("3").await?, Cursor::After(3));
-    assert_eq!(log.resolve("2").await?, Cursor::Unknown);
+    assert_eq!(log.resolve("4").await?, Cursor::After(4));
+    assert_eq!(log.resolve("3").await?, Cursor::Unknown);
     let again = log.append(vec![draft("f", Some("x"))]).await?;
-    assert_eq!(again[0].seq, 4);
+    assert_eq!(again[0].seq, 5);
 
     eventually("the tail delivered every event in order", || async {
-        seen.seqs() == [1, 2, 3, 4]
+        seen.seqs() == [1, 2, 3, 4, 5]
     })
     .await;
     Ok(())

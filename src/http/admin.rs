@@ -22,6 +22,13 @@ pub async fn metrics(AxState(state): State) -> impl IntoResponse {
     )
 }
 
+/// `GET /healthz`: the process answers.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "operate",
+    responses((status = 200, description = "`ok`", content_type = "text/plain", body = String)),
+)]
 pub async fn healthz() -> &'static str {
     "ok\n"
 }

@@ -176,13 +176,28 @@ pub async fn publish(
     }
     let rights = rated_publish_rights(&parts, &state, presented_token(&parts.headers, &params))?;
 
+    rights
+        .check_topics(&update_topics(&params)?)
+        .map_err(|e| rejected(&state, e))?;
+    let draft = update_draft(&params)?;
+    let events = state.hub.publish(vec![draft]).await?;
+    let id = events.first().map(|e| e.id.to_string()).unwrap_or_default();
+    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], id).into_response())
+}
+
+/// The topics of a Mercure update form: at least one.
+fn update_topics(params: &Params) -> Result<Vec<String>, ApiError> {
     let topics: Vec<String> = params.all("topic").map(str::to_owned).collect();
     if topics.is_empty() {
         return Err(ApiError::missing("topic"));
     }
-    rights
-        .check_topics(&topics)
-        .map_err(|e| rejected(&state, e))?;
+    Ok(topics)
+}
+
+/// The event a Mercure update form asks for. Pure, so it can be tested on
+/// parameters alone; the hub validates the draft.
+pub fn update_draft(params: &Params) -> Result<Draft, ApiError> {
+    let topics = update_topics(params)?;
     let retry = match params.one("retry")? {
         None => None,
         Some(text) if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) => Some(
@@ -196,7 +211,7 @@ pub async fn publish(
             ))
         }
     };
-    let draft = Draft {
+    Ok(Draft {
         target: Target::Topics(topics),
         event: params.one("type")?.map(str::to_owned),
         data: params.one("data")?.unwrap_or_default().to_owned(),
@@ -204,10 +219,7 @@ pub async fn publish(
         retry,
         // The field's presence makes the update private, whatever its value.
         private: params.all("private").next().is_some(),
-    };
-    let events = state.hub.publish(vec![draft]).await?;
-    let id = events.first().map(|e| e.id.to_string()).unwrap_or_default();
-    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], id).into_response())
+    })
 }
 
 /// `GET /.well-known/mercure/subscriptions[/{selector}[/{subscriber}]]`:

@@ -7,6 +7,7 @@
 //! - `mercure`: the Mercure protocol at `/.well-known/mercure`;
 //! - `admin`: the demo page, `/metrics`, `/healthz`;
 //! - `limits`: the client address, header size and publish rate checks;
+//! - `openapi`: the OpenAPI document of the JSON API, from the handlers' annotations;
 //! - `errors`: the one error-to-response mapping.
 
 use std::net::SocketAddr;
@@ -30,10 +31,15 @@ mod api;
 pub mod errors;
 mod limits;
 mod mercure;
+pub mod openapi;
 mod seed;
 mod streams;
 
+pub use api::{publish_body, PublishBody};
 pub use errors::ApiError;
+pub use mercure::update_draft as mercure_update;
+pub use seed::SeedPublish;
+pub use streams::requested_last_event_id;
 
 /// The header browsers send when they reconnect.
 pub const LAST_EVENT_ID: http::HeaderName = http::HeaderName::from_static("last-event-id");
@@ -143,6 +149,7 @@ pub fn router(state: Arc<AppState>, config: &ServeConfig) -> Router {
         .route("/", get(admin::demo_page))
         .route("/metrics", get(admin::metrics))
         .route("/healthz", get(admin::healthz))
+        .route("/api/openapi.json", get(openapi::document))
         .merge(streams)
         .merge(manage)
         .merge(mercure)
@@ -384,6 +391,14 @@ impl<S: Send + Sync> FromRequestParts<S> for PathParam {
 pub struct Params(Vec<(String, String)>);
 
 impl Params {
+    /// The parameters of one `application/x-www-form-urlencoded` text: a
+    /// query string or a form body.
+    pub fn decode(input: &[u8]) -> Result<Params, ApiError> {
+        let mut pairs = Vec::new();
+        Params::parse(input, &mut pairs)?;
+        Ok(Params(pairs))
+    }
+
     fn parse(input: &[u8], into: &mut Vec<(String, String)>) -> Result<(), ApiError> {
         for pair in input.split(|&b| b == b'&').filter(|p| !p.is_empty()) {
             let mut halves = pair.splitn(2, |&b| b == b'=');

@@ -9,12 +9,61 @@ use super::{ApiError, Params, PathParam, Publisher, RatedPublisher, State};
 use crate::event::Draft;
 use crate::route::Target;
 
+/// The seed's publishing calls, each reading its own parameter names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SeedPublish {
+    /// `/sse/sendMessage?userId=&message=`
+    SendMessage,
+    /// `/sse/push?id=&content=`
+    Push,
+    /// `/sse/groupSendMessage?groupId=&message=`: every user whose id starts with `groupId`.
+    GroupSendMessage,
+    /// `/sse/batchSendMessage?message=[&ids=a,b,c]`: everyone, or the listed users.
+    BatchSendMessage,
+}
+
+impl SeedPublish {
+    /// The event a call's parameters ask for. Pure, so it can be tested on
+    /// parameters alone; the hub validates the draft.
+    pub fn draft(self, params: &Params) -> Result<Draft, ApiError> {
+        let (target, data) = match self {
+            SeedPublish::SendMessage => (
+                Target::user(params.required("userId")?),
+                params.required("message")?,
+            ),
+            SeedPublish::Push => (
+                Target::user(params.required("id")?),
+                params.required("content")?,
+            ),
+            SeedPublish::GroupSendMessage => (
+                Target::UserPrefix(params.required("groupId")?.to_owned()),
+                params.required("message")?,
+            ),
+            SeedPublish::BatchSendMessage => {
+                let target = match params.one("ids")? {
+                    Some(ids) => Target::Users(
+                        ids.split(',')
+                            .map(str::trim)
+                            .filter(|s| !s.is_empty())
+                            .map(str::to_owned)
+                            .collect(),
+                    ),
+                    None => Target::All,
+                };
+                (target, params.required("message")?)
+            }
+        };
+        Ok(Draft::new(target, data))
+    }
+}
+
 async fn publish_one(
     AxState(state): State,
-    target: Target,
-    data: &str,
+    call: SeedPublish,
+    params: &Params,
 ) -> Result<Json<Value>, ApiError> {
-    let events = state.hub.publish(vec![Draft::new(target, data)]).await?;
+    let draft = call.draft(params)?;
+    let events = state.hub.publish(vec![draft]).await?;
     let id = events.first().map(|e| e.id.to_string());
     Ok(Json(json!({ "id": id })))
 }
@@ -25,8 +74,7 @@ pub async fn send_message(
     _: RatedPublisher,
     params: Params,
 ) -> Result<Json<Value>, ApiError> {
-    let target = Target::user(params.required("userId")?);
-    publish_one(state, target, params.required("message")?).await
+    publish_one(state, SeedPublish::SendMessage, &params).await
 }
 
 /// `/sse/push?id=&content=`
@@ -35,37 +83,25 @@ pub async fn push(
     _: RatedPublisher,
     params: Params,
 ) -> Result<Json<Value>, ApiError> {
-    let target = Target::user(params.required("id")?);
-    publish_one(state, target, params.required("content")?).await
+    publish_one(state, SeedPublish::Push, &params).await
 }
 
-/// `/sse/groupSendMessage?groupId=&message=`: every user whose id starts with `groupId`.
+/// `/sse/groupSendMessage?groupId=&message=`
 pub async fn group_send_message(
     state: State,
     _: RatedPublisher,
     params: Params,
 ) -> Result<Json<Value>, ApiError> {
-    let target = Target::UserPrefix(params.required("groupId")?.to_owned());
-    publish_one(state, target, params.required("message")?).await
+    publish_one(state, SeedPublish::GroupSendMessage, &params).await
 }
 
-/// `/sse/batchSendMessage?message=[&ids=a,b,c]`: everyone, or the listed users.
+/// `/sse/batchSendMessage?message=[&ids=a,b,c]`
 pub async fn batch_send_message(
     state: State,
     _: RatedPublisher,
     params: Params,
 ) -> Result<Json<Value>, ApiError> {
-    let target = match params.one("ids")? {
-        Some(ids) => Target::Users(
-            ids.split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(str::to_owned)
-                .collect(),
-        ),
-        None => Target::All,
-    };
-    publish_one(state, target, params.required("message")?).await
+    publish_one(state, SeedPublish::BatchSendMessage, &params).await
 }
 
 /// `/sse/close/{userId}`

@@ -7,6 +7,7 @@ use axum::extract::State as AxState;
 use axum::response::Response;
 use http::{header, HeaderMap, HeaderValue, StatusCode};
 
+use super::errors::ErrorBody;
 use super::limits::{stream_permit, ClientAddr};
 use super::{presented_token, ApiError, Params, PathParam, State, LAST_EVENT_ID};
 use crate::hub::{SubscribeOptions, Subscription};
@@ -36,7 +37,44 @@ pub async fn seed_subscribe_query(
     open(state, client, Some(user), &params, &headers).await
 }
 
+/// One event of a stream, as a client's SSE parser reads it (WHATWG
+/// "server-sent events"): what the OpenAPI document gives as the schema of
+/// each event of a `text/event-stream` answer.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct StreamEvent {
+    /// The event's data lines, joined with LF: the published `data`, exactly.
+    data: String,
+    /// The event type: the published `event`, `message` when it had none,
+    /// `reset` when history could not bridge the gap.
+    event: Option<String>,
+    /// The event id, to send back as `Last-Event-ID`.
+    id: Option<String>,
+    /// How long to wait before reconnecting, in milliseconds.
+    retry: Option<u64>,
+}
+
 /// `GET /api/v1/stream?user=u&topic=a&topic=b`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/stream",
+    tag = "subscribe",
+    params(
+        ("user" = Option<String>, Query, description = "The user whose events the stream carries"),
+        ("topic" = Option<Vec<String>>, Query, explode = true, description = "Topics the stream carries too (repeatable); a `user` or a `topic` is required"),
+        ("lastEventID" = Option<String>, Query, description = "Resume after this event id, for clients that cannot send the header; `earliest` replays all history"),
+        ("last_event_id" = Option<String>, Query, description = "The same, as the current Mercure draft names it"),
+        ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event id (browsers send it when they reconnect); wins over the query"),
+    ),
+    responses(
+        (status = 200, description = "The event stream: `retry`, any replay, then live events and `:` heartbeats. Headers: `Last-Event-ID` (the newest id), `pushwire-reset: 1` when the requested id could not be resumed from", content_type = "text/event-stream", body = StreamEvent),
+        (status = 400, description = "`missing_parameter`, `conflicting_parameter`, `invalid_field`, `invalid_utf8`, `invalid_last_event_id`", body = ErrorBody),
+        (status = 401, description = "`unauthorized`, `invalid_token` (with subscriber tokens)", body = ErrorBody),
+        (status = 403, description = "`unauthorized`, `insufficient_scope` (the token's `sub` is another user)", body = ErrorBody),
+        (status = 503, description = "`too_many_streams`, `storage_unavailable`", body = ErrorBody),
+    ),
+    security((), ("bearer" = [])),
+)]
 pub async fn api_stream(
     state: State,
     client: ClientAddr,
@@ -96,7 +134,7 @@ async fn open(
 /// sends when it reconnects wins over a query parameter baked into the URL
 /// when the page started (`lastEventID`, or the current Mercure draft's
 /// `last_event_id`). Empty means none.
-pub(super) fn requested_last_event_id<'a>(
+pub fn requested_last_event_id<'a>(
     headers: &'a HeaderMap,
     params: &'a Params,
 ) -> Result<Option<&'a str>, ApiError> {

@@ -23,7 +23,7 @@ pub const MAX_TOPIC_LEN: usize = 2048;
 pub const MAX_TARGETS: usize = 10_000;
 
 /// The addressees of one event.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum Target {
     /// Every stream of each of these users.

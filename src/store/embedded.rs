@@ -50,7 +50,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
 use super::{now_ms, Cursor, EventLog, Fanout, Fsync, Retention, StoreError};
-use crate::event::{Draft, Event};
+use crate::event::{hub_sequence, Draft, Event};
 use crate::route::Target;
 
 /// The file inside the data directory.
@@ -323,8 +323,8 @@ impl EventLog for EmbeddedLog {
     }
 
     fn resolve(&self, id: &str) -> BoxFuture<'_, Result<Cursor, StoreError>> {
-        let cursor = match id.parse::<u64>() {
-            Ok(seq) => {
+        let cursor = match hub_sequence(id) {
+            Some(seq) => {
                 let head = self.head();
                 // Valid while issued and not trimmed; the event right before
                 // the oldest retained one is a valid point to resume from.
@@ -334,7 +334,7 @@ impl EventLog for EmbeddedLog {
                     Ok(Cursor::Unknown)
                 }
             }
-            Err(_) => lookup_id(&self.db, id).map(|found| {
+            None => lookup_id(&self.db, id).map(|found| {
                 let first = self.head().first_seq;
                 match found {
                     Some(seq) if seq.saturating_add(1) >= first => Cursor::After(seq),
@@ -1158,6 +1158,20 @@ mod tests {
         let log = open(dir.path(), &seen);
         let next = log.append(vec![draft("u", "after")]).await.unwrap();
         assert_eq!(next[0].seq, 8, "sequence numbers are never reused");
+    }
+
+    #[tokio::test]
+    async fn a_publisher_id_that_reads_as_a_number_resolves_to_its_own_event() {
+        let dir = tempfile::tempdir().unwrap();
+        let seen = Arc::new(Seen::default());
+        let log = open(dir.path(), &seen);
+        for i in 0..6 {
+            log.append(vec![draft("u", &i.to_string())]).await.unwrap();
+        }
+        let plus = log.append(vec![with_id("+5")]).await.unwrap();
+        assert_eq!(log.resolve("+5").await.unwrap(), Cursor::After(plus[0].seq));
+        assert_eq!(log.resolve("5").await.unwrap(), Cursor::After(5));
+        assert_eq!(log.resolve("05").await.unwrap(), Cursor::Unknown);
     }
 
     #[tokio::test]

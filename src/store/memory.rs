@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use futures_util::future::{self, BoxFuture, FutureExt};
 
 use super::{now_ms, Cursor, EventLog, Fanout, Retention, StoreError};
-use crate::event::{Draft, Event};
+use crate::event::{hub_sequence, Draft, Event};
 
 pub struct MemoryLog {
     retention: Retention,
@@ -105,12 +105,12 @@ impl EventLog for MemoryLog {
 
     fn resolve(&self, id: &str) -> BoxFuture<'_, Result<Cursor, StoreError>> {
         let w = self.lock();
-        let cursor = match id.parse::<u64>() {
+        let cursor = match hub_sequence(id) {
             // A hub id: valid while it was issued and is still in the window
             // (the event right before the window is a valid point to resume).
-            Ok(seq) if seq < w.next_seq && seq + 1 >= Self::first_seq(&w) => Cursor::After(seq),
-            Ok(_) => Cursor::Unknown,
-            Err(_) => w
+            Some(seq) if seq < w.next_seq && seq + 1 >= Self::first_seq(&w) => Cursor::After(seq),
+            Some(_) => Cursor::Unknown,
+            None => w
                 .by_id
                 .get(id)
                 .map_or(Cursor::Unknown, |&s| Cursor::After(s)),
@@ -131,5 +131,67 @@ impl EventLog for MemoryLog {
             gone += 1;
         }
         future::ready(Ok(gone)).boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::time::Duration;
+
+    use super::*;
+    use crate::route::Target;
+
+    struct Nowhere;
+
+    impl Fanout for Nowhere {
+        fn deliver(&self, _: &[Arc<Event>]) {}
+    }
+
+    fn log(max_events: usize) -> MemoryLog {
+        let retention = Retention {
+            max_events,
+            max_age: Duration::from_secs(3600),
+        };
+        MemoryLog::new(retention, Arc::new(Nowhere))
+    }
+
+    fn draft(id: Option<&str>) -> Draft {
+        Draft {
+            id: id.map(str::to_owned),
+            ..Draft::new(Target::All, "x")
+        }
+    }
+
+    /// Found while writing the `cursor` fuzz target: `+5` is a valid
+    /// publisher id, and `str::parse::<u64>` reads it as 5, so a client
+    /// resuming from it was sent back to sequence 5 instead of its own event.
+    #[tokio::test]
+    async fn a_publisher_id_that_reads_as_a_number_resolves_to_its_own_event() {
+        let log = log(100);
+        for _ in 0..6 {
+            log.append(vec![draft(None)]).await.unwrap();
+        }
+        let plus = log.append(vec![draft(Some("+5"))]).await.unwrap();
+        assert_eq!(log.resolve("+5").await.unwrap(), Cursor::After(plus[0].seq));
+        assert_eq!(log.resolve("5").await.unwrap(), Cursor::After(5));
+        assert_eq!(log.resolve("05").await.unwrap(), Cursor::Unknown);
+    }
+
+    #[tokio::test]
+    async fn a_cursor_never_points_past_the_newest_event() {
+        let log = log(3);
+        for _ in 0..5 {
+            log.append(vec![draft(None)]).await.unwrap();
+        }
+        assert_eq!(log.resolve("5").await.unwrap(), Cursor::After(5));
+        assert_eq!(log.resolve("6").await.unwrap(), Cursor::Unknown);
+        assert_eq!(log.resolve("2").await.unwrap(), Cursor::After(2));
+        assert_eq!(log.resolve("1").await.unwrap(), Cursor::Unknown);
+        assert_eq!(
+            log.resolve(&u64::MAX.to_string()).await.unwrap(),
+            Cursor::Unknown
+        );
     }
 }

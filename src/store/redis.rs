@@ -507,8 +507,10 @@ impl EventLog for RedisLog {
             // and not trimmed, and the one right before the oldest retained
             // event is a valid point to resume from; a publisher id while
             // its event is retained.
-            Ok(match id.parse::<u64>() {
-                Ok(seq) => {
+            // Only the canonical decimal form is a hub id (`+5` and `05`
+            // may be publishers' ids): see `event::hub_sequence`.
+            Ok(match crate::event::hub_sequence(&id) {
+                Some(seq) => {
                     let b = self.bounds("").await?;
                     if seq <= b.last && seq.saturating_add(1) >= b.first {
                         Cursor::After(seq)
@@ -516,7 +518,7 @@ impl EventLog for RedisLog {
                         Cursor::Unknown
                     }
                 }
-                Err(_) => {
+                None => {
                     let b = self.bounds(&id).await?;
                     match b.found {
                         Some(seq) if seq.saturating_add(1) >= b.first => Cursor::After(seq),
