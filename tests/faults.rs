@@ -287,6 +287,87 @@ async fn a_full_disk_refuses_publishes_then_recovers_by_itself() {
     });
 }
 
+/// A small tmpfs mounted for one test; unmounted when dropped.
+struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    /// Mounts one, or says why it cannot (not root, no CAP_SYS_ADMIN, a
+    /// container that forbids mounts).
+    fn mount(size: &str) -> Result<Tmpfs, String> {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .output()
+            .map_err(|e| format!("mount: {e}"))?;
+        if out.status.success() {
+            Ok(Tmpfs { dir })
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).trim().to_owned())
+        }
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+/// Fills the file system holding `file` until a write fails with ENOSPC.
+fn fill(file: &Path) {
+    use std::io::Write;
+    let mut filler = std::fs::File::create(file).unwrap();
+    let block = vec![0u8; 64 * 1024];
+    loop {
+        if let Err(e) = filler.write_all(&block).and_then(|()| filler.sync_all()) {
+            assert_eq!(e.raw_os_error(), Some(28), "{e}");
+            return;
+        }
+    }
+}
+
+/// A real full disk: the history on a 32 MiB tmpfs that a filler file fills
+/// up; deleting the filler is space coming back. Needs permission to mount
+/// (root with CAP_SYS_ADMIN); without it the test prints a loud `SKIPPED`
+/// line, and the file size limit test above still covers the write path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_full_disk_refuses_publishes_then_recovers_by_itself() {
+    let tmpfs = match Tmpfs::mount("32m") {
+        Ok(tmpfs) => tmpfs,
+        Err(why) => {
+            eprintln!(
+                "\n*** SKIPPED a_real_full_disk_refuses_publishes_then_recovers_by_itself: \
+                 cannot mount a tmpfs here ({why}) ***\n"
+            );
+            return;
+        }
+    };
+    let dir = tmpfs.dir.path().join("data");
+    let filler = tmpfs.dir.path().join("filler");
+    let filler_gone = filler.clone();
+    let run = disk_fault(
+        &dir,
+        507,
+        "insufficient_storage",
+        move |_| fill(&filler),
+        move |_| std::fs::remove_file(&filler_gone).unwrap(),
+    )
+    .await;
+    record(Row {
+        family: "disk full (ENOSPC on a small tmpfs) while publishing",
+        cases: run.refused,
+        crashes: 0,
+        lost: run.lost,
+        outcome: "507 insufficient_storage, streams stay open; recovers by itself, ids continue",
+        test: "cargo test --test faults a_real_full_disk_refuses_publishes_then_recovers_by_itself",
+    });
+}
+
 /// Sets or clears the immutable attribute (`chattr +i`): even root's writes
 /// to an open file then fail (EPERM), like a file that turned read-only
 /// under the hub. Needs a file system with the attribute (ext4, xfs, btrfs)
