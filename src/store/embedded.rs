@@ -868,8 +868,11 @@ impl Writer {
         }
     }
 
-    /// Records a write failure: the handle is unusable from now on.
+    /// Records a write failure: the handle is unusable from now on, so
+    /// commits it has not forced to disk can no longer be (and the interval
+    /// timer must not keep trying).
     fn failed(&mut self, error: StoreError) {
+        self.unsynced = false;
         self.failure = Some(Failure {
             error,
             at: Instant::now(),
