@@ -151,7 +151,10 @@ pub struct EventsPage {
         (status = 409, description = "`duplicate_id`: an id is already in the history; nothing was stored", body = ErrorBody),
         (status = 413, description = "`body_too_large`", body = ErrorBody),
         (status = 415, description = "`unsupported_media_type`: send application/json", body = ErrorBody),
+        (status = 429, description = "`rate_limited`: over `--publish-rate`; `Retry-After` says when to try again; nothing was stored", body = ErrorBody),
+        (status = 431, description = "`headers_too_large`: the request head is over `--max-header-bytes`", body = ErrorBody),
         (status = 503, description = "`storage_unavailable`", body = ErrorBody),
+        (status = 507, description = "`insufficient_storage`: the history's disk is full; nothing was stored", body = ErrorBody),
     ),
     security((), ("bearer" = [])),
 )]

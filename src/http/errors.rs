@@ -123,6 +123,11 @@ impl From<StoreError> for ApiError {
             StoreError::DuplicateId(_) => {
                 ApiError::new(StatusCode::CONFLICT, "duplicate_id", e.to_string())
             }
+            StoreError::Full(_) => ApiError::new(
+                StatusCode::INSUFFICIENT_STORAGE,
+                "insufficient_storage",
+                e.to_string(),
+            ),
             StoreError::Unavailable(_) | StoreError::Open { .. } => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "storage_unavailable",

@@ -29,6 +29,18 @@
 //! a client back after a short absence is replayed from memory) come from a
 //! small in-memory head that the writer updates after each commit, before
 //! the fanout sees the events.
+//!
+//! Disk faults: when a write fails (a full disk, the file size limit, a file
+//! or file system that turned read-only, an fsync error) nothing of the
+//! group is stored and every request in it is refused: [`StoreError::Full`]
+//! for no room, [`StoreError::Unavailable`] otherwise. redb then refuses
+//! every operation on that handle, so the writer closes the file and opens
+//! it again, which repairs it to its last commit (nothing acknowledged is
+//! lost) and continues the sequence after every number it issued. It tries
+//! at most once per [`REOPEN_EVERY`], on the next request or the next
+//! retention pass; until it succeeds, publishes are refused at once with the
+//! reason and reads that need the file fail as unavailable. Open streams are
+//! not touched.
 
 use std::collections::{HashSet, VecDeque};
 use std::fmt::Display;
@@ -39,7 +51,7 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures_util::future::{self, BoxFuture, FutureExt};
 use redb::{
@@ -68,6 +80,9 @@ const CACHE_BYTES: usize = 64 * 1024 * 1024;
 /// (Unit tests use a small window so that replays cross from disk to memory.)
 const RECENT_EVENTS: usize = if cfg!(test) { 64 } else { 4096 };
 const RECENT_BYTES: usize = 16 * 1024 * 1024;
+/// After a write failure, how often the writer tries to open the file again
+/// (each try verifies the whole file, so not on every refused publish).
+pub const REOPEN_EVERY: Duration = Duration::from_secs(1);
 
 const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
 const IDS: TableDefinition<&str, u64> = TableDefinition::new("ids");
@@ -142,12 +157,65 @@ impl Head {
             self.last = None;
         }
     }
+
+    /// After the file was opened again, what it holds is the truth. With
+    /// `interval` or `never`, commits that had not reached the disk are gone
+    /// from it, so they go from memory too (`recent` stays consecutive).
+    fn reopened(&mut self, recovered: &Recovered, next_seq: u64) {
+        let kept = recovered.last.as_ref().map(|e| e.seq);
+        if self.last.as_ref().map(|e| e.seq) != kept {
+            self.recent.clear();
+            self.recent_bytes = 0;
+            self.last = recovered.last.clone();
+        }
+        self.next_seq = next_seq;
+        self.first_seq = if recovered.count == 0 {
+            next_seq
+        } else {
+            recovered.first_seq
+        };
+    }
+}
+
+/// The open database, shared by readers and the writer.
+///
+/// redb refuses every operation on a handle once one of its writes failed;
+/// the file must be closed and opened again. The writer does that
+/// ([`Writer::reopen`]); meanwhile the slot is empty and reads that need the
+/// file fail as unavailable rather than wait.
+#[derive(Clone)]
+struct DbSlot(Arc<Mutex<Option<Arc<Database>>>>);
+
+impl DbSlot {
+    fn new(db: Database) -> DbSlot {
+        DbSlot(Arc::new(Mutex::new(Some(Arc::new(db)))))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Option<Arc<Database>>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn get(&self) -> Result<Arc<Database>, StoreError> {
+        self.lock().clone().ok_or_else(|| {
+            StoreError::Unavailable(
+                "the history file is being reopened after a write failure".to_owned(),
+            )
+        })
+    }
+
+    fn take(&self) -> Option<Arc<Database>> {
+        self.lock().take()
+    }
+
+    fn put(&self, db: Database) {
+        *self.lock() = Some(Arc::new(db));
+    }
 }
 
 /// A durable [`EventLog`]; see the module documentation.
 pub struct EmbeddedLog {
     path: PathBuf,
-    db: Arc<Database>,
+    db: DbSlot,
     head: Arc<Mutex<Head>>,
     commands: Option<Sender<Command>>,
     writer: Option<JoinHandle<()>>,
@@ -187,24 +255,8 @@ impl EmbeddedLog {
             Err(e) if e.kind() == ErrorKind::NotFound => false,
             Err(e) => return Err(refuse(e.to_string())),
         };
-        let mut builder = Database::builder();
-        // Verify every page's checksum at open, not only after a crash: a
-        // file damaged while the hub was stopped is refused at start rather
-        // than failing (or panicking) on reads later. It reads the file once.
-        builder
-            .set_cache_size(CACHE_BYTES)
-            .set_check_integrity_on_open(true);
-        // `open` never initialises anything: a file that is there and is not
-        // a database stays as it is. Only a missing or empty file is created.
-        let opened = catch_unwind(AssertUnwindSafe(|| {
-            if existing {
-                builder.open(&path)
-            } else {
-                builder.create(&path)
-            }
-        }));
-        let db = match opened {
-            Ok(Ok(db)) => Arc::new(db),
+        let db = match open_file(&path, existing) {
+            Ok(Ok(db)) => db,
             Ok(Err(DatabaseError::DatabaseAlreadyOpen | DatabaseError::LockProtocolMismatch)) => {
                 return Err(StoreError::Open {
                     path,
@@ -221,7 +273,8 @@ impl EmbeddedLog {
                 ))
             }
         };
-        let recovered = recover(&db).map_err(refuse)?;
+        let recovered = recover(&db).map_err(|e| refuse(e.to_string()))?;
+        catch_file_size_signal();
         tracing::info!(
             path = %path.display(),
             events = recovered.count,
@@ -236,6 +289,7 @@ impl EmbeddedLog {
             recent: VecDeque::new(),
             recent_bytes: 0,
         }));
+        let db = DbSlot::new(db);
         let writer = Writer {
             db: db.clone(),
             head: head.clone(),
@@ -249,6 +303,8 @@ impl EmbeddedLog {
             unsynced: false,
             reserved: 0,
             path: path.clone(),
+            failure: None,
+            retired: None,
         };
         let (commands, queue) = mpsc::channel();
         let thread = std::thread::Builder::new()
@@ -319,7 +375,7 @@ impl EventLog for EmbeddedLog {
             }
         }
         let db = self.db.clone();
-        blocking(move || read_page(&db, after, limit)).boxed()
+        blocking(move || read_page(&*db.get()?, after, limit)).boxed()
     }
 
     fn resolve(&self, id: &str) -> BoxFuture<'_, Result<Cursor, StoreError>> {
@@ -334,13 +390,17 @@ impl EventLog for EmbeddedLog {
                     Ok(Cursor::Unknown)
                 }
             }
-            None => lookup_id(&self.db, id).map(|found| {
-                let first = self.head().first_seq;
-                match found {
-                    Some(seq) if seq.saturating_add(1) >= first => Cursor::After(seq),
-                    _ => Cursor::Unknown,
-                }
-            }),
+            None => self
+                .db
+                .get()
+                .and_then(|db| lookup_id(&db, id))
+                .map(|found| {
+                    let first = self.head().first_seq;
+                    match found {
+                        Some(seq) if seq.saturating_add(1) >= first => Cursor::After(seq),
+                        _ => Cursor::Unknown,
+                    }
+                }),
         };
         future::ready(cursor).boxed()
     }
@@ -370,6 +430,76 @@ fn writer_stopped() -> StoreError {
 
 fn unavailable(what: &str, error: impl Display) -> StoreError {
     StoreError::Unavailable(format!("{what}: {error}"))
+}
+
+/// A failed database operation as the caller should hear it: no room (a
+/// full disk or quota, the file size limit) is [`StoreError::Full`], the
+/// rest is unavailable. Either way nothing of the request was stored.
+fn disk_error(path: &Path, what: &str, error: redb::Error) -> StoreError {
+    let file = path.display();
+    let kind = match &error {
+        redb::Error::Io(e) => Some(e.kind()),
+        _ => None,
+    };
+    match kind {
+        Some(ErrorKind::StorageFull | ErrorKind::QuotaExceeded | ErrorKind::FileTooLarge) => {
+            StoreError::Full(format!(
+                "{what} {file}: no room left on its disk, or the file reached the process's \
+                 file size limit ({error}); nothing of this request was stored, and publishing \
+                 resumes by itself once there is room"
+            ))
+        }
+        Some(ErrorKind::ReadOnlyFilesystem | ErrorKind::PermissionDenied) => {
+            StoreError::Unavailable(format!(
+                "{what} {file}: the file or its file system is not writable ({error}); nothing \
+                 of this request was stored, and publishing resumes by itself once it is \
+                 writable again"
+            ))
+        }
+        _ => StoreError::Unavailable(format!(
+            "{what} {file}: {error}; nothing of this request was stored"
+        )),
+    }
+}
+
+/// Opens the history file with the engine's settings. `open` never
+/// initialises anything: a file that is there and is not a database stays as
+/// it is; only a missing or empty file is created. A panic of the engine
+/// (a file damaged in a way it does not expect) is caught and returned.
+fn open_file(path: &Path, existing: bool) -> std::thread::Result<Result<Database, DatabaseError>> {
+    let mut builder = Database::builder();
+    // Verify every page's checksum at open, not only after a crash: a file
+    // damaged while the hub was stopped is refused at start rather than
+    // failing (or panicking) on reads later. It reads the file once.
+    builder
+        .set_cache_size(CACHE_BYTES)
+        .set_check_integrity_on_open(true);
+    catch_unwind(AssertUnwindSafe(|| {
+        if existing {
+            builder.open(path)
+        } else {
+            builder.create(path)
+        }
+    }))
+}
+
+/// A write beyond the process's file size limit (`RLIMIT_FSIZE`, systemd's
+/// `LimitFSIZE=`) raises SIGXFSZ, whose default action kills the process.
+/// With the signal caught, the write fails with EFBIG instead and the writer
+/// handles it like a full disk. tokio keeps a handler it installed for the
+/// life of the process, so the stream it returns need not be kept.
+fn catch_file_size_signal() {
+    #[cfg(unix)]
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        use tokio::signal::unix::{signal, SignalKind};
+        let _entered = runtime.enter();
+        if let Err(error) = signal(SignalKind::from_raw(libc::SIGXFSZ)) {
+            tracing::warn!(
+                %error,
+                "cannot catch SIGXFSZ: a write beyond the file size limit would stop the hub"
+            );
+        }
+    }
 }
 
 fn describe_open_error(error: DatabaseError) -> String {
@@ -522,36 +652,44 @@ struct Recovered {
     last: Option<Arc<Event>>,
 }
 
+/// Why the history could not be read back at open.
+#[derive(Debug, thiserror::Error)]
+enum RecoverError {
+    #[error("{0}")]
+    Storage(redb::Error),
+    #[error("the history is in format {0}, written by another version of pushwire")]
+    Format(u64),
+    #[error("{0}")]
+    Record(StoreError),
+}
+
+fn storage(error: impl Into<redb::Error>) -> RecoverError {
+    RecoverError::Storage(error.into())
+}
+
 /// Creates the tables if needed and reads back where the history stands.
-fn recover(db: &Database) -> Result<Recovered, String> {
-    let txn = db.begin_write().map_err(|e| e.to_string())?;
+fn recover(db: &Database) -> Result<Recovered, RecoverError> {
+    let txn = db.begin_write().map_err(storage)?;
     let recovered = {
-        let events = txn.open_table(EVENTS).map_err(|e| e.to_string())?;
-        txn.open_table(IDS).map_err(|e| e.to_string())?;
-        let mut meta = txn.open_table(META).map_err(|e| e.to_string())?;
-        let format = meta
-            .get(META_FORMAT)
-            .map_err(|e| e.to_string())?
-            .map(|v| v.value());
+        let events = txn.open_table(EVENTS).map_err(storage)?;
+        txn.open_table(IDS).map_err(storage)?;
+        let mut meta = txn.open_table(META).map_err(storage)?;
+        let format = meta.get(META_FORMAT).map_err(storage)?.map(|v| v.value());
         match format {
             None => {
                 meta.insert(META_FORMAT, u64::from(FORMAT))
-                    .map_err(|e| e.to_string())?;
+                    .map_err(storage)?;
             }
             Some(f) if f == u64::from(FORMAT) => {}
-            Some(f) => {
-                return Err(format!(
-                    "the history is in format {f}, written by another version of pushwire"
-                ))
-            }
+            Some(f) => return Err(RecoverError::Format(f)),
         }
         let stored_next = meta
             .get(META_NEXT_SEQ)
-            .map_err(|e| e.to_string())?
+            .map_err(storage)?
             .map_or(1, |v| v.value());
-        let last = match events.last().map_err(|e| e.to_string())? {
+        let last = match events.last().map_err(storage)? {
             Some((seq, record)) => Some(Arc::new(
-                decode(seq.value(), record.value()).map_err(|e| e.to_string())?,
+                decode(seq.value(), record.value()).map_err(RecoverError::Record)?,
             )),
             None => None,
         };
@@ -560,7 +698,7 @@ fn recover(db: &Database) -> Result<Recovered, String> {
         // clients: continue after everything that may have been issued.
         let reserved = meta
             .remove(META_RESERVED)
-            .map_err(|e| e.to_string())?
+            .map_err(storage)?
             .map_or(0, |v| v.value());
         let next_seq = stored_next
             .max(last.as_ref().map_or(1, |e| e.seq.saturating_add(1)))
@@ -568,11 +706,10 @@ fn recover(db: &Database) -> Result<Recovered, String> {
             .max(1);
         let first_seq = events
             .first()
-            .map_err(|e| e.to_string())?
+            .map_err(storage)?
             .map_or(next_seq, |(seq, _)| seq.value());
-        let count = events.len().map_err(|e| e.to_string())?;
-        meta.insert(META_NEXT_SEQ, next_seq)
-            .map_err(|e| e.to_string())?;
+        let count = events.len().map_err(storage)?;
+        meta.insert(META_NEXT_SEQ, next_seq).map_err(storage)?;
         Recovered {
             next_seq,
             first_seq,
@@ -580,7 +717,7 @@ fn recover(db: &Database) -> Result<Recovered, String> {
             last,
         }
     };
-    txn.commit().map_err(|e| e.to_string())?;
+    txn.commit().map_err(storage)?;
     Ok(recovered)
 }
 
@@ -614,7 +751,7 @@ enum Done {
 
 /// The single writer: owns every write transaction.
 struct Writer {
-    db: Arc<Database>,
+    db: DbSlot,
     head: Arc<Mutex<Head>>,
     fanout: Arc<dyn Fanout>,
     retention: Retention,
@@ -629,6 +766,19 @@ struct Writer {
     /// Sequence numbers below this are reserved on disk (0: none are).
     reserved: u64,
     path: PathBuf,
+    /// The last write failure, while the file has not been opened again.
+    failure: Option<Failure>,
+    /// A failed handle taken out of the slot that a read still held when
+    /// the writer wanted to close it.
+    retired: Option<Arc<Database>>,
+}
+
+/// A write failed and the file is not yet open again.
+struct Failure {
+    /// What requests are refused with until it is.
+    error: StoreError,
+    /// When the failure happened or the file was last tried.
+    at: Instant,
 }
 
 /// Logs if the writer thread dies of a panic: publishing then fails with
@@ -657,8 +807,9 @@ impl Writer {
             self.commit_group(group);
         }
         // The log was dropped: a clean stop. Force what is not yet on disk
-        // and give back the reserved sequence numbers.
-        if self.unsynced || self.reserved != 0 {
+        // and give back the reserved sequence numbers (a failed handle has
+        // nothing to force: the file keeps its last commit).
+        if self.failure.is_none() && (self.unsynced || self.reserved != 0) {
             self.reserved = 0;
             self.sync();
         }
@@ -687,30 +838,124 @@ impl Writer {
     /// A durable commit that makes every earlier commit durable too. With
     /// `reserved` at 0 it also drops the reservation (at a clean stop).
     fn sync(&mut self) {
-        let synced = (|| -> Result<(), String> {
-            let mut txn = self.db.begin_write().map_err(|e| e.to_string())?;
-            txn.set_durability(Durability::Immediate)
-                .map_err(|e| e.to_string())?;
+        if self.failure.is_some() {
+            return;
+        }
+        let synced = (|| -> Result<(), redb::Error> {
+            let db = match self.db.get() {
+                Ok(db) => db,
+                Err(_) => return Err(redb::Error::DatabaseClosed),
+            };
+            let mut txn = db.begin_write()?;
+            txn.set_durability(Durability::Immediate)?;
             {
-                let mut meta = txn.open_table(META).map_err(|e| e.to_string())?;
-                meta.insert(META_NEXT_SEQ, self.next_seq)
-                    .map_err(|e| e.to_string())?;
+                let mut meta = txn.open_table(META)?;
+                meta.insert(META_NEXT_SEQ, self.next_seq)?;
                 if self.reserved == 0 {
-                    meta.remove(META_RESERVED).map_err(|e| e.to_string())?;
+                    meta.remove(META_RESERVED)?;
                 }
             }
-            txn.commit().map_err(|e| e.to_string())
+            txn.commit()?;
+            Ok(())
         })();
         // Either way, wait a full interval before the next try.
         self.last_durable = Instant::now();
         match synced {
             Ok(()) => self.unsynced = false,
-            Err(error) => tracing::error!(
-                %error,
-                path = %self.path.display(),
-                "cannot force the history to disk"
-            ),
+            Err(error) => {
+                let error = disk_error(&self.path, "cannot force to disk", error);
+                tracing::error!(%error, "history sync failed; the file will be opened again");
+                self.failed(error);
+            }
         }
+    }
+
+    /// Records a write failure: the handle is unusable from now on, so
+    /// commits it has not forced to disk can no longer be (and the interval
+    /// timer must not keep trying).
+    fn failed(&mut self, error: StoreError) {
+        self.unsynced = false;
+        self.failure = Some(Failure {
+            error,
+            at: Instant::now(),
+        });
+    }
+
+    /// Ok when the database can take a write. After a failure, the file is
+    /// opened again, at most once per [`REOPEN_EVERY`]; until it opens,
+    /// every request is refused at once with the reason.
+    fn usable(&mut self) -> Result<(), StoreError> {
+        let Some(failure) = &self.failure else {
+            return Ok(());
+        };
+        if failure.at.elapsed() < REOPEN_EVERY {
+            return Err(failure.error.clone());
+        }
+        match self.reopen() {
+            Ok(()) => {
+                self.failure = None;
+                tracing::warn!(
+                    path = %self.path.display(),
+                    next_seq = self.next_seq,
+                    "history file opened again after a write failure; publishing resumes"
+                );
+                Ok(())
+            }
+            Err(error) => {
+                tracing::warn!(%error, "the history file cannot be opened again yet");
+                self.failed(error.clone());
+                Err(error)
+            }
+        }
+    }
+
+    /// Closes the failed handle and opens the file again: redb repairs it to
+    /// its last commit, so nothing acknowledged is lost, and the sequence
+    /// continues after every number issued so far (the file's, or the
+    /// writer's if that is higher), so no id is ever given out twice.
+    fn reopen(&mut self) -> Result<(), StoreError> {
+        if let Some(db) = self.db.take() {
+            self.retired = Some(db);
+        }
+        if let Some(old) = self.retired.take() {
+            match Arc::try_unwrap(old) {
+                // The handle is failed: closing it can only repeat that.
+                Ok(db) => drop(db.close()),
+                Err(shared) => {
+                    self.retired = Some(shared);
+                    return Err(StoreError::Unavailable(
+                        "the history file is being reopened after a write failure".to_owned(),
+                    ));
+                }
+            }
+        }
+        let db = match open_file(&self.path, true) {
+            Ok(Ok(db)) => db,
+            Ok(Err(e)) => return Err(disk_error(&self.path, "cannot reopen", e.into())),
+            Err(_) => {
+                return Err(StoreError::Unavailable(format!(
+                    "cannot reopen {}: the database engine failed reading it",
+                    self.path.display()
+                )))
+            }
+        };
+        let recovered = recover(&db).map_err(|e| match e {
+            RecoverError::Storage(e) => disk_error(&self.path, "cannot reopen", e),
+            other => {
+                StoreError::Unavailable(format!("cannot reopen {}: {other}", self.path.display()))
+            }
+        })?;
+        self.next_seq = self.next_seq.max(recovered.next_seq);
+        self.count = recovered.count;
+        self.reserved = 0;
+        self.unsynced = false;
+        self.last_durable = Instant::now();
+        let mut head = lock(&self.head);
+        head.reopened(&recovered, self.next_seq);
+        self.first_seq = head.first_seq;
+        drop(head);
+        self.db.put(db);
+        Ok(())
     }
 
     fn durability(&self) -> Durability {
@@ -730,6 +975,10 @@ impl Writer {
                 Command::Trim { now_ms, reply } => (Job::Trim(now_ms), Reply::Trim(reply)),
             })
             .unzip();
+        if let Err(error) = self.usable() {
+            refuse(replies, &error);
+            return;
+        }
         let before = (self.next_seq, self.first_seq, self.count, self.reserved);
         let Written {
             events,
@@ -741,13 +990,10 @@ impl Writer {
                 // Nothing of the group is stored: its sequence numbers were
                 // never issued and are given out again.
                 (self.next_seq, self.first_seq, self.count, self.reserved) = before;
-                tracing::error!(%error, path = %self.path.display(), "history write failed");
-                for reply in replies {
-                    match reply {
-                        Reply::Append(r) => drop(r.send(Err(error.clone()))),
-                        Reply::Trim(r) => drop(r.send(Err(error.clone()))),
-                    }
-                }
+                tracing::error!(%error, "history write failed; the file will be opened again");
+                refuse(replies, &error);
+                // redb refuses every later operation on this handle.
+                self.failed(error);
                 return;
             }
         };
@@ -778,13 +1024,15 @@ impl Writer {
     /// Writes a group in one transaction and commits it. On error nothing
     /// of the group is stored.
     fn write(&mut self, jobs: Vec<Job>, mut durability: Durability) -> Result<Written, StoreError> {
-        let failed = |e: &dyn Display| unavailable("cannot write the history", e);
-        let mut txn = self.db.begin_write().map_err(|e| failed(&e))?;
+        let path = self.path.clone();
+        let failed = |e: redb::Error| disk_error(&path, "cannot write", e);
+        let db = self.db.get()?;
+        let mut txn = db.begin_write().map_err(|e| failed(e.into()))?;
         let mut events = Vec::new();
         let mut done = Vec::with_capacity(jobs.len());
         {
-            let mut table = txn.open_table(EVENTS).map_err(|e| failed(&e))?;
-            let mut ids = txn.open_table(IDS).map_err(|e| failed(&e))?;
+            let mut table = txn.open_table(EVENTS).map_err(|e| failed(e.into()))?;
+            let mut ids = txn.open_table(IDS).map_err(|e| failed(e.into()))?;
             for job in jobs {
                 match job {
                     Job::Append(drafts) => {
@@ -804,9 +1052,9 @@ impl Writer {
                             let record = encode(&event, supplied_id)?;
                             table
                                 .insert(seq, record.as_slice())
-                                .map_err(|e| failed(&e))?;
+                                .map_err(|e| failed(e.into()))?;
                             if supplied_id {
-                                ids.insert(&*event.id, seq).map_err(|e| failed(&e))?;
+                                ids.insert(&*event.id, seq).map_err(|e| failed(e.into()))?;
                             }
                             self.count += 1;
                             events.push(Arc::new(event));
@@ -825,25 +1073,26 @@ impl Writer {
             }
             // Beyond `max_events`, the oldest go in the same commit.
             self.trim_count(&mut table, &mut ids)?;
-            let mut meta = txn.open_table(META).map_err(|e| failed(&e))?;
+            let mut meta = txn.open_table(META).map_err(|e| failed(e.into()))?;
             meta.insert(META_NEXT_SEQ, self.next_seq)
-                .map_err(|e| failed(&e))?;
+                .map_err(|e| failed(e.into()))?;
             // Without `always`, this commit's `next_seq` may be lost in a
             // crash after its ids were acknowledged: before issuing numbers
             // beyond the reservation, reserve more in a forced commit.
             if !matches!(self.fsync, Fsync::Always) && self.next_seq > self.reserved {
                 self.reserved = self.next_seq.saturating_add(RESERVE);
                 meta.insert(META_RESERVED, self.reserved)
-                    .map_err(|e| failed(&e))?;
+                    .map_err(|e| failed(e.into()))?;
                 durability = Durability::Immediate;
             }
             self.first_seq = table
                 .first()
-                .map_err(|e| failed(&e))?
+                .map_err(|e| failed(e.into()))?
                 .map_or(self.next_seq, |(seq, _)| seq.value());
         }
-        txn.set_durability(durability).map_err(|e| failed(&e))?;
-        txn.commit().map_err(|e| failed(&e))?;
+        txn.set_durability(durability)
+            .map_err(|e| failed(e.into()))?;
+        txn.commit().map_err(|e| failed(e.into()))?;
         Ok(Written {
             events,
             done,
@@ -891,8 +1140,8 @@ impl Writer {
         ids: &mut Table<'_, &'static str, u64>,
         cutoff: Option<u64>,
     ) -> Result<bool, StoreError> {
-        let failed = |e: &dyn Display| unavailable("cannot trim the history", e);
-        let (seq, key) = match table.first().map_err(|e| failed(&e))? {
+        let failed = |e: StorageError| disk_error(&self.path, "cannot trim", e.into());
+        let (seq, key) = match table.first().map_err(failed)? {
             Some((seq, record)) => {
                 let seq = seq.value();
                 (seq, decode_key(seq, record.value())?)
@@ -902,12 +1151,22 @@ impl Writer {
         if cutoff.is_some_and(|cutoff| key.time >= cutoff) {
             return Ok(false);
         }
-        table.remove(seq).map_err(|e| failed(&e))?;
+        table.remove(seq).map_err(failed)?;
         if let Some(id) = &key.id {
-            ids.remove(id.as_str()).map_err(|e| failed(&e))?;
+            ids.remove(id.as_str()).map_err(failed)?;
         }
         self.count = self.count.saturating_sub(1);
         Ok(true)
+    }
+}
+
+/// Answers every request of a group that was not stored.
+fn refuse(replies: Vec<Reply>, error: &StoreError) {
+    for reply in replies {
+        match reply {
+            Reply::Append(r) => drop(r.send(Err(error.clone()))),
+            Reply::Trim(r) => drop(r.send(Err(error.clone()))),
+        }
     }
 }
 
@@ -982,7 +1241,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let seen = Arc::new(Seen::default());
         let log = Arc::new(open(dir.path(), &seen));
-        seen.1.set(log.db.clone()).unwrap();
+        seen.1.set(log.db.get().unwrap()).unwrap();
         let mut tasks = Vec::new();
         for t in 0..32 {
             let log = log.clone();
@@ -1033,6 +1292,8 @@ mod tests {
             unsynced: false,
             reserved: 0,
             path: log.path.clone(),
+            failure: None,
+            retired: None,
         };
         let mut answers = Vec::new();
         let mut group = Vec::new();
@@ -1207,7 +1468,7 @@ mod tests {
         for after in [0, 505, 506, edge - 2, edge - 1, edge, edge + 1, 5004, 5005] {
             for limit in [1, 100, 1024] {
                 let served = log.read_after(after, limit).await.unwrap();
-                let from_disk = read_page(&log.db, after, limit).unwrap();
+                let from_disk = read_page(&log.db.get().unwrap(), after, limit).unwrap();
                 assert_eq!(served, from_disk, "after {after}, limit {limit}");
             }
         }

@@ -38,6 +38,10 @@ pub enum StoreError {
     DuplicateId(String),
     #[error("history storage is unavailable: {0}")]
     Unavailable(String),
+    /// The disk (or the file size limit) is full: nothing of the request
+    /// was stored, and the engine recovers by itself once there is room.
+    #[error("history storage is full: {0}")]
+    Full(String),
     /// The history could not be opened at start. The hub refuses to run
     /// rather than start over and lose what is stored.
     #[error("cannot open the history at {}: {reason}", path.display())]
