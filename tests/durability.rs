@@ -95,23 +95,6 @@ async fn try_publish(addr: SocketAddr, event: &Value) -> Option<String> {
     reply["id"].as_str().map(str::to_owned)
 }
 
-/// The whole retained history, oldest first, as (id, data).
-async fn history(addr: SocketAddr) -> Vec<(String, String)> {
-    let reply = get(addr, "/api/v1/events?limit=10000").await;
-    assert_eq!(reply.status, 200, "{}", reply.body);
-    reply.json()["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| {
-            (
-                e["id"].as_str().unwrap().to_owned(),
-                e["data"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect()
-}
-
 fn seq(id: &str) -> u64 {
     id.parse()
         .unwrap_or_else(|_| panic!("`{id}` is not a hub id"))

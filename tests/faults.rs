@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::reliability::{record, Row};
-use common::{get, post_json, HubProcess, SseClient, WAIT};
+use common::{get, history, post_json, HubProcess, SseClient, WAIT};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
@@ -36,23 +36,6 @@ fn pid(hub: &HubProcess) -> i32 {
 fn assert_running(hub: &mut HubProcess) {
     let status = hub.child.try_wait().unwrap();
     assert!(status.is_none(), "the hub died: {status:?}");
-}
-
-/// The whole retained history, oldest first, as (id, data).
-async fn history(addr: SocketAddr) -> Vec<(String, String)> {
-    let reply = get(addr, "/api/v1/events?limit=10000").await;
-    assert_eq!(reply.status, 200, "{}", reply.body);
-    reply.json()["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| {
-            (
-                e["id"].as_str().unwrap().to_owned(),
-                e["data"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect()
 }
 
 fn seq(id: &str) -> u64 {

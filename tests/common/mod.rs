@@ -339,6 +339,23 @@ where
     panic!("timed out waiting until {what}");
 }
 
+/// The whole retained history, oldest first, as (id, data).
+pub async fn history(addr: SocketAddr) -> Vec<(String, String)> {
+    let reply = get(addr, "/api/v1/events?limit=10000").await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    reply.json()["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["id"].as_str().unwrap().to_owned(),
+                e["data"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
 pub async fn user_count(addr: SocketAddr) -> usize {
     get(addr, "/sse/getUserCount")
         .await
