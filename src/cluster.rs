@@ -138,23 +138,14 @@ impl Cluster {
         let mut pipe = redis::pipe();
         pipe.atomic();
         pipe.del(&users).ignore().del(&topics).ignore();
-        if !now.users.is_empty() {
-            let pairs: Vec<(&str, usize)> = now.users.iter().map(|(u, n)| (&**u, *n)).collect();
-            pipe.hset_multiple(&users, &pairs).ignore();
-            pipe.pexpire(&users, ttl as i64).ignore();
+        for (key, share) in [(&users, &now.users), (&topics, &now.topics)] {
+            if !share.is_empty() {
+                let pairs: Vec<(&str, usize)> = share.iter().map(|(k, n)| (&**k, *n)).collect();
+                pipe.hset_multiple(key, &pairs).ignore();
+                pipe.pexpire(key, ttl as i64).ignore();
+            }
         }
-        if !now.topics.is_empty() {
-            let pairs: Vec<(&str, usize)> = now.topics.iter().map(|(t, n)| (&**t, *n)).collect();
-            pipe.hset_multiple(&topics, &pairs).ignore();
-            pipe.pexpire(&topics, ttl as i64).ignore();
-        }
-        self.stats_and_liveness(&mut pipe, &stats, now, ttl);
-        let mut conn = self.redis.conn();
-        let _: Value = self
-            .redis
-            .run("cannot write cluster presence", pipe.query_async(&mut conn))
-            .await?;
-        Ok(())
+        self.send_with_stats(pipe, &stats, now, ttl).await
     }
 
     /// Sends what changed since `before`.
@@ -192,22 +183,17 @@ impl Cluster {
         if !changed {
             return Ok(());
         }
-        self.stats_and_liveness(&mut pipe, &stats, now, ttl);
-        let mut conn = self.redis.conn();
-        let _: Value = self
-            .redis
-            .run("cannot write cluster presence", pipe.query_async(&mut conn))
-            .await?;
-        Ok(())
+        self.send_with_stats(pipe, &stats, now, ttl).await
     }
 
-    fn stats_and_liveness(
+    /// Adds this node's figures and liveness to `pipe`, and sends it.
+    async fn send_with_stats(
         &self,
-        pipe: &mut redis::Pipeline,
+        mut pipe: redis::Pipeline,
         stats: &str,
         now: &LocalPresence,
         ttl: u64,
-    ) {
+    ) -> Result<(), StoreError> {
         let figures = [
             ("streams", now.streams as u64),
             ("events_published", now.events_published),
@@ -223,6 +209,12 @@ impl Cluster {
         // long ago); a live node is back in it at its next heartbeat.
         pipe.zrembyscore(&self.redis.keys.nodes, 0, time.saturating_sub(3_600_000))
             .ignore();
+        let mut conn = self.redis.conn();
+        let _: Value = self
+            .redis
+            .run("cannot write cluster presence", pipe.query_async(&mut conn))
+            .await?;
+        Ok(())
     }
 
     /// Removes this node's share (clean stop).
