@@ -4,12 +4,9 @@
 //! encoded.
 
 use arbitrary::Arbitrary;
-use pushwire::event::{
-    encode_comment, encode_retry, Draft, Event, EventError, MAX_EVENT_TYPE_LEN, MAX_ID_LEN,
-    MAX_RETRY_MS,
-};
-use pushwire::limits::FieldLimits;
-use pushwire::route::Target;
+use pushwire_core::event::{Draft, Event, EventError, Target, MAX_RETRY_MS};
+use pushwire_core::frame::{encode_comment, encode_retry};
+use pushwire_core::limits::{FieldLimits, MAX_EVENT_TYPE_LEN, MAX_ID_LEN};
 
 use crate::sse;
 

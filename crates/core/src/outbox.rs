@@ -1,0 +1,267 @@
+//! One stream's queue ([`Outbox`]) and the frames that drain it
+//! ([`Frames`]), which the transport writes to the socket.
+//!
+//! The hub pushes already-encoded frames into an outbox without waiting: a
+//! push is a short critical section on the outbox's own lock, never an await.
+//! The body pops frames when the connection can take them.
+//!
+//! Slow consumers: an outbox holds at most `capacity` frames. A push that
+//! finds it full ends the stream at once (its queue is dropped, so memory
+//! stays bounded) instead of growing or slowing anyone else down. The client
+//! reconnects with `Last-Event-ID` and the history replays what it missed.
+//!
+//! Order and duplicates: every event frame carries its sequence number. A
+//! body that replays history first remembers the last sequence it replayed
+//! and skips queued live frames at or below it, so replay and live delivery
+//! join with no gap and no duplicate.
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll, Waker};
+
+use bytes::Bytes;
+use futures_util::stream::{BoxStream, Stream};
+use std::future::Future;
+use tokio::time::Sleep;
+
+use crate::event::Event;
+use crate::log::StoreError;
+use crate::registry::Registration;
+
+/// Why a stream ended from the hub's side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    /// A management call closed the user's streams.
+    Closed,
+    /// The stream's queue overflowed.
+    SlowConsumer,
+    /// The hub is shutting down.
+    Shutdown,
+    /// Live delivery lost continuity (see [`crate::log::Fanout::resync`]):
+    /// the client resumes from the history.
+    Resync,
+}
+
+/// A stream's queue of encoded frames.
+#[derive(Debug)]
+pub struct Outbox {
+    capacity: usize,
+    state: Mutex<OutboxState>,
+}
+
+#[derive(Debug, Default)]
+struct OutboxState {
+    /// (sequence, frame); sequence 0 marks frames that are not events.
+    queue: VecDeque<(u64, Bytes)>,
+    end: Option<End>,
+    waker: Option<Waker>,
+}
+
+/// A push found the queue full; the stream has been ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Overflow;
+
+impl Outbox {
+    pub fn new(capacity: usize) -> Outbox {
+        Outbox {
+            capacity: capacity.max(1),
+            state: Mutex::new(OutboxState::default()),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, OutboxState> {
+        // A panic elsewhere cannot leave the queue half-written: recover it.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Queues an event frame. On overflow the stream ends as a slow consumer.
+    pub fn push(&self, seq: u64, frame: Bytes) -> Result<(), Overflow> {
+        let mut state = self.lock();
+        if state.end.is_some() {
+            return Ok(());
+        }
+        if state.queue.len() >= self.capacity {
+            state.queue = VecDeque::new();
+            state.end = Some(End::SlowConsumer);
+            wake(&mut state);
+            return Err(Overflow);
+        }
+        state.queue.push_back((seq, frame));
+        wake(&mut state);
+        Ok(())
+    }
+
+    /// Queues a heartbeat comment unless frames are already waiting (they
+    /// keep the connection busy anyway). Heartbeats never overflow a queue.
+    pub fn push_heartbeat(&self, frame: &Bytes) {
+        let mut state = self.lock();
+        if state.end.is_none() && state.queue.is_empty() {
+            state.queue.push_back((0, frame.clone()));
+            wake(&mut state);
+        }
+    }
+
+    /// Ends the stream: frames still queued are dropped.
+    pub fn end(&self, why: End) {
+        let mut state = self.lock();
+        if state.end.is_none() {
+            state.end = Some(why);
+            state.queue = VecDeque::new();
+            wake(&mut state);
+        }
+    }
+
+    /// How the stream ended, if it did.
+    pub fn ended(&self) -> Option<End> {
+        self.lock().end
+    }
+
+    /// The next frame after `skip_through`, or `None` once ended.
+    pub(crate) fn poll_pop(&self, cx: &mut Context<'_>, skip_through: u64) -> Poll<Option<Bytes>> {
+        let mut state = self.lock();
+        while let Some((seq, frame)) = state.queue.pop_front() {
+            if seq == 0 || seq > skip_through {
+                return Poll::Ready(Some(frame));
+            }
+        }
+        if state.end.is_some() {
+            return Poll::Ready(None);
+        }
+        match &state.waker {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            _ => state.waker = Some(cx.waker().clone()),
+        }
+        Poll::Pending
+    }
+}
+
+fn wake(state: &mut OutboxState) {
+    if let Some(w) = state.waker.take() {
+        w.wake();
+    }
+}
+
+/// Events replayed from history, already filtered for one stream.
+pub type Replay = BoxStream<'static, Result<Arc<Event>, StoreError>>;
+
+/// A stream's frames in wire order: the opening frames, the replay, then
+/// the live queue. It ends when the hub ends the stream (closed, slow
+/// consumer, shutdown, resync), when its lifetime is over, or when a
+/// history read fails during replay (never skipping past what could not be
+/// read: the client reconnects and tries again).
+///
+/// Dropping it unregisters the stream, which is how a closed or failed
+/// connection leaves the online count at once.
+pub struct Frames {
+    /// Frames sent before anything else (the `retry:` frame, a reset notice).
+    head: VecDeque<Bytes>,
+    replay: Option<Replay>,
+    skip_through: u64,
+    outbox: Arc<Outbox>,
+    deadline: Option<Pin<Box<Sleep>>>,
+    _registration: Registration,
+}
+
+impl Frames {
+    pub fn new(
+        head: Vec<Bytes>,
+        replay: Option<Replay>,
+        skip_through: u64,
+        outbox: Arc<Outbox>,
+        registration: Registration,
+        lifetime: Option<std::time::Duration>,
+    ) -> Frames {
+        Frames {
+            head: head.into(),
+            replay,
+            skip_through,
+            outbox,
+            deadline: lifetime.map(|d| Box::pin(tokio::time::sleep(d))),
+            _registration: registration,
+        }
+    }
+
+    /// How the hub ended this stream, if it did.
+    pub fn ended(&self) -> Option<End> {
+        self.outbox.ended()
+    }
+}
+
+impl Stream for Frames {
+    type Item = Bytes;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
+        let this = &mut *self;
+        if let Some(frame) = this.head.pop_front() {
+            return Poll::Ready(Some(frame));
+        }
+        if let Some(deadline) = &mut this.deadline {
+            if deadline.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(None);
+            }
+        }
+        if let Some(replay) = &mut this.replay {
+            match replay.as_mut().poll_next(cx) {
+                Poll::Ready(Some(Ok(event))) => {
+                    this.skip_through = event.seq;
+                    return Poll::Ready(Some(event.frame().clone()));
+                }
+                Poll::Ready(Some(Err(error))) => {
+                    tracing::warn!(%error, "history read failed during replay; ending stream");
+                    return Poll::Ready(None);
+                }
+                Poll::Ready(None) => this.replay = None,
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        this.outbox.poll_pop(cx, this.skip_through)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overflow_ends_the_stream_and_frees_the_queue() {
+        let outbox = Outbox::new(2);
+        assert_eq!(outbox.push(1, Bytes::from_static(b"a")), Ok(()));
+        assert_eq!(outbox.push(2, Bytes::from_static(b"b")), Ok(()));
+        assert_eq!(outbox.push(3, Bytes::from_static(b"c")), Err(Overflow));
+        assert_eq!(outbox.ended(), Some(End::SlowConsumer));
+        assert!(outbox.lock().queue.is_empty());
+        // Later pushes to an ended stream are ignored, not errors.
+        assert_eq!(outbox.push(4, Bytes::from_static(b"d")), Ok(()));
+    }
+
+    #[test]
+    fn heartbeats_do_not_pile_up() {
+        let outbox = Outbox::new(10);
+        let beat = Bytes::from_static(b":\n\n");
+        outbox.push_heartbeat(&beat);
+        outbox.push_heartbeat(&beat);
+        assert_eq!(outbox.lock().queue.len(), 1);
+    }
+
+    #[test]
+    fn frames_already_replayed_are_skipped() {
+        let outbox = Outbox::new(10);
+        for seq in 1..=5 {
+            outbox.push(seq, Bytes::from(seq.to_string())).ok();
+        }
+        let waker = futures_util::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        assert_eq!(
+            outbox.poll_pop(&mut cx, 3),
+            Poll::Ready(Some(Bytes::from("4")))
+        );
+        assert_eq!(
+            outbox.poll_pop(&mut cx, 3),
+            Poll::Ready(Some(Bytes::from("5")))
+        );
+        assert!(outbox.poll_pop(&mut cx, 3).is_pending());
+        outbox.end(End::Closed);
+        assert_eq!(outbox.poll_pop(&mut cx, 3), Poll::Ready(None));
+    }
+}

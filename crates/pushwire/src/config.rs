@@ -1,0 +1,690 @@
+//! One configuration, three sources: command-line flags, `PUSHWIRE_*`
+//! environment variables and an optional TOML file. A flag or variable that
+//! was given beats the file; the file beats the built-in default. The
+//! defaults live in one place, the `default_value` of each flag below, so
+//! `pushwire serve --help`, the README table and the running hub agree.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args, FromArgMatches, ValueEnum};
+use serde::{Deserialize, Serialize};
+
+pub use pushwire_core::log::Fsync;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    File { path: PathBuf, message: String },
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Args(#[from] clap::Error),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Storage {
+    /// A durable log in `--data-dir`: history survives restarts and crashes.
+    Embedded,
+    /// A bounded window of history in memory, lost on restart.
+    Memory,
+    /// One history in Redis shared by several nodes (a cluster); needs `--redis-url`.
+    Redis,
+}
+
+/// Everything `pushwire serve` can be told.
+#[derive(Debug, Clone, Args, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct ServeConfig {
+    /// TOML file with any of these options (keys spelled like the flags, without `--`).
+    #[arg(long, env = "PUSHWIRE_CONFIG")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+
+    /// Address and port to listen on.
+    #[arg(long, env = "PUSHWIRE_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// PEM file with the certificate chain: the hub then serves HTTPS, HTTP/2 or HTTP/1.1 as the client's ALPN asks. Needs `--tls-key`; both are read again on SIGHUP.
+    #[arg(long, env = "PUSHWIRE_TLS_CERT")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM file with the private key of `--tls-cert`.
+    #[arg(long, env = "PUSHWIRE_TLS_KEY")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Also accept cleartext HTTP/2 with prior knowledge (h2c) on the plain-text port, next to HTTP/1.1.
+    #[arg(long, env = "PUSHWIRE_H2C", value_parser = clap::builder::BoolishValueParser::new())]
+    #[serde(default)]
+    pub h2c: bool,
+
+    /// Most streams one HTTP/2 connection may have open at once.
+    #[arg(long, env = "PUSHWIRE_H2_MAX_STREAMS", default_value_t = 1000)]
+    pub h2_max_streams: u32,
+
+    /// Interval of the comment heartbeat that keeps idle streams open through proxies.
+    #[arg(long, env = "PUSHWIRE_HEARTBEAT", default_value = "15s", value_parser = humantime::parse_duration)]
+    #[serde(with = "humantime_serde")]
+    pub heartbeat: Duration,
+
+    /// Reconnection delay sent to clients as `retry:` at the start of every stream.
+    #[arg(long, env = "PUSHWIRE_RETRY", default_value = "3s", value_parser = humantime::parse_duration)]
+    #[serde(with = "humantime_serde")]
+    pub retry: Duration,
+
+    /// Maximum lifetime of one stream (like SseEmitter's timeout); clients then reconnect and resume. Unlimited when not set.
+    #[arg(long, env = "PUSHWIRE_STREAM_TIMEOUT", value_parser = humantime::parse_duration)]
+    #[serde(
+        with = "humantime_serde",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub stream_timeout: Option<Duration>,
+
+    /// Events one stream may have queued; a stream that falls further behind is closed (slow consumer).
+    #[arg(long, env = "PUSHWIRE_QUEUE_CAPACITY", default_value_t = 1024)]
+    pub queue_capacity: usize,
+
+    /// Most streams open at once; more are refused with 503.
+    #[arg(long, env = "PUSHWIRE_MAX_STREAMS", default_value_t = 100_000)]
+    pub max_streams: usize,
+
+    /// Most TCP connections open at once; more are closed on accept.
+    #[arg(long, env = "PUSHWIRE_MAX_CONNECTIONS", default_value_t = 100_000)]
+    pub max_connections: usize,
+
+    /// Largest request body, in bytes; larger ones get 413.
+    #[arg(long, env = "PUSHWIRE_MAX_BODY", default_value_t = 1_048_576)]
+    pub max_body: usize,
+
+    /// Largest request head (request line, headers, blank line), in bytes; larger ones get 431.
+    #[arg(long, env = "PUSHWIRE_MAX_HEADER_BYTES", default_value_t = 32_768)]
+    pub max_header_bytes: usize,
+
+    /// Most streams one client address (the TCP peer) may have open at once; more get 429. Unlimited when not set.
+    #[arg(long, env = "PUSHWIRE_MAX_STREAMS_PER_IP")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_streams_per_ip: Option<usize>,
+
+    /// Most streams one user may have open at once; more get 429. Unlimited when not set.
+    #[arg(long, env = "PUSHWIRE_MAX_STREAMS_PER_USER")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_streams_per_user: Option<usize>,
+
+    /// Publish requests one publisher may make, as `<count>/s`, `/m` or `/h`; more get 429. Unlimited when not set.
+    #[arg(long, env = "PUSHWIRE_PUBLISH_RATE", value_parser = crate::limits::PublishRate::from_str)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub publish_rate: Option<crate::limits::PublishRate>,
+
+    /// Publish requests one publisher may make at once before `--publish-rate` paces it; the rate's count when not set.
+    #[arg(long, env = "PUSHWIRE_PUBLISH_BURST", value_parser = clap::value_parser!(u32).range(1..))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub publish_burst: Option<u32>,
+
+    /// Longest event id a publisher may supply, in bytes (at most 256).
+    #[arg(long, env = "PUSHWIRE_MAX_ID_LENGTH", default_value_t = pushwire_core::limits::MAX_ID_LEN)]
+    pub max_id_length: usize,
+
+    /// Longest event type, in bytes (at most 256).
+    #[arg(long, env = "PUSHWIRE_MAX_EVENT_TYPE_LENGTH", default_value_t = pushwire_core::limits::MAX_EVENT_TYPE_LEN)]
+    pub max_event_type_length: usize,
+
+    /// Longest topic, in bytes (at most 2048).
+    #[arg(long, env = "PUSHWIRE_MAX_TOPIC_LENGTH", default_value_t = pushwire_core::limits::MAX_TOPIC_LEN)]
+    pub max_topic_length: usize,
+
+    /// Longest user id or group prefix, in bytes (at most 256).
+    #[arg(long, env = "PUSHWIRE_MAX_USER_ID_LENGTH", default_value_t = pushwire_core::limits::MAX_USER_ID_LEN)]
+    pub max_user_id_length: usize,
+
+    /// Most topics one event may be published to.
+    #[arg(long, env = "PUSHWIRE_MAX_TOPICS_PER_EVENT", default_value_t = pushwire_core::limits::DEFAULT_MAX_TOPICS)]
+    pub max_topics_per_event: usize,
+
+    /// Most topics and topic selectors one stream may listen to.
+    #[arg(long, env = "PUSHWIRE_MAX_TOPICS_PER_STREAM", default_value_t = pushwire_core::limits::DEFAULT_MAX_TOPICS)]
+    pub max_topics_per_stream: usize,
+
+    /// Time a client has to send its request headers.
+    #[arg(long, env = "PUSHWIRE_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+
+    /// Shared secret publishers and management calls send as `Authorization: Bearer <key>`. Without it, only loopback peers may publish or manage.
+    #[arg(long, env = "PUSHWIRE_PUBLISHER_KEY", hide_env_values = true)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub publisher_key: Option<String>,
+
+    /// Key that verifies publishers' JSON Web Tokens: the secret for HS256/384/512, a PEM public key (text or file path) for the others. Tokens then also work on the seed and `/api/v1` routes.
+    #[arg(long, env = "PUSHWIRE_PUBLISHER_JWT_KEY", hide_env_values = true)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub publisher_jwt_key: Option<String>,
+
+    /// Key that verifies subscribers' JSON Web Tokens (private updates, subscriptions API, user streams); like `--publisher-jwt-key`.
+    #[arg(long, env = "PUSHWIRE_SUBSCRIBER_JWT_KEY", hide_env_values = true)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subscriber_jwt_key: Option<String>,
+
+    /// The one signature algorithm tokens may use: HS256, HS384, HS512, RS256, RS384, RS512, PS256, ES256, ES384 or EdDSA (never `none`).
+    #[arg(long, env = "PUSHWIRE_JWT_ALG", default_value = "HS256")]
+    pub jwt_alg: String,
+
+    /// The hub's resource identifier, required in the `aud` of current-draft (`typ: at+jwt`) tokens, e.g. `https://example.com/.well-known/mercure`.
+    #[arg(long, env = "PUSHWIRE_JWT_AUDIENCE")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwt_audience: Option<String>,
+
+    /// Refuse subscribers without a valid token (by default anonymous subscribers get public updates).
+    #[arg(long, env = "PUSHWIRE_REQUIRE_SUBSCRIBER_AUTH", value_parser = clap::builder::BoolishValueParser::new())]
+    #[serde(default)]
+    pub require_subscriber_auth: bool,
+
+    /// Announce Mercure subscriptions as they start and end, and serve the subscriptions API.
+    #[arg(long, env = "PUSHWIRE_SUBSCRIPTIONS", value_parser = clap::builder::BoolishValueParser::new())]
+    #[serde(default)]
+    pub subscriptions: bool,
+
+    /// The hub's public URL: relative URL patterns and relative topics are resolved against it.
+    #[arg(
+        long,
+        env = "PUSHWIRE_HUB_URL",
+        default_value = "https://localhost/.well-known/mercure"
+    )]
+    pub hub_url: String,
+
+    /// Origins allowed to open streams from a browser (comma-separated; `*` for any). Listed origins may send cookies (credentials) to Mercure routes; `*` never can.
+    #[arg(
+        long,
+        env = "PUSHWIRE_CORS_ORIGINS",
+        default_value = "*",
+        value_delimiter = ','
+    )]
+    pub cors_origins: Vec<String>,
+
+    /// Origins allowed to call publish and management routes from a browser (comma-separated; none by default).
+    #[arg(long, env = "PUSHWIRE_API_CORS_ORIGINS", value_delimiter = ',')]
+    #[serde(default)]
+    pub api_cors_origins: Vec<String>,
+
+    /// History engine.
+    #[arg(long, env = "PUSHWIRE_STORAGE", value_enum, default_value = "embedded")]
+    pub storage: Storage,
+
+    /// Directory of the embedded history, created if missing; one hub per directory.
+    #[arg(long, env = "PUSHWIRE_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+
+    /// When the embedded history forces writes to disk: `always` (before each publish is acknowledged), `interval:<ms>` (at least that often) or `never` (only at a clean stop).
+    #[arg(long, env = "PUSHWIRE_FSYNC", default_value = "always")]
+    pub fsync: Fsync,
+
+    /// Redis of the cluster, with `--storage redis`: `redis://[[user]:password@]host:port/db` (Redis 7.0 or newer).
+    #[arg(long, env = "PUSHWIRE_REDIS_URL", hide_env_values = true)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis_url: Option<String>,
+
+    /// Namespace of the cluster's Redis keys (`<prefix>:events`, ...): one cluster per prefix.
+    #[arg(long, env = "PUSHWIRE_REDIS_PREFIX", default_value = "pushwire")]
+    pub redis_prefix: String,
+
+    /// With `--storage redis`: a node that stops writing its presence (killed, cut off) drops out of user counts and lists after at most this long.
+    #[arg(long, env = "PUSHWIRE_REDIS_PRESENCE_TTL", default_value = "15s", value_parser = humantime::parse_duration)]
+    #[serde(with = "humantime_serde")]
+    pub redis_presence_ttl: Duration,
+
+    /// Most events the history keeps.
+    #[arg(long, env = "PUSHWIRE_HISTORY_MAX_EVENTS", default_value_t = 1_000_000)]
+    pub history_max_events: usize,
+
+    /// Oldest event the history keeps.
+    #[arg(long, env = "PUSHWIRE_HISTORY_MAX_AGE", default_value = "24h", value_parser = humantime::parse_duration)]
+    #[serde(with = "humantime_serde")]
+    pub history_max_age: Duration,
+
+    /// Time open connections get to finish on shutdown.
+    #[arg(long, env = "PUSHWIRE_SHUTDOWN_GRACE", default_value = "5s", value_parser = humantime::parse_duration)]
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+
+    /// Log format.
+    #[arg(long, env = "PUSHWIRE_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+
+    /// Log filter (tracing syntax, e.g. `info` or `pushwire=debug`).
+    #[arg(long, env = "PUSHWIRE_LOG", default_value = "info")]
+    pub log: String,
+}
+
+impl ServeConfig {
+    /// Builds the configuration from parsed arguments, then merges the TOML
+    /// file named by `--config` under whatever was given explicitly.
+    pub fn from_matches(matches: &ArgMatches) -> Result<ServeConfig, ConfigError> {
+        let mut config = ServeConfig::from_arg_matches(matches)?;
+        if let Some(path) = config.config.clone() {
+            let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+                path: path.clone(),
+                source,
+            })?;
+            let file_error = |message: String| ConfigError::File {
+                path: path.clone(),
+                message,
+            };
+            let file: toml::Table = toml::from_str(&text).map_err(|e| file_error(e.to_string()))?;
+            let mut merged =
+                toml::Table::try_from(&config).map_err(|e| file_error(e.to_string()))?;
+            for (key, value) in file {
+                let id = key.replace('-', "_");
+                let given = matches!(
+                    matches
+                        .try_get_raw(&id)
+                        .ok()
+                        .and_then(|_| matches.value_source(&id)),
+                    Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+                );
+                if !given {
+                    merged.insert(key, value);
+                }
+            }
+            config = merged
+                .try_into()
+                .map_err(|e: toml::de::Error| file_error(e.message().to_owned()))?;
+            config.config = Some(path);
+        }
+        config.check()?;
+        Ok(config)
+    }
+
+    /// The built-in defaults, as `pushwire serve` with no flags would run.
+    pub fn defaults() -> ServeConfig {
+        let command = clap::Command::new("pushwire");
+        let command = ServeConfig::augment_args(command);
+        let matches = command.get_matches_from(["pushwire"]);
+        // The defaults are literals of this file and parse; tests check it.
+        ServeConfig::from_arg_matches(&matches).unwrap_or_else(|e| panic!("bad default: {e}"))
+    }
+
+    /// What token verification needs.
+    pub fn jwt_settings(&self) -> crate::auth::jwt::JwtSettings {
+        crate::auth::jwt::JwtSettings {
+            algorithm: self.jwt_alg.clone(),
+            publisher_key: self.publisher_jwt_key.clone(),
+            subscriber_key: self.subscriber_jwt_key.clone(),
+            audience: self.jwt_audience.clone(),
+            base_url: self.hub_url.clone(),
+        }
+    }
+
+    /// The field limits the core validates events and streams against.
+    pub fn field_limits(&self) -> crate::limits::FieldLimits {
+        crate::limits::FieldLimits {
+            id_length: self.max_id_length,
+            event_type_length: self.max_event_type_length,
+            topic_length: self.max_topic_length,
+            user_id_length: self.max_user_id_length,
+            topics_per_event: self.max_topics_per_event,
+            topics_per_stream: self.max_topics_per_stream,
+        }
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        let invalid = |m: &str| Err(ConfigError::Invalid(m.to_owned()));
+        self.field_limits().check().map_err(ConfigError::Invalid)?;
+        if self.max_header_bytes < 1024 {
+            return invalid("max-header-bytes must be at least 1024");
+        }
+        if self.max_streams_per_ip == Some(0) || self.max_streams_per_user == Some(0) {
+            return invalid("max-streams-per-ip and max-streams-per-user must be at least 1");
+        }
+        if self.publish_burst.is_some() && self.publish_rate.is_none() {
+            return invalid("publish-burst needs publish-rate");
+        }
+        if self.publish_burst == Some(0) {
+            return invalid("publish-burst must be at least 1");
+        }
+        if self.heartbeat.is_zero() {
+            return invalid("heartbeat must be longer than zero");
+        }
+        if self.queue_capacity == 0 {
+            return invalid("queue-capacity must be at least 1");
+        }
+        if self.history_max_events == 0 {
+            return invalid("history-max-events must be at least 1");
+        }
+        if self.retry.as_millis() > u128::from(pushwire_core::event::MAX_RETRY_MS) {
+            return invalid("retry must be at most 24h");
+        }
+        if self.publisher_key.as_deref().is_some_and(str::is_empty) {
+            return invalid("publisher-key must not be empty");
+        }
+        for (name, key) in [
+            ("publisher-jwt-key", &self.publisher_jwt_key),
+            ("subscriber-jwt-key", &self.subscriber_jwt_key),
+        ] {
+            if key.as_deref().is_some_and(str::is_empty) {
+                return invalid(&format!("{name} must not be empty"));
+            }
+        }
+        if self.require_subscriber_auth && self.subscriber_jwt_key.is_none() {
+            return invalid("require-subscriber-auth needs subscriber-jwt-key");
+        }
+        crate::auth::jwt::Verifier::new(&self.jwt_settings())
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        if url::Url::parse(&self.hub_url).is_err() {
+            return invalid("hub-url must be an absolute URL");
+        }
+        if self.h2_max_streams == 0 {
+            return invalid("h2-max-streams must be at least 1");
+        }
+        match (&self.tls_cert, &self.tls_key) {
+            (None, None) => {}
+            (Some(_), None) => return invalid("tls-cert needs tls-key: give both or neither"),
+            (None, Some(_)) => return invalid("tls-key needs tls-cert: give both or neither"),
+            (Some(cert), Some(key)) => {
+                if self.h2c {
+                    return invalid(
+                        "h2c is for plain-text listening; with tls-cert, HTTP/2 is \
+                         negotiated by ALPN",
+                    );
+                }
+                crate::transport::tls::server_config(cert, key)
+                    .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+            }
+        }
+        match (&self.storage, &self.redis_url) {
+            (Storage::Redis, None) => return invalid("storage redis needs redis-url"),
+            (_, Some(url)) => {
+                redis::Client::open(url.as_str())
+                    .map_err(|e| ConfigError::Invalid(format!("redis-url: {e}")))?;
+            }
+            (_, None) => {}
+        }
+        if self.redis_prefix.is_empty() || self.redis_prefix.contains(char::is_whitespace) {
+            return invalid("redis-prefix must be a non-empty word without spaces");
+        }
+        if self.redis_presence_ttl < std::time::Duration::from_secs(1) {
+            return invalid("redis-presence-ttl must be at least 1s");
+        }
+        for origin in self.cors_origins.iter().chain(&self.api_cors_origins) {
+            if origin != "*" && http::HeaderValue::from_str(origin).is_err() {
+                return invalid(&format!("`{origin}` is not a valid origin"));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        serve: ServeConfig,
+    }
+
+    fn load(args: &[&str]) -> Result<ServeConfig, ConfigError> {
+        let matches = Cli::command().try_get_matches_from(args)?;
+        ServeConfig::from_matches(&matches)
+    }
+
+    #[test]
+    fn defaults_parse() {
+        let c = ServeConfig::defaults();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.heartbeat, Duration::from_secs(15));
+        assert_eq!(c.retry, Duration::from_secs(3));
+        assert_eq!(c.stream_timeout, None);
+        assert_eq!(c.cors_origins, vec!["*".to_owned()]);
+        assert!(c.api_cors_origins.is_empty());
+        assert_eq!(c.storage, Storage::Embedded);
+        assert_eq!(c.data_dir, PathBuf::from("./data"));
+        assert_eq!(c.fsync, Fsync::Always);
+        assert_eq!((&c.tls_cert, &c.tls_key), (&None, &None));
+        assert!(!c.h2c);
+        assert_eq!(c.h2_max_streams, 1000);
+    }
+
+    #[test]
+    fn tls_needs_both_files_and_they_must_load() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let generated = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()])?;
+        let cert = dir.path().join("cert.pem");
+        let key = dir.path().join("key.pem");
+        std::fs::write(&cert, generated.cert.pem())?;
+        std::fs::write(&key, generated.signing_key.serialize_pem())?;
+        let (c, k) = (cert.to_string_lossy(), key.to_string_lossy());
+        let error = |args: &[&str]| load(args).err().map(|e| e.to_string()).unwrap_or_default();
+
+        let both = load(&["x", "--tls-cert", &c, "--tls-key", &k])?;
+        assert_eq!(both.tls_cert.as_deref(), Some(cert.as_path()));
+        let text = toml::to_string(&both)?;
+        assert!(
+            text.contains("tls-cert = ") && text.contains("tls-key = "),
+            "{text}"
+        );
+
+        assert!(error(&["x", "--tls-cert", &c]).contains("tls-key"));
+        assert!(error(&["x", "--tls-key", &k]).contains("tls-cert"));
+        // The key where the certificate belongs, and the other way round.
+        assert!(error(&["x", "--tls-cert", &k, "--tls-key", &k]).contains("no certificate"));
+        assert!(error(&["x", "--tls-cert", &c, "--tls-key", &c]).contains("no private key"));
+        let missing = dir.path().join("missing.pem");
+        let m = missing.to_string_lossy();
+        assert!(error(&["x", "--tls-cert", &m, "--tls-key", &k]).contains("missing.pem"));
+        // h2c is for plain text; with TLS, ALPN picks the protocol.
+        assert!(error(&["x", "--tls-cert", &c, "--tls-key", &k, "--h2c"]).contains("h2c"));
+
+        // One file from the TOML file, the other from a flag.
+        let file = dir.path().join("pushwire.toml");
+        std::fs::write(&file, format!("tls-key = {:?}\nh2c = false\n", k))?;
+        let f = file.to_string_lossy();
+        let mixed = load(&["x", "--config", &f, "--tls-cert", &c])?;
+        assert_eq!(mixed.tls_key.as_deref(), Some(key.as_path()));
+        Ok(())
+    }
+
+    #[test]
+    fn limits_parse_from_flags_and_file_and_refuse_impossible_values(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let c = load(&[
+            "x",
+            "--publish-rate",
+            "10/s",
+            "--publish-burst",
+            "20",
+            "--max-streams-per-ip",
+            "50",
+            "--max-topic-length",
+            "100",
+        ])?;
+        assert_eq!(
+            c.publish_rate.map(|r| r.to_string()).as_deref(),
+            Some("10/s")
+        );
+        assert_eq!(c.publish_burst, Some(20));
+        assert_eq!(c.max_streams_per_ip, Some(50));
+        assert_eq!(c.field_limits().topic_length, 100);
+        let text = toml::to_string(&c)?;
+        assert!(text.contains("publish-rate = \"10/s\""), "{text}");
+
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("limits.toml");
+        std::fs::write(
+            &path,
+            "publish-rate = \"600/m\"\nmax-streams-per-user = 3\nmax-topics-per-stream = 7\n",
+        )?;
+        let p = path.to_string_lossy().to_string();
+        let file = load(&["x", "--config", &p])?;
+        assert_eq!(
+            file.publish_rate.map(|r| r.to_string()).as_deref(),
+            Some("600/m")
+        );
+        assert_eq!(file.max_streams_per_user, Some(3));
+        assert_eq!(file.field_limits().topics_per_stream, 7);
+
+        let error = |args: &[&str]| load(args).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(error(&["x", "--publish-rate", "fast"]).contains("1000/s"));
+        assert!(error(&["x", "--publish-burst", "5"]).contains("publish-rate"));
+        assert!(error(&["x", "--max-topic-length", "4096"]).contains("max-topic-length"));
+        assert!(error(&["x", "--max-id-length", "0"]).contains("max-id-length"));
+        assert!(error(&["x", "--max-streams-per-ip", "0"]).contains("max-streams-per-ip"));
+        assert!(error(&["x", "--max-header-bytes", "100"]).contains("max-header-bytes"));
+        Ok(())
+    }
+
+    #[test]
+    fn h2_options_parse() {
+        assert!(load(&["x", "--h2c"]).is_ok_and(|c| c.h2c));
+        assert!(load(&["x", "--h2-max-streams", "0"]).is_err());
+        assert!(load(&["x", "--h2-max-streams", "64"]).is_ok_and(|c| c.h2_max_streams == 64));
+    }
+
+    #[test]
+    fn fsync_modes_parse_and_print_back() {
+        for (text, mode) in [
+            ("always", Fsync::Always),
+            ("never", Fsync::Never),
+            ("interval:250", Fsync::Interval(Duration::from_millis(250))),
+        ] {
+            assert_eq!(text.parse::<Fsync>(), Ok(mode));
+            assert_eq!(mode.to_string(), text);
+        }
+        assert_eq!(
+            "interval:1000ms".parse::<Fsync>(),
+            Ok(Fsync::Interval(Duration::from_secs(1)))
+        );
+        for bad in [
+            "",
+            "sometimes",
+            "interval:",
+            "interval:0",
+            "interval:-5",
+            "interval:1s",
+        ] {
+            assert!(bad.parse::<Fsync>().is_err(), "{bad}");
+        }
+        assert!(load(&["x", "--fsync", "interval:0"]).is_err());
+        assert!(load(&["x", "--fsync", "sometimes"]).is_err());
+    }
+
+    #[test]
+    fn storage_options_round_trip_through_toml() -> Result<(), Box<dyn std::error::Error>> {
+        let c = load(&[
+            "x",
+            "--storage",
+            "embedded",
+            "--data-dir",
+            "/var/lib/pushwire",
+            "--fsync",
+            "interval:50",
+        ])?;
+        let text = toml::to_string(&c)?;
+        assert!(text.contains("fsync = \"interval:50\""), "{text}");
+        assert!(text.contains("data-dir = \"/var/lib/pushwire\""), "{text}");
+        assert!(text.contains("storage = \"embedded\""), "{text}");
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("round.toml");
+        std::fs::write(&path, &text)?;
+        let p = path.to_string_lossy().to_string();
+        let again = load(&["x", "--config", &p])?;
+        assert_eq!(again.fsync, Fsync::Interval(Duration::from_millis(50)));
+        assert_eq!(again.data_dir, PathBuf::from("/var/lib/pushwire"));
+        assert_eq!(again.storage, Storage::Embedded);
+        std::fs::write(&path, "storage = \"memory\"\nfsync = \"never\"\n")?;
+        let file = load(&["x", "--config", &p])?;
+        assert_eq!((file.storage, file.fsync), (Storage::Memory, Fsync::Never));
+        Ok(())
+    }
+
+    #[test]
+    fn file_fills_what_flags_leave_out() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("pushwire.toml");
+        std::fs::write(
+            &path,
+            "heartbeat = \"2s\"\nlisten = \"127.0.0.1:9000\"\nstream-timeout = \"1m\"\n",
+        )?;
+        let p = path.to_string_lossy().to_string();
+        let c = load(&["x", "--config", &p, "--listen", "127.0.0.1:7000"])?;
+        assert_eq!(c.heartbeat, Duration::from_secs(2));
+        assert_eq!(c.listen.to_string(), "127.0.0.1:7000");
+        assert_eq!(c.stream_timeout, Some(Duration::from_secs(60)));
+        Ok(())
+    }
+
+    #[test]
+    fn unknown_file_keys_are_errors() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, "hartbeat = \"2s\"\n")?;
+        let p = path.to_string_lossy().to_string();
+        let err = load(&["x", "--config", &p]).err().map(|e| e.to_string());
+        assert!(err.is_some_and(|e| e.contains("hartbeat")));
+        Ok(())
+    }
+
+    #[test]
+    fn redis_storage_needs_a_valid_url() {
+        let error = |args: &[&str]| load(args).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(error(&["x", "--storage", "redis"]).contains("redis-url"));
+        assert!(
+            error(&["x", "--storage", "redis", "--redis-url", "http://x"]).contains("redis-url")
+        );
+        assert!(error(&["x", "--redis-prefix", ""]).contains("redis-prefix"));
+        let c = load(&[
+            "x",
+            "--storage",
+            "redis",
+            "--redis-url",
+            "redis://127.0.0.1:6379/0",
+        ]);
+        assert!(c.is_ok_and(|c| c.storage == Storage::Redis && c.redis_prefix == "pushwire"));
+    }
+
+    #[test]
+    fn redis_options_come_from_the_file_too() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("cluster.toml");
+        std::fs::write(
+            &path,
+            "storage = \"redis\"\nredis-url = \"redis://10.0.0.5:6379/2\"\n\
+             redis-prefix = \"app\"\nredis-presence-ttl = \"30s\"\n",
+        )?;
+        let p = path.to_string_lossy().to_string();
+        let c = load(&["x", "--config", &p])?;
+        assert_eq!(c.storage, Storage::Redis);
+        assert_eq!(c.redis_url.as_deref(), Some("redis://10.0.0.5:6379/2"));
+        assert_eq!(c.redis_prefix, "app");
+        assert_eq!(c.redis_presence_ttl, Duration::from_secs(30));
+        let text = toml::to_string(&c)?;
+        assert!(text.contains("redis-prefix = \"app\""), "{text}");
+        Ok(())
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        assert!(load(&["x", "--heartbeat", "0s"]).is_err());
+        assert!(load(&["x", "--heartbeat", "soon"]).is_err());
+        assert!(load(&["x", "--queue-capacity", "0"]).is_err());
+    }
+}

@@ -1,0 +1,197 @@
+//! A history kept in memory: a window of the newest events, lost on restart.
+//! For tests, demos and deployments that accept losing history on restart.
+//!
+//! Sequence numbers are contiguous in the window, so finding where a cursor
+//! points is an index computation, not a search.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use futures_util::future::{self, BoxFuture, FutureExt};
+
+use pushwire_core::event::{hub_sequence, Draft, Event};
+use pushwire_core::log::{now_ms, Cursor, EventLog, Fanout, Retention, StoreError};
+
+pub struct MemoryLog {
+    retention: Retention,
+    fanout: Arc<dyn Fanout>,
+    state: Mutex<Window>,
+}
+
+struct Window {
+    events: VecDeque<Arc<Event>>,
+    /// The sequence the next event gets; the first is 1.
+    next_seq: u64,
+    /// Publisher-supplied ids still in the window.
+    by_id: HashMap<Arc<str>, u64>,
+}
+
+impl MemoryLog {
+    pub fn new(retention: Retention, fanout: Arc<dyn Fanout>) -> MemoryLog {
+        MemoryLog {
+            retention,
+            fanout,
+            state: Mutex::new(Window {
+                events: VecDeque::new(),
+                next_seq: 1,
+                by_id: HashMap::new(),
+            }),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Window> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn append_now(&self, drafts: Vec<Draft>) -> Result<Vec<Arc<Event>>, StoreError> {
+        let mut w = self.lock();
+        // All or nothing: check every supplied id before storing any.
+        let mut seen = std::collections::HashSet::new();
+        for id in drafts.iter().filter_map(|d| d.id.as_deref()) {
+            if w.by_id.contains_key(id) || !seen.insert(id) {
+                return Err(StoreError::DuplicateId(id.to_owned()));
+            }
+        }
+        let time = now_ms();
+        let mut events = Vec::with_capacity(drafts.len());
+        for draft in drafts {
+            let seq = w.next_seq;
+            w.next_seq += 1;
+            let supplied_id = draft.id.is_some();
+            let event = Arc::new(Event::new(seq, draft, time));
+            if supplied_id {
+                w.by_id.insert(event.id.clone(), seq);
+            }
+            w.events.push_back(event.clone());
+            events.push(event);
+        }
+        while w.events.len() > self.retention.max_events {
+            w.pop_oldest();
+        }
+        // Still under the lock: fanout sees batches in sequence order.
+        self.fanout.deliver(&events);
+        Ok(events)
+    }
+
+    fn first_seq(w: &Window) -> u64 {
+        w.events.front().map_or(w.next_seq, |e| e.seq)
+    }
+}
+
+impl Window {
+    fn pop_oldest(&mut self) {
+        if let Some(old) = self.events.pop_front() {
+            self.by_id.remove(&old.id);
+        }
+    }
+}
+
+impl EventLog for MemoryLog {
+    fn append(&self, drafts: Vec<Draft>) -> BoxFuture<'_, Result<Vec<Arc<Event>>, StoreError>> {
+        future::ready(self.append_now(drafts)).boxed()
+    }
+
+    fn read_after(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<Arc<Event>>, StoreError>> {
+        let w = self.lock();
+        let first = Self::first_seq(&w);
+        let start = after.saturating_add(1).saturating_sub(first) as usize;
+        let page = w.events.iter().skip(start).take(limit).cloned().collect();
+        future::ready(Ok(page)).boxed()
+    }
+
+    fn resolve(&self, id: &str) -> BoxFuture<'_, Result<Cursor, StoreError>> {
+        let w = self.lock();
+        let cursor = match hub_sequence(id) {
+            // A hub id: valid while it was issued and is still in the window
+            // (the event right before the window is a valid point to resume).
+            Some(seq) if seq < w.next_seq && seq + 1 >= Self::first_seq(&w) => Cursor::After(seq),
+            Some(_) => Cursor::Unknown,
+            None => w
+                .by_id
+                .get(id)
+                .map_or(Cursor::Unknown, |&s| Cursor::After(s)),
+        };
+        future::ready(Ok(cursor)).boxed()
+    }
+
+    fn last(&self) -> BoxFuture<'_, Result<Option<Arc<Event>>, StoreError>> {
+        future::ready(Ok(self.lock().events.back().cloned())).boxed()
+    }
+
+    fn trim(&self, now_ms: u64) -> BoxFuture<'_, Result<usize, StoreError>> {
+        let mut w = self.lock();
+        let oldest_kept = now_ms.saturating_sub(self.retention.max_age.as_millis() as u64);
+        let mut gone = 0;
+        while w.events.front().is_some_and(|e| e.time < oldest_kept) {
+            w.pop_oldest();
+            gone += 1;
+        }
+        future::ready(Ok(gone)).boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::time::Duration;
+
+    use super::*;
+    use pushwire_core::event::Target;
+
+    struct Nowhere;
+
+    impl Fanout for Nowhere {
+        fn deliver(&self, _: &[Arc<Event>]) {}
+    }
+
+    fn log(max_events: usize) -> MemoryLog {
+        let retention = Retention {
+            max_events,
+            max_age: Duration::from_secs(3600),
+        };
+        MemoryLog::new(retention, Arc::new(Nowhere))
+    }
+
+    fn draft(id: Option<&str>) -> Draft {
+        Draft {
+            id: id.map(str::to_owned),
+            ..Draft::new(Target::All, "x")
+        }
+    }
+
+    /// Found while writing the `cursor` fuzz target: `+5` is a valid
+    /// publisher id, and `str::parse::<u64>` reads it as 5, so a client
+    /// resuming from it was sent back to sequence 5 instead of its own event.
+    #[tokio::test]
+    async fn a_publisher_id_that_reads_as_a_number_resolves_to_its_own_event() {
+        let log = log(100);
+        for _ in 0..6 {
+            log.append(vec![draft(None)]).await.unwrap();
+        }
+        let plus = log.append(vec![draft(Some("+5"))]).await.unwrap();
+        assert_eq!(log.resolve("+5").await.unwrap(), Cursor::After(plus[0].seq));
+        assert_eq!(log.resolve("5").await.unwrap(), Cursor::After(5));
+        assert_eq!(log.resolve("05").await.unwrap(), Cursor::Unknown);
+    }
+
+    #[tokio::test]
+    async fn a_cursor_never_points_past_the_newest_event() {
+        let log = log(3);
+        for _ in 0..5 {
+            log.append(vec![draft(None)]).await.unwrap();
+        }
+        assert_eq!(log.resolve("5").await.unwrap(), Cursor::After(5));
+        assert_eq!(log.resolve("6").await.unwrap(), Cursor::Unknown);
+        assert_eq!(log.resolve("2").await.unwrap(), Cursor::After(2));
+        assert_eq!(log.resolve("1").await.unwrap(), Cursor::Unknown);
+        assert_eq!(
+            log.resolve(&u64::MAX.to_string()).await.unwrap(),
+            Cursor::Unknown
+        );
+    }
+}

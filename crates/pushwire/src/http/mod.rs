@@ -1,0 +1,571 @@
+//! The HTTP edge: it turns requests into hub calls and hub results into
+//! responses, nothing more.
+//!
+//! - `streams`: the subscribe routes (seed paths and `/api/v1/stream`);
+//! - `seed`: the seed service's management calls, as thin aliases;
+//! - `api`: the JSON API under `/api/v1`;
+//! - `mercure`: the Mercure protocol at `/.well-known/mercure`;
+//! - `admin`: the demo page, `/metrics`, `/healthz`;
+//! - `limits`: the client address, header size and publish rate checks;
+//! - `openapi`: the OpenAPI document of the JSON API, from the handlers' annotations;
+//! - `errors`: the one error-to-response mapping.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
+use axum::routing::{any, delete, get, post};
+use axum::Router;
+use bytes::Bytes;
+use http::request::Parts;
+use http::{header, HeaderMap, HeaderValue, Method};
+use tower_http::cors::{AllowOrigin, CorsLayer};
+
+use crate::auth::{Caller, Credential, PublishRights, PublisherPolicy, SubscriberPolicy};
+use crate::config::ServeConfig;
+use crate::limits::{FieldLimits, PublishRateLimiter, StreamLimits};
+use pushwire_core::hub::Hub;
+
+mod admin;
+mod api;
+pub mod errors;
+mod limits;
+mod mercure;
+pub mod openapi;
+mod schema;
+mod seed;
+mod streams;
+
+pub use api::{publish_body, PublishBody};
+pub use errors::ApiError;
+pub use mercure::update_draft as mercure_update;
+pub use seed::SeedPublish;
+pub use streams::requested_last_event_id;
+
+/// The header browsers send when they reconnect.
+pub const LAST_EVENT_ID: http::HeaderName = http::HeaderName::from_static("last-event-id");
+
+/// What every handler can reach.
+pub struct AppState {
+    pub hub: Arc<Hub>,
+    pub policy: PublisherPolicy,
+    pub subscribers: SubscriberPolicy,
+    pub max_body: usize,
+    /// The hub's public URL, against which relative URL patterns resolve.
+    pub hub_url: String,
+    /// The Mercure subscriptions API and events are on.
+    pub presence: bool,
+    /// Largest request line and headers, in bytes.
+    pub max_header_bytes: usize,
+    /// The per-address and per-user stream limits.
+    pub streams: StreamLimits,
+    /// The per-publisher publish rate limit.
+    pub publish_rate: PublishRateLimiter,
+    /// What the core validates against (Mercure reads its selector count early).
+    pub field_limits: FieldLimits,
+}
+
+type State = axum::extract::State<Arc<AppState>>;
+
+/// Whether a `GET` of this path opens an event stream (the routes of
+/// `streams` and Mercure's subscribe route below). The accept loop serves
+/// such requests on its lean stream path (see `stream_conn.rs`).
+pub fn is_stream_route(path: &str) -> bool {
+    matches!(
+        path,
+        "/sse/subscribe" | "/api/v1/stream" | "/.well-known/mercure"
+    ) || path
+        .strip_prefix("/sse/subscribe/")
+        .is_some_and(|user| !user.is_empty() && !user.contains('/'))
+}
+
+/// All routes of the hub.
+pub fn router(state: Arc<AppState>, config: &ServeConfig) -> Router {
+    let streams = Router::new()
+        .route("/sse/subscribe/{user}", get(streams::seed_subscribe_path))
+        .route("/sse/subscribe", get(streams::seed_subscribe_query))
+        .route("/api/v1/stream", get(streams::api_stream))
+        .layer(cors(&config.cors_origins, false));
+
+    let manage = Router::new()
+        .route(
+            "/sse/sendMessage",
+            get(seed::send_message).post(seed::send_message),
+        )
+        .route("/sse/push", get(seed::push).post(seed::push))
+        .route(
+            "/sse/groupSendMessage",
+            get(seed::group_send_message).post(seed::group_send_message),
+        )
+        .route(
+            "/sse/batchSendMessage",
+            get(seed::batch_send_message).post(seed::batch_send_message),
+        )
+        .route(
+            "/sse/close/{user}",
+            get(seed::close_path).post(seed::close_path),
+        )
+        .route("/sse/over", get(seed::close_query).post(seed::close_query))
+        .route(
+            "/sse/getUserCount",
+            get(seed::user_count).post(seed::user_count),
+        )
+        .route("/sse/getIds", get(seed::ids).post(seed::ids))
+        .route("/api/v1/publish", post(api::publish))
+        .route("/api/v1/stats", get(api::stats))
+        .route("/api/v1/users", get(api::users))
+        .route("/api/v1/users/{user}", delete(api::close_user))
+        .route("/api/v1/events", get(api::events));
+    let manage = if config.api_cors_origins.is_empty() {
+        manage
+    } else {
+        manage.layer(cors(&config.api_cors_origins, true))
+    };
+
+    // Browsers preflight these routes (Authorization headers, form posts
+    // with credentials): OPTIONS must reach the CORS layer, which answers it.
+    let preflight = || async { http::StatusCode::NO_CONTENT };
+    let mercure = Router::new()
+        .route(
+            "/.well-known/mercure",
+            get(mercure::subscribe)
+                .post(mercure::publish)
+                .options(preflight),
+        )
+        .route(
+            "/.well-known/mercure/subscriptions",
+            get(mercure::subscriptions).options(preflight),
+        )
+        .route(
+            "/.well-known/mercure/subscriptions/{selector}",
+            get(mercure::subscriptions).options(preflight),
+        )
+        .route(
+            "/.well-known/mercure/subscriptions/{selector}/{subscriber}",
+            get(mercure::subscriptions).options(preflight),
+        )
+        .layer(mercure_cors(&config.cors_origins));
+
+    Router::new()
+        .route("/", get(admin::demo_page))
+        .route("/metrics", get(admin::metrics))
+        .route("/healthz", get(admin::healthz))
+        .route("/api/openapi.json", get(openapi::document))
+        .merge(streams)
+        .merge(manage)
+        .merge(mercure)
+        .fallback(any(not_found))
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            limits::header_size,
+        ))
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found()
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::method_not_allowed()
+}
+
+fn cors(origins: &[String], management: bool) -> CorsLayer {
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
+    };
+    let layer = CorsLayer::new().allow_origin(allow);
+    if management {
+        layer
+            .allow_methods([Method::GET, Method::POST, Method::DELETE])
+            .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+    } else {
+        layer
+            .allow_methods([Method::GET])
+            .allow_headers([LAST_EVENT_ID, header::CACHE_CONTROL])
+    }
+}
+
+/// Mercure routes: credentials (cookies) for listed origins, never for `*`.
+fn mercure_cors(origins: &[String]) -> CorsLayer {
+    let layer = CorsLayer::new()
+        .allow_methods([Method::GET, Method::POST])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            header::CACHE_CONTROL,
+            LAST_EVENT_ID,
+        ])
+        .expose_headers([LAST_EVENT_ID, mercure::MERCURE_LAST_EVENT_ID]);
+    if origins.iter().any(|o| o == "*") {
+        layer.allow_origin(AllowOrigin::any())
+    } else {
+        layer
+            .allow_origin(AllowOrigin::list(
+                origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()),
+            ))
+            .allow_credentials(true)
+    }
+}
+
+/// Proof that the caller may publish anywhere and manage: the seed's
+/// calls and the management API, which are not scoped to a topic.
+pub struct Publisher;
+
+impl FromRequestParts<Arc<AppState>> for Publisher {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
+        let rights = publish_rights(parts, state, bearer(&parts.headers))?;
+        rights.check_unscoped().map_err(|e| rejected(state, e))?;
+        Ok(Publisher)
+    }
+}
+
+/// A [`Publisher`] that is about to publish: its request is also drawn
+/// from its publish rate (the seed's publish calls).
+pub struct RatedPublisher;
+
+impl FromRequestParts<Arc<AppState>> for RatedPublisher {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
+        let (rights, credential) = publisher(parts, state, bearer(&parts.headers))?;
+        rights.check_unscoped().map_err(|e| rejected(state, e))?;
+        let key = limits::rate_key(credential, limits::ClientAddr::of(parts));
+        limits::check_publish_rate(state, &key)?;
+        Ok(RatedPublisher)
+    }
+}
+
+/// What the caller may publish, checked per event by the handler; the
+/// request has been drawn from the caller's publish rate.
+pub struct TopicPublisher(pub PublishRights);
+
+impl FromRequestParts<Arc<AppState>> for TopicPublisher {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
+        let (rights, credential) = publisher(parts, state, bearer(&parts.headers))?;
+        let key = limits::rate_key(credential, limits::ClientAddr::of(parts));
+        limits::check_publish_rate(state, &key)?;
+        Ok(TopicPublisher(rights))
+    }
+}
+
+/// Authorizes a publisher presenting `token` (from wherever the route reads it).
+fn publish_rights(
+    parts: &Parts,
+    state: &AppState,
+    token: Option<&str>,
+) -> Result<PublishRights, ApiError> {
+    publisher(parts, state, token).map(|(rights, _)| rights)
+}
+
+/// [`publish_rights`] and the credential that earned them.
+fn publisher(
+    parts: &Parts,
+    state: &AppState,
+    token: Option<&str>,
+) -> Result<(PublishRights, Credential), ApiError> {
+    let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>();
+    let caller = Caller {
+        bearer: token,
+        loopback_peer: peer.is_some_and(|p| p.0.ip().is_loopback()),
+        forwarded: ["forwarded", "x-forwarded-for", "x-real-ip"]
+            .iter()
+            .any(|h| parts.headers.contains_key(*h)),
+    };
+    state
+        .policy
+        .identify(&caller)
+        .map_err(|e| rejected(state, e))
+}
+
+/// Mercure's publish reads its token from the form too, so it authorizes
+/// and draws from the rate itself.
+fn rated_publish_rights(
+    parts: &Parts,
+    state: &AppState,
+    token: Option<&str>,
+) -> Result<PublishRights, ApiError> {
+    let (rights, credential) = publisher(parts, state, token)?;
+    let key = limits::rate_key(credential, limits::ClientAddr::of(parts));
+    limits::check_publish_rate(state, &key)?;
+    Ok(rights)
+}
+
+/// Counts a refused write and turns the reason into a response.
+fn rejected(state: &AppState, error: crate::auth::AuthError) -> ApiError {
+    state.hub.metrics().publishes_rejected.inc();
+    ApiError::from(error)
+}
+
+/// A token as a Mercure client may present it, by the protocol's
+/// precedence: the `Authorization` header, else the query parameter
+/// (`authorization` classic, `access_token` current), else the cookie
+/// (`mercureAuthorization` classic, `__Secure-mercure_access_token` and
+/// `mercureAccessToken` current). Once a mechanism is present, the others
+/// are ignored, even when its token turns out to be invalid.
+fn presented_token<'a>(headers: &'a HeaderMap, params: &'a Params) -> Option<&'a str> {
+    if headers.contains_key(header::AUTHORIZATION) {
+        return bearer(headers);
+    }
+    for name in ["authorization", "access_token"] {
+        if let Some(token) = params.all(name).next() {
+            return Some(token);
+        }
+    }
+    cookie(
+        headers,
+        &[
+            "mercureAuthorization",
+            "__Secure-mercure_access_token",
+            "mercureAccessToken",
+        ],
+    )
+}
+
+/// The first of the named cookies the request carries.
+fn cookie<'a>(headers: &'a HeaderMap, names: &[&str]) -> Option<&'a str> {
+    let pairs: Vec<(&str, &str)> = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .collect();
+    names.iter().find_map(|name| {
+        pairs
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.trim_matches('"'))
+    })
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+/// The one parameter of a path like `/sse/subscribe/{user}`, percent-decoded.
+/// Not UTF-8, it is refused with the same JSON error as a query parameter.
+pub struct PathParam(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for PathParam {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Path::<String>::from_request_parts(parts, state)
+            .await
+            .map(|p| PathParam(p.0))
+            .map_err(|e| match e {
+                axum::extract::rejection::PathRejection::FailedToDeserializePathParams(e)
+                    if matches!(
+                        e.kind(),
+                        axum::extract::path::ErrorKind::InvalidUtf8InPathParam { .. }
+                    ) =>
+                {
+                    ApiError::bad_request("invalid_utf8", "path parameters must be valid UTF-8")
+                }
+                other => ApiError::bad_request("invalid_parameter", other.body_text()),
+            })
+    }
+}
+
+/// Request parameters from the query string and, for a form POST, the body:
+/// the seed's management calls accept both.
+#[derive(Debug, Default)]
+pub struct Params(Vec<(String, String)>);
+
+impl Params {
+    /// The parameters of one `application/x-www-form-urlencoded` text: a
+    /// query string or a form body.
+    pub fn decode(input: &[u8]) -> Result<Params, ApiError> {
+        let mut pairs = Vec::new();
+        Params::parse(input, &mut pairs)?;
+        Ok(Params(pairs))
+    }
+
+    fn parse(input: &[u8], into: &mut Vec<(String, String)>) -> Result<(), ApiError> {
+        for pair in input.split(|&b| b == b'&').filter(|p| !p.is_empty()) {
+            let mut halves = pair.splitn(2, |&b| b == b'=');
+            let key = decode(halves.next().unwrap_or_default())?;
+            let value = decode(halves.next().unwrap_or_default())?;
+            into.push((key, value));
+        }
+        Ok(())
+    }
+
+    /// The single value of a parameter. Repeating it with different values
+    /// is ambiguous and refused.
+    pub fn one(&self, name: &str) -> Result<Option<&str>, ApiError> {
+        let mut found: Option<&str> = None;
+        for value in self
+            .0
+            .iter()
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+        {
+            match found {
+                Some(v) if v != value => {
+                    return Err(ApiError::bad_request(
+                        "conflicting_parameter",
+                        format!("parameter `{name}` is given more than once with different values"),
+                    ))
+                }
+                _ => found = Some(value),
+            }
+        }
+        Ok(found)
+    }
+
+    pub fn required(&self, name: &str) -> Result<&str, ApiError> {
+        self.one(name)?.ok_or_else(|| ApiError::missing(name))
+    }
+
+    /// Every parameter, in request order.
+    pub fn pairs(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
+    pub fn all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.0
+            .iter()
+            .filter(move |(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+fn decode(raw: &[u8]) -> Result<String, ApiError> {
+    let spaced: Vec<u8> = raw
+        .iter()
+        .map(|&b| if b == b'+' { b' ' } else { b })
+        .collect();
+    let bytes: Vec<u8> = percent_encoding::percent_decode(&spaced).collect();
+    String::from_utf8(bytes)
+        .map_err(|_| ApiError::bad_request("invalid_utf8", "parameters must be valid UTF-8"))
+}
+
+impl FromRequest<Arc<AppState>> for Params {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &Arc<AppState>) -> Result<Self, Self::Rejection> {
+        let mut pairs = Vec::new();
+        if let Some(query) = req.uri().query() {
+            Params::parse(query.as_bytes(), &mut pairs)?;
+        }
+        if req.method() == Method::POST {
+            let is_form = content_type_is(req.headers(), "application/x-www-form-urlencoded");
+            let has_type = req.headers().contains_key(header::CONTENT_TYPE);
+            let body = read_body(req, state.max_body).await?;
+            if !body.is_empty() {
+                if !is_form && has_type {
+                    return Err(ApiError::new(
+                        http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                        "unsupported_media_type",
+                        "send parameters in the query or as application/x-www-form-urlencoded",
+                    ));
+                }
+                Params::parse(&body, &mut pairs)?;
+            }
+        }
+        Ok(Params(pairs))
+    }
+}
+
+fn content_type_is(headers: &HeaderMap, wanted: &str) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case(wanted))
+}
+
+/// Reads a request body of at most `limit` bytes (413 beyond).
+async fn read_body(req: Request, limit: usize) -> Result<Bytes, ApiError> {
+    let too_large = || {
+        ApiError::new(
+            http::StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("request bodies are limited to {limit} bytes"),
+        )
+    };
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    axum::body::to_bytes(req.into_body(), limit)
+        .await
+        .map_err(|e| {
+            let over = std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+            if over {
+                too_large()
+            } else {
+                ApiError::bad_request("bad_body", format!("could not read the request body: {e}"))
+            }
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(q: &str) -> Params {
+        let mut v = Vec::new();
+        Params::parse(q.as_bytes(), &mut v).ok();
+        Params(v)
+    }
+
+    #[test]
+    fn query_values_are_decoded() {
+        let p = params("userId=u%201&message=a+b%0Ac&x=");
+        assert_eq!(p.one("userId").ok().flatten(), Some("u 1"));
+        assert_eq!(p.one("message").ok().flatten(), Some("a b\nc"));
+        assert_eq!(p.one("x").ok().flatten(), Some(""));
+        assert_eq!(p.one("nope").ok().flatten(), None);
+    }
+
+    #[test]
+    fn conflicting_repeats_are_refused_identical_ones_accepted() {
+        assert!(params("a=1&a=2").one("a").is_err());
+        assert_eq!(params("a=1&a=1").one("a").ok().flatten(), Some("1"));
+        assert_eq!(params("t=x&t=y").all("t").collect::<Vec<_>>(), ["x", "y"]);
+    }
+
+    #[test]
+    fn invalid_utf8_is_an_error() {
+        let mut v = Vec::new();
+        assert!(Params::parse(b"a=%FF", &mut v).is_err());
+    }
+
+    #[test]
+    fn bearer_scheme_is_case_insensitive() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("bearer abc"),
+        );
+        assert_eq!(bearer(&h), Some("abc"));
+        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic abc"));
+        assert_eq!(bearer(&h), None);
+    }
+}

@@ -1,0 +1,68 @@
+//! The OpenAPI shapes of the core's types that the JSON API reads and
+//! writes. The core has no OpenAPI dependency (it knows nothing of HTTP),
+//! so each type the document needs is described here once, field for field
+//! as it serializes; `tests/openapi.rs` and the contract run check real
+//! answers against these shapes, so a field added in the core and not here
+//! fails a test.
+
+#![allow(dead_code)] // Only the document reads these types.
+
+use utoipa::ToSchema;
+
+/// The addressees of one event.
+#[derive(ToSchema)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+#[schema(as = Target)]
+pub enum TargetSchema {
+    /// Every stream of each of these users.
+    Users(Vec<String>),
+    /// Every stream of every user whose id starts with this prefix (a group).
+    UserPrefix(String),
+    /// Every stream subscribed to at least one of these topics.
+    Topics(Vec<String>),
+    /// Every open stream.
+    All,
+}
+
+/// A stored event. `id` is what subscribers see and send back as
+/// `Last-Event-ID`.
+#[derive(ToSchema)]
+#[schema(as = Event)]
+pub struct EventSchema {
+    id: String,
+    to: TargetSchema,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    event: Option<String>,
+    data: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retry: Option<u64>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    private: bool,
+    /// Milliseconds since the Unix epoch when the hub accepted the event.
+    time: u64,
+}
+
+/// Online users and how many streams each has open.
+#[derive(ToSchema)]
+#[schema(as = UserStreams)]
+pub struct UserStreamsSchema {
+    id: String,
+    streams: usize,
+}
+
+/// The hub's counters, as `/api/v1/stats` answers them.
+#[derive(ToSchema)]
+#[schema(as = Stats)]
+pub struct StatsSchema {
+    streams: usize,
+    users: usize,
+    topics: usize,
+    events_published: u64,
+    deliveries: u64,
+    slow_consumer_closes: u64,
+    last_event_id: Option<String>,
+    uptime_seconds: u64,
+    /// Live nodes, when the hub is one node of a cluster.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    nodes: Option<usize>,
+}

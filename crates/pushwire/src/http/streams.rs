@@ -1,0 +1,223 @@
+//! Subscribe routes: a request becomes an [`Interest`] and a resume point,
+//! the hub's [`Subscribed`] becomes a `text/event-stream` response whose
+//! headers go out at once, and whose body ([`StreamBody`]) yields the
+//! stream's frames while it holds the stream's place under the limits.
+
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use axum::body::Body;
+use axum::extract::State as AxState;
+use axum::response::Response;
+use bytes::Bytes;
+use futures_util::Stream;
+use http::{header, HeaderMap, HeaderValue, StatusCode};
+use http_body::{Frame, SizeHint};
+
+use super::errors::ErrorBody;
+use super::limits::{stream_permit, ClientAddr};
+use super::{presented_token, ApiError, Params, PathParam, State, LAST_EVENT_ID};
+use crate::limits::StreamPermit;
+use pushwire_core::hub::{SubscribeOptions, Subscribed};
+use pushwire_core::outbox::Frames;
+use pushwire_core::route::Interest;
+
+/// `GET /sse/subscribe/{user}` (seed).
+pub async fn seed_subscribe_path(
+    state: State,
+    client: ClientAddr,
+    PathParam(user): PathParam,
+    headers: HeaderMap,
+    params: Params,
+) -> Result<Response, ApiError> {
+    open(state, client, Some(user), &params, &headers).await
+}
+
+/// `GET /sse/subscribe?id={user}` (seed).
+pub async fn seed_subscribe_query(
+    state: State,
+    client: ClientAddr,
+    headers: HeaderMap,
+    params: Params,
+) -> Result<Response, ApiError> {
+    let user = params.required("id")?.to_owned();
+    open(state, client, Some(user), &params, &headers).await
+}
+
+/// One event of a stream, as a client's SSE parser reads it (WHATWG
+/// "server-sent events"): what the OpenAPI document gives as the schema of
+/// each event of a `text/event-stream` answer.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct StreamEvent {
+    /// The event's data lines, joined with LF: the published `data`, exactly.
+    data: String,
+    /// The event type: the published `event`, `message` when it had none,
+    /// `reset` when history could not bridge the gap.
+    event: Option<String>,
+    /// The event id, to send back as `Last-Event-ID`.
+    id: Option<String>,
+    /// How long to wait before reconnecting, in milliseconds.
+    retry: Option<u64>,
+}
+
+/// `GET /api/v1/stream?user=u&topic=a&topic=b`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/stream",
+    tag = "subscribe",
+    params(
+        ("user" = Option<String>, Query, description = "The user whose events the stream carries"),
+        ("topic" = Option<Vec<String>>, Query, explode = true, description = "Topics the stream carries too (repeatable); a `user` or a `topic` is required"),
+        ("lastEventID" = Option<String>, Query, description = "Resume after this event id, for clients that cannot send the header; `earliest` replays all history"),
+        ("last_event_id" = Option<String>, Query, description = "The same, as the current Mercure draft names it"),
+        ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event id (browsers send it when they reconnect); wins over the query"),
+    ),
+    responses(
+        (status = 200, description = "The event stream: `retry`, any replay, then live events and `:` heartbeats. Headers: `Last-Event-ID` (the newest id), `pushwire-reset: 1` when the requested id could not be resumed from", content_type = "text/event-stream", body = StreamEvent),
+        (status = 400, description = "`missing_parameter`, `conflicting_parameter`, `invalid_field`, `invalid_utf8`, `invalid_last_event_id`", body = ErrorBody),
+        (status = 401, description = "`unauthorized`, `invalid_token` (with subscriber tokens)", body = ErrorBody),
+        (status = 403, description = "`unauthorized`, `insufficient_scope` (the token's `sub` is another user)", body = ErrorBody),
+        (status = 503, description = "`too_many_streams`, `storage_unavailable`", body = ErrorBody),
+    ),
+    security((), ("bearer" = [])),
+)]
+pub async fn api_stream(
+    state: State,
+    client: ClientAddr,
+    headers: HeaderMap,
+    params: Params,
+) -> Result<Response, ApiError> {
+    let user = params.one("user")?.map(str::to_owned);
+    if user.is_none() && params.all("topic").next().is_none() {
+        return Err(ApiError::bad_request(
+            "missing_parameter",
+            "name a `user` or at least one `topic`",
+        ));
+    }
+    open(state, client, user, &params, &headers).await
+}
+
+async fn open(
+    AxState(state): State,
+    client: ClientAddr,
+    user: Option<String>,
+    params: &Params,
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
+    let mut topics: Vec<String> = params.all("topic").map(str::to_owned).collect();
+    topics.sort_unstable();
+    topics.dedup();
+    let token = presented_token(headers, params);
+    let reader = match &user {
+        Some(user) => state.subscribers.authenticate_user(token, user)?,
+        None => state.subscribers.authenticate(token)?,
+    };
+    let interest = Interest {
+        readable: reader.readable(),
+        ..Interest::new(user, topics)
+    };
+    let last_event_id = requested_last_event_id(headers, params)?;
+    // After authentication (a stranger cannot use up a user's share) and
+    // before the hub sees the stream (a refused one announces nothing).
+    let permit = stream_permit(&state, client, interest.user.as_deref())?;
+    let options = SubscribeOptions {
+        last_event_id,
+        lifetime: reader.lifetime(),
+        reset_event: true,
+        subscriber: None,
+    };
+    let subscription = state.hub.subscribe(interest, options).await?;
+
+    let newest = subscription.last_event_id.clone();
+    let mut response = event_stream(subscription, permit, "no-cache");
+    if let Some(id) = newest.and_then(|id| HeaderValue::from_str(&id).ok()) {
+        response.headers_mut().insert(LAST_EVENT_ID, id);
+    }
+    Ok(response)
+}
+
+/// Where a client asks to resume: the `Last-Event-ID` header a browser
+/// sends when it reconnects wins over a query parameter baked into the URL
+/// when the page started (`lastEventID`, or the current Mercure draft's
+/// `last_event_id`). Empty means none.
+pub fn requested_last_event_id<'a>(
+    headers: &'a HeaderMap,
+    params: &'a Params,
+) -> Result<Option<&'a str>, ApiError> {
+    let id = match headers.get(LAST_EVENT_ID) {
+        // Browsers send the id back as UTF-8, and publisher ids may be any
+        // UTF-8 text.
+        Some(value) => Some(std::str::from_utf8(value.as_bytes()).map_err(|_| {
+            ApiError::bad_request("invalid_last_event_id", "Last-Event-ID must be UTF-8")
+        })?),
+        None => ["lastEventID", "last_event_id", "Last-Event-ID"]
+            .into_iter()
+            .find_map(|name| params.one(name).transpose())
+            .transpose()?,
+    };
+    Ok(id.filter(|id| !id.is_empty()))
+}
+
+/// The `text/event-stream` response of a subscription, with the headers
+/// every stream route sends: no buffering by proxies, and
+/// `pushwire-reset: 1` when the requested id could not be resumed from.
+/// The body holds the stream's `permit` until it is dropped.
+pub(super) fn event_stream(
+    subscription: Subscribed,
+    permit: StreamPermit,
+    cache_control: &'static str,
+) -> Response {
+    let reset = subscription.reset;
+    let mut response = Response::new(Body::new(StreamBody {
+        frames: subscription.frames,
+        _permit: permit,
+    }));
+    *response.status_mut() = StatusCode::OK;
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream; charset=utf-8"),
+    );
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static(cache_control),
+    );
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    if reset {
+        h.insert("pushwire-reset", HeaderValue::from_static("1"));
+    }
+    response
+}
+
+/// The body of a `text/event-stream` response: the stream's frames, each
+/// one data frame, and the stream's permit, given back when the body is
+/// dropped (the client left, the hub ended the stream, the connection
+/// broke).
+pub struct StreamBody {
+    frames: Frames,
+    _permit: StreamPermit,
+}
+
+impl http_body::Body for StreamBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        Pin::new(&mut self.get_mut().frames)
+            .poll_next(cx)
+            .map(|frame| frame.map(|f| Ok(Frame::data(f))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        false
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::default()
+    }
+}

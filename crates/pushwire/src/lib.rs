@@ -1,0 +1,22 @@
+//! pushwire, the server: the hub of `pushwire-core` behind HTTP.
+//!
+//! - [`engines`]: the history engines behind the core's `EventLog` trait
+//!   (`memory`, `embedded`, `redis`) and the cluster presence of the Redis
+//!   engine;
+//! - [`http`]: the router, extractors and the one mapping from core errors
+//!   to HTTP responses; handlers only translate;
+//! - [`transport`]: the accept loop's helpers: the lean HTTP/1.1 stream
+//!   path, the strict request-head filter, TLS;
+//! - [`auth`]: who may publish, manage and read (keys, JWTs);
+//! - [`limits`]: what one client, user or publisher may take;
+//! - [`config`]: flags, environment and TOML, parsed once;
+//! - [`server`]: builds the hub from the configuration, serves connections
+//!   and shuts down.
+
+pub mod auth;
+pub mod config;
+pub mod engines;
+pub mod http;
+pub mod limits;
+pub mod server;
+pub mod transport;

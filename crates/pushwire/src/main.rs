@@ -1,0 +1,302 @@
+//! The `pushwire` command: `serve`, `check-config`, `publish`, `subscribe`.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+use serde_json::json;
+use tracing_subscriber::EnvFilter;
+
+use pushwire::client::HubClient;
+use pushwire::config::{LogFormat, ServeConfig};
+
+/// A message-push hub over server-sent events.
+#[derive(Parser)]
+#[command(name = "pushwire", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the hub.
+    Serve(ServeConfig),
+    /// Load the configuration, print it as TOML and exit (2 if it is invalid).
+    CheckConfig(ServeConfig),
+    /// Publish one event.
+    Publish(PublishArgs),
+    /// Open a stream and print its events as JSON lines.
+    Subscribe(SubscribeArgs),
+}
+
+#[derive(Args)]
+struct HubArgs {
+    /// Base URL of the hub.
+    #[arg(long, env = "PUSHWIRE_URL", default_value = "http://127.0.0.1:8080")]
+    url: String,
+}
+
+#[derive(Args)]
+#[group(id = "target", required = true, multiple = false)]
+struct TargetArgs {
+    /// Send to this user (repeat for several).
+    #[arg(long, group = "target")]
+    user: Vec<String>,
+    /// Send to every user whose id starts with this prefix.
+    #[arg(long, group = "target")]
+    prefix: Option<String>,
+    /// Send to every open stream.
+    #[arg(long, group = "target")]
+    all: bool,
+    /// Send to this topic (repeat for several).
+    #[arg(long, group = "target")]
+    topic: Vec<String>,
+}
+
+#[derive(Args)]
+struct PublishArgs {
+    #[command(flatten)]
+    hub: HubArgs,
+    /// Publisher key, if the hub requires one.
+    #[arg(long, env = "PUSHWIRE_PUBLISHER_KEY", hide_env_values = true)]
+    key: Option<String>,
+    #[command(flatten)]
+    target: TargetArgs,
+    /// Event type (the SSE `event:` field).
+    #[arg(long)]
+    event: Option<String>,
+    /// The message.
+    #[arg(long)]
+    data: String,
+    /// Event id (otherwise the hub assigns one).
+    #[arg(long)]
+    id: Option<String>,
+    /// Reconnection delay to send with the event, in milliseconds.
+    #[arg(long)]
+    retry: Option<u64>,
+}
+
+#[derive(Args)]
+struct SubscribeArgs {
+    #[command(flatten)]
+    hub: HubArgs,
+    /// Listen as this user.
+    #[arg(long)]
+    user: Option<String>,
+    /// Listen to this topic (repeat for several).
+    #[arg(long)]
+    topic: Vec<String>,
+    /// Resume after this event id.
+    #[arg(long)]
+    last_event_id: Option<String>,
+}
+
+fn main() -> ExitCode {
+    let matches = Cli::command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    let sub_matches = matches.subcommand().map(|(_, m)| m.clone());
+    let load = || {
+        sub_matches
+            .as_ref()
+            .map(ServeConfig::from_matches)
+            .unwrap_or_else(|| Ok(ServeConfig::defaults()))
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("pushwire: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = match cli.command {
+        Command::Serve(_) | Command::CheckConfig(_) => {
+            let config = match load() {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("pushwire: bad configuration: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            if matches!(cli.command, Command::CheckConfig(_)) {
+                return match toml::to_string(&config) {
+                    Ok(text) => {
+                        print!("{text}");
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => {
+                        eprintln!("pushwire: {e}");
+                        ExitCode::from(2)
+                    }
+                };
+            }
+            runtime.block_on(serve(config))
+        }
+        Command::Publish(args) => runtime.block_on(publish(args)),
+        Command::Subscribe(args) => runtime.block_on(subscribe(args)),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("pushwire: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logs(config: &ServeConfig) {
+    let filter = EnvFilter::try_new(&config.log).unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match config.log_format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+async fn serve(config: ServeConfig) -> anyhow::Result<()> {
+    init_logs(&config);
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => tracing::info!(
+            fd_limit = limit,
+            "open-file limit raised; about {} streams fit",
+            limit.saturating_sub(64)
+        ),
+        Err(error) => tracing::warn!(%error, "could not raise the open-file limit"),
+    }
+    let server = pushwire::server::start(config.clone()).await?;
+    tracing::info!(
+        addr = %server.addr(),
+        storage = ?config.storage,
+        "pushwire listening; demo page at {}://{}/",
+        if server.tls().is_some() { "https" } else { "http" },
+        server.addr()
+    );
+    if let Some(tls) = server.tls() {
+        reload_on_sighup(tls.clone());
+    }
+    let stop = server.stop_token();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        stop.cancel();
+    });
+    server.wait().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// On every SIGHUP, reads the certificate and key files again for new
+/// connections; open ones keep theirs. A file that does not load leaves the
+/// current certificate in place.
+fn reload_on_sighup(tls: std::sync::Arc<pushwire::transport::tls::Tls>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut hangups = match signal(SignalKind::hangup()) {
+            Ok(hangups) => hangups,
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGHUP: the certificate cannot be reloaded");
+                return;
+            }
+        };
+        tokio::spawn(async move {
+            while hangups.recv().await.is_some() {
+                match tls.reload() {
+                    Ok(()) => tracing::info!(
+                        cert = %tls.cert_path().display(),
+                        "SIGHUP: certificate reloaded; new connections use it"
+                    ),
+                    Err(error) => tracing::error!(
+                        %error,
+                        "SIGHUP: certificate not reloaded; keeping the previous one"
+                    ),
+                }
+            }
+        });
+    }
+    #[cfg(not(unix))]
+    drop(tls);
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+async fn publish(args: PublishArgs) -> anyhow::Result<()> {
+    let t = args.target;
+    let to = if t.all {
+        json!("all")
+    } else if let Some(prefix) = t.prefix {
+        json!({ "user_prefix": prefix })
+    } else if !t.topic.is_empty() {
+        json!({ "topics": t.topic })
+    } else {
+        json!({ "users": t.user })
+    };
+    let mut body = json!({ "to": to, "data": args.data });
+    if let Some(event) = args.event {
+        body["event"] = json!(event);
+    }
+    if let Some(id) = args.id {
+        body["id"] = json!(id);
+    }
+    if let Some(retry) = args.retry {
+        body["retry"] = json!(retry);
+    }
+    let client = HubClient::new(&args.hub.url, args.key);
+    let reply = client.publish(&body).await.context("publish failed")?;
+    println!("{reply}");
+    Ok(())
+}
+
+async fn subscribe(args: SubscribeArgs) -> anyhow::Result<()> {
+    let mut query: Vec<(&str, &str)> = Vec::new();
+    if let Some(user) = &args.user {
+        query.push(("user", user));
+    }
+    for topic in &args.topic {
+        query.push(("topic", topic));
+    }
+    if query.is_empty() {
+        anyhow::bail!("name a --user or at least one --topic");
+    }
+    let query: String = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(query)
+        .finish();
+    let client = HubClient::new(&args.hub.url, None);
+    client
+        .subscribe(
+            &format!("/api/v1/stream?{query}"),
+            args.last_event_id.as_deref(),
+            |event| {
+                println!(
+                    "{}",
+                    json!({ "id": event.id, "event": event.event, "data": event.data })
+                );
+            },
+        )
+        .await
+        .context("subscribe failed")?;
+    Ok(())
+}

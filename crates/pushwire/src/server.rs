@@ -1,0 +1,526 @@
+//! The accept loop and shutdown.
+//!
+//! We serve connections ourselves on hyper's HTTP/1 builder instead of
+//! `axum::serve`: it costs less memory per open stream, lets us set the
+//! header read timeout, and lets shutdown end streams on purpose.
+//!
+//! Other protocols are opt-in and cost nothing when off:
+//! - TLS (`--tls-cert`/`--tls-key`): the handshake runs in the connection's
+//!   own task, bounded by the header read timeout; ALPN `h2` gets hyper's
+//!   HTTP/2 server, anything else HTTP/1.1. Many streams then share one
+//!   connection, which lifts browsers' six-connections-per-host limit.
+//! - h2c (`--h2c`): the connection's first bytes are peeked (not read); the
+//!   HTTP/2 preface gets HTTP/2, anything else the same HTTP/1 path as
+//!   without it.
+//!
+//! Every HTTP/1.1 connection reads through [`StrictHeads`]: a request head
+//! whose lines do not end with CR LF closes it (see [`crate::transport::strict_heads`]).
+//!
+//! Shutdown: stop accepting, end every stream (clients reconnect, to another
+//! node or to this one once it is back, and resume from `Last-Event-ID`),
+//! let in-flight requests finish within the grace period, return.
+
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ConnectInfo;
+use axum::Router;
+use hyper::body::Incoming;
+use hyper::server::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
+
+use crate::auth::jwt::{JwtConfigError, Verifier};
+use crate::auth::{PublisherPolicy, SubscriberPolicy};
+use crate::config::{ServeConfig, Storage};
+use crate::engines::cluster::Cluster;
+use crate::engines::embedded::EmbeddedLog;
+use crate::engines::memory::MemoryLog;
+use crate::engines::redis::{RedisLog, RedisNode};
+use crate::http::{is_stream_route, router, AppState};
+use crate::limits::{Limit, PublishRateLimiter, StreamLimits};
+use crate::transport::stream_path::{self, Served};
+use crate::transport::strict_heads::StrictHeads;
+use crate::transport::tls::{Tls, TlsError, ALPN_H2};
+use pushwire_core::hub::{Hub, HubConfig};
+use pushwire_core::log::{EventLog, Retention, StoreError};
+use pushwire_core::metrics::Metrics;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    /// The history could not be opened; its message names the file.
+    #[error(transparent)]
+    Storage(#[from] StoreError),
+    /// The certificate or key could not be loaded; the message names the file.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// A token key does not suit the configured algorithm.
+    #[error(transparent)]
+    Jwt(#[from] JwtConfigError),
+}
+
+/// A running hub.
+pub struct Server {
+    addr: SocketAddr,
+    hub: Arc<Hub>,
+    stop: CancellationToken,
+    task: JoinHandle<()>,
+    tls: Option<Arc<Tls>>,
+}
+
+impl Server {
+    /// The address actually bound (useful with port 0).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn hub(&self) -> &Arc<Hub> {
+        &self.hub
+    }
+
+    /// The TLS configuration, when the hub serves HTTPS: its
+    /// [`reload`](Tls::reload) reads the certificate and key files again for
+    /// connections accepted afterwards (what SIGHUP does).
+    pub fn tls(&self) -> Option<&Arc<Tls>> {
+        self.tls.as_ref()
+    }
+
+    /// Reads the certificate and key files again; see [`Tls::reload`].
+    /// Without TLS there is nothing to reload and this does nothing.
+    pub fn reload_tls(&self) -> Result<(), TlsError> {
+        match &self.tls {
+            Some(tls) => tls.reload(),
+            None => Ok(()),
+        }
+    }
+
+    /// A token that stops the server when cancelled.
+    pub fn stop_token(&self) -> CancellationToken {
+        self.stop.clone()
+    }
+
+    /// Stops the server and waits until it has shut down.
+    pub async fn shutdown(self) {
+        self.stop.cancel();
+        let _ = self.task.await;
+    }
+
+    /// Waits until the server has stopped (after its stop token is cancelled).
+    pub async fn wait(self) {
+        let _ = self.task.await;
+    }
+}
+
+/// Builds the core from the configuration, with the cluster presence of a
+/// node on Redis. Fails when the history cannot be opened.
+fn build_hub(config: &ServeConfig) -> Result<(Arc<Hub>, Option<Arc<Cluster>>), ServerError> {
+    let hub_config = HubConfig {
+        queue_capacity: config.queue_capacity,
+        retry_ms: config.retry.as_millis() as u64,
+        max_streams: config.max_streams,
+        stream_lifetime: config.stream_timeout,
+        presence: config.subscriptions,
+        limits: config.field_limits(),
+    };
+    let retention = Retention {
+        max_events: config.history_max_events,
+        max_age: config.history_max_age,
+    };
+    let redis = match (config.storage, &config.redis_url) {
+        (Storage::Redis, Some(url)) => Some(RedisNode::new(url, &config.redis_prefix)?),
+        (Storage::Redis, None) => {
+            return Err(StoreError::Unavailable("storage redis needs redis-url".to_owned()).into())
+        }
+        _ => None,
+    };
+    let hub = Hub::new(hub_config, Arc::new(Metrics::new()), |fanout| {
+        Ok::<Arc<dyn EventLog>, StoreError>(match (config.storage, &redis) {
+            (Storage::Redis, Some(redis)) => {
+                Arc::new(RedisLog::open(redis.clone(), retention, fanout))
+            }
+            (Storage::Memory, _) => Arc::new(MemoryLog::new(retention, fanout)),
+            _ => Arc::new(EmbeddedLog::open(
+                &config.data_dir,
+                retention,
+                config.fsync,
+                fanout,
+            )?),
+        })
+    })?;
+    Ok(match redis {
+        Some(redis) => {
+            tracing::info!(node = %redis.node, prefix = %config.redis_prefix, "cluster node on Redis");
+            let cluster = Arc::new(Cluster::new(redis, config.redis_presence_ttl));
+            (Arc::new(hub.with_peers(cluster.clone())), Some(cluster))
+        }
+        None => (Arc::new(hub), None),
+    })
+}
+
+/// Binds the listener and starts serving in the background.
+pub async fn start(config: ServeConfig) -> Result<Server, ServerError> {
+    // The history first: a hub that cannot open it does not take the port.
+    let (hub, cluster) = build_hub(&config)?;
+    let tls = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => Some(Arc::new(Tls::load(cert, key)?)),
+        _ => None,
+    };
+    let verifier = Arc::new(Verifier::new(&config.jwt_settings())?);
+    let publisher_tokens = config.publisher_jwt_key.is_some().then(|| verifier.clone());
+    let subscriber_tokens = config
+        .subscriber_jwt_key
+        .is_some()
+        .then(|| verifier.clone());
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| ServerError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| ServerError::Bind {
+        addr: config.listen,
+        source,
+    })?;
+    let state = Arc::new(AppState {
+        hub: hub.clone(),
+        policy: PublisherPolicy::new(config.publisher_key.clone(), publisher_tokens),
+        subscribers: SubscriberPolicy::new(subscriber_tokens, config.require_subscriber_auth),
+        max_body: config.max_body,
+        hub_url: config.hub_url.clone(),
+        presence: config.subscriptions,
+        max_header_bytes: config.max_header_bytes,
+        streams: StreamLimits::new(
+            config.max_streams_per_ip,
+            config.max_streams_per_user,
+            config.retry,
+        ),
+        publish_rate: PublishRateLimiter::new(
+            config.publish_rate,
+            config.publish_burst.and_then(NonZeroU32::new),
+        ),
+        field_limits: config.field_limits(),
+    });
+    let app = router(state, &config);
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(run(
+        listener,
+        app,
+        hub.clone(),
+        cluster,
+        config,
+        tls.clone(),
+        stop.clone(),
+    ));
+    Ok(Server {
+        addr,
+        hub,
+        stop,
+        task,
+        tls,
+    })
+}
+
+/// What the per-connection tasks of the TLS and h2c paths share.
+struct Protocols {
+    http1: http1::Builder,
+    http2: http2::Builder<TokioExecutor>,
+    /// Bounds the TLS handshake and the wait for the first bytes (h2c).
+    first_bytes_timeout: Duration,
+    /// Where connections ended for a limit are counted.
+    hub: Arc<Hub>,
+}
+
+/// The first bytes an HTTP/2 client sends (RFC 9113, section 3.4).
+const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+async fn run(
+    listener: TcpListener,
+    app: Router,
+    hub: Arc<Hub>,
+    cluster: Option<Arc<Cluster>>,
+    config: ServeConfig,
+    tls: Option<Arc<Tls>>,
+    stop: CancellationToken,
+) {
+    let maintenance = {
+        let hub = hub.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move { hub.run_maintenance(config.heartbeat, stop).await })
+    };
+    let presence =
+        cluster.map(|cluster| tokio::spawn(cluster.run(Arc::downgrade(&hub), stop.clone())));
+    let graceful = GracefulShutdown::new();
+    let connections = Arc::new(Semaphore::new(config.max_connections));
+    let mut http = http1::Builder::new();
+    // The router answers heads over --max-header-bytes with a JSON 431;
+    // hyper stops reading at twice that, so a client cannot make the hub
+    // buffer more (and gets hyper's bare 431).
+    let head_ceiling = config.max_header_bytes.saturating_mul(2);
+    http.timer(TokioTimer::new())
+        .header_read_timeout(config.header_read_timeout)
+        .max_header_size(head_ceiling)
+        .keep_alive(true);
+    // Only the TLS and h2c paths need more than the HTTP/1 builder.
+    let protocols = (tls.is_some() || config.h2c).then(|| {
+        let mut http2 = http2::Builder::new(TokioExecutor::new());
+        http2
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(config.h2_max_streams)
+            .max_header_list_size(u32::try_from(head_ceiling).unwrap_or(u32::MAX));
+        Arc::new(Protocols {
+            http1: http.clone(),
+            http2,
+            first_bytes_timeout: config.header_read_timeout,
+            hub: hub.clone(),
+        })
+    });
+
+    loop {
+        let (socket, peer) = tokio::select! {
+            _ = stop.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(error) => {
+                    // Out of file descriptors (or a transient error): back off
+                    // instead of spinning; pending connections wait in the backlog.
+                    hub.metrics().connections_refused.inc();
+                    tracing::warn!(%error, "accept failed; pausing accepts for 100 ms");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(permit) = connections.clone().try_acquire_owned() else {
+            hub.metrics().connections_refused.inc();
+            drop(socket);
+            continue;
+        };
+        let _ = socket.set_nodelay(true);
+        let app = app.clone();
+        let Some(protocols) = &protocols else {
+            // Plain HTTP/1.1, the default: streams on the lean path of
+            // stream_conn.rs, every other request on hyper.
+            let (http, watcher) = (http.clone(), graceful.watcher());
+            let header_read_timeout = config.header_read_timeout;
+            let hub = hub.clone();
+            tokio::spawn(async move {
+                let served = stream_path::serve(
+                    socket,
+                    peer,
+                    app.clone(),
+                    header_read_timeout,
+                    is_stream_route,
+                )
+                .await;
+                match served {
+                    Served::Stream => {}
+                    Served::HeadTimeout => hub.metrics().limit_rejected(Limit::HeaderReadTimeout),
+                    Served::Other(io) => {
+                        let service = connection_service(app, peer);
+                        let io = TokioIo::new(StrictHeads::new(io));
+                        let connection = watcher.watch(http.serve_connection(io, service));
+                        if let Err(error) = connection.await {
+                            count_refusal(&hub, &error);
+                            tracing::debug!(%error, %peer, "connection ended with an error");
+                        }
+                    }
+                }
+                drop(permit);
+            });
+            continue;
+        };
+        let protocols = protocols.clone();
+        let watcher = graceful.watcher();
+        let stop = stop.clone();
+        match &tls {
+            Some(tls) => {
+                let acceptor = tls.acceptor();
+                tokio::spawn(async move {
+                    serve_tls(socket, peer, acceptor, &protocols, app, watcher, &stop).await;
+                    drop(permit);
+                });
+            }
+            None => {
+                tokio::spawn(async move {
+                    serve_h2c(socket, peer, &protocols, app, watcher, &stop).await;
+                    drop(permit);
+                });
+            }
+        }
+    }
+
+    drop(listener);
+    tracing::info!("shutting down: ending streams");
+    hub.end_all_streams();
+    if tokio::time::timeout(config.shutdown_grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            grace = ?config.shutdown_grace,
+            "connections still open after the grace period; closing them"
+        );
+    }
+    let _ = maintenance.await;
+    if let Some(presence) = presence {
+        let _ = presence.await;
+    }
+}
+
+/// Counts a connection hyper ended for a limit: a head over twice
+/// `--max-header-bytes` (hyper answered 431), or headers not complete within
+/// `--header-read-timeout` (which also ends keep-alive connections left idle
+/// that long).
+fn count_refusal(hub: &Hub, error: &hyper::Error) {
+    if error.is_parse_too_large() {
+        hub.metrics().limit_rejected(Limit::HeaderSize);
+    } else if error.is_timeout() {
+        hub.metrics().limit_rejected(Limit::HeaderReadTimeout);
+    }
+}
+
+/// The service of one connection: the router, with the peer's address for
+/// the handlers that check where a request came from.
+fn connection_service(
+    app: Router,
+    peer: SocketAddr,
+) -> impl hyper::service::Service<
+    http::Request<Incoming>,
+    Response = axum::response::Response,
+    Error = std::convert::Infallible,
+    Future = tower::util::Oneshot<Router, http::Request<Incoming>>,
+> {
+    hyper::service::service_fn(move |mut req: http::Request<Incoming>| {
+        req.extensions_mut().insert(ConnectInfo(peer));
+        app.clone().oneshot(req)
+    })
+}
+
+/// Serves one TLS connection: handshake (bounded in time, abandoned on
+/// shutdown), then HTTP/2 if ALPN chose `h2`, else HTTP/1.1.
+async fn serve_tls(
+    socket: TcpStream,
+    peer: SocketAddr,
+    acceptor: tokio_rustls::TlsAcceptor,
+    protocols: &Protocols,
+    app: Router,
+    watcher: Watcher,
+    stop: &CancellationToken,
+) {
+    let handshake = tokio::time::timeout(protocols.first_bytes_timeout, acceptor.accept(socket));
+    let stream = tokio::select! {
+        _ = stop.cancelled() => return,
+        done = handshake => match done {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(error)) => {
+                tracing::debug!(%error, %peer, "TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(%peer, "TLS handshake timed out");
+                return;
+            }
+        },
+    };
+    let h2 = stream.get_ref().1.alpn_protocol() == Some(ALPN_H2);
+    serve_negotiated(stream, h2, peer, protocols, app, watcher).await;
+}
+
+/// Serves one plain-text connection with `--h2c`: HTTP/2 when it starts
+/// with the HTTP/2 preface, HTTP/1.1 otherwise.
+async fn serve_h2c(
+    socket: TcpStream,
+    peer: SocketAddr,
+    protocols: &Protocols,
+    app: Router,
+    watcher: Watcher,
+    stop: &CancellationToken,
+) {
+    let sniff = tokio::time::timeout(protocols.first_bytes_timeout, h2_preface(&socket));
+    let h2 = tokio::select! {
+        _ = stop.cancelled() => return,
+        sniffed = sniff => match sniffed {
+            Ok(Ok(h2)) => h2,
+            Ok(Err(error)) => {
+                tracing::debug!(%error, %peer, "connection failed before its first request");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(%peer, "no request within the header read timeout");
+                return;
+            }
+        },
+    };
+    if h2 {
+        return serve_negotiated(socket, true, peer, protocols, app, watcher).await;
+    }
+    let timeout = protocols.first_bytes_timeout;
+    match stream_path::serve(socket, peer, app.clone(), timeout, is_stream_route).await {
+        Served::Stream => {}
+        Served::HeadTimeout => {
+            let limit = Limit::HeaderReadTimeout;
+            protocols.hub.metrics().limit_rejected(limit);
+        }
+        Served::Other(io) => serve_negotiated(io, false, peer, protocols, app, watcher).await,
+    }
+}
+
+/// Serves a connection whose protocol is decided: HTTP/2 or HTTP/1.1.
+async fn serve_negotiated<I>(
+    io: I,
+    h2: bool,
+    peer: SocketAddr,
+    protocols: &Protocols,
+    app: Router,
+    watcher: Watcher,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = connection_service(app, peer);
+    let result = if h2 {
+        watcher
+            .watch(protocols.http2.serve_connection(TokioIo::new(io), service))
+            .await
+    } else {
+        let io = TokioIo::new(StrictHeads::new(io));
+        watcher
+            .watch(protocols.http1.serve_connection(io, service))
+            .await
+    };
+    if let Err(error) = result {
+        count_refusal(&protocols.hub, &error);
+        tracing::debug!(%error, %peer, h2, "connection ended with an error");
+    }
+}
+
+/// Whether the connection starts with the HTTP/2 preface. Peeks, so the
+/// bytes stay for whichever protocol then reads them; returns as soon as
+/// they differ from the preface (the first byte, for any HTTP/1 method but
+/// `P…`).
+async fn h2_preface(socket: &TcpStream) -> std::io::Result<bool> {
+    let mut buf = [0u8; H2_PREFACE.len()];
+    loop {
+        let n = socket.peek(&mut buf).await?;
+        if n == 0 || buf[..n] != H2_PREFACE[..n] {
+            return Ok(false);
+        }
+        if n == H2_PREFACE.len() {
+            return Ok(true);
+        }
+        // A prefix of the preface: peeking again would return at once, so
+        // give the rest of it time to arrive.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
