@@ -293,7 +293,7 @@ pub fn data_lines(text: &str) -> impl Iterator<Item = &str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sse::{parse_all, ParsedEvent};
+    use pushwire_client::sse::{parse_all, ParsedEvent};
 
     fn roundtrip(data: &str) -> Vec<ParsedEvent> {
         parse_all(&encode_event("7", None, None, data))
@@ -345,7 +345,7 @@ mod tests {
 
     #[test]
     fn retry_frame_dispatches_nothing() {
-        let mut parser = crate::sse::Parser::default();
+        let mut parser = pushwire_client::sse::Parser::default();
         assert!(parser.feed(&encode_retry(3000)).is_empty());
         assert_eq!(parser.retry(), Some(3000));
     }

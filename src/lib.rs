@@ -6,7 +6,6 @@
 //! `publish` and `subscribe` commands.
 
 pub mod auth;
-pub mod client;
 pub mod cluster;
 pub mod config;
 pub mod event;
@@ -18,7 +17,6 @@ pub mod metrics;
 pub mod presence;
 pub mod route;
 pub mod server;
-pub mod sse;
 pub mod store;
 pub mod stream;
 mod stream_conn;

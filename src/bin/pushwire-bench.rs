@@ -15,7 +15,7 @@
 //! ports), waits until every stream has its headers, publishes M events at
 //! a fixed rate, each carrying its sequence number and send time, and waits
 //! until every expected delivery arrived or a deadline passed. Workers read
-//! their streams with the WHATWG parser of `pushwire::sse`, record
+//! their streams with the WHATWG parser of `pushwire_client::sse`, record
 //! publish-to-receive latency in a histogram and which events each stream
 //! got; the coordinator merges the histograms. Given several `--hub`
 //! addresses (the nodes of a pushwire cluster), the workers take them in
@@ -832,7 +832,7 @@ async fn replay(args: ReplayArgs) -> anyhow::Result<()> {
         args.path, args.hub, args.last_event_id
     );
     stream.write_all(request.as_bytes()).await?;
-    let mut parser = pushwire::sse::Parser::default();
+    let mut parser = pushwire_client::sse::Parser::default();
     let mut head_done = false;
     let mut pending = Vec::new();
     let mut received = 0usize;
@@ -1172,7 +1172,7 @@ async fn read_stream(
     tally: Rc<RefCell<Tally>>,
     all_complete: Rc<Notify>,
 ) {
-    let mut parser = pushwire::sse::Parser::default();
+    let mut parser = pushwire_client::sse::Parser::default();
     let mut body = Vec::with_capacity(4096);
     let mut buf = vec![0u8; 4096];
     let mut input = std::mem::take(&mut sse.leftover);

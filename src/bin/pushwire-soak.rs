@@ -560,7 +560,7 @@ async fn hold(
     };
     counters.opened.set(counters.opened.get() + 1);
     ready.set(ready.get() + 1);
-    let mut parser = pushwire::sse::Parser::default();
+    let mut parser = pushwire_client::sse::Parser::default();
     let mut seen = parser.feed(&rest).len() as u64;
     let mut buf = vec![0u8; 4096];
     while let Ok(read) = stream.read(&mut buf).await {
