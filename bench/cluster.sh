@@ -4,7 +4,7 @@
 # the same run. Prints one JSON line per run (pushwire-bench's report, with
 # the hubs' RSS in the fields `node_rss_kib`).
 #
-#   cargo build --release && bench/cluster.sh
+#   cargo build --release -p pushwire -p pushwire-bench && bench/cluster.sh
 #
 # Needs redis-server (7.0 or newer). Every process it starts is stopped on
 # exit, and its temporary directory removed. Only loopback is used.

@@ -76,7 +76,7 @@ pushpin_version=$(dpkg-query -W -f '${Version}' pushpin 2>/dev/null | sed 's/-[^
 
 # --- pushwire -----------------------------------------------------------------
 log "building pushwire (release)"
-cargo build --release --quiet --bin pushwire --bin pushwire-bench
+cargo build --release --quiet -p pushwire -p pushwire-bench
 PUSHWIRE=$ROOT/target/release/pushwire
 BENCH=$ROOT/target/release/pushwire-bench
 

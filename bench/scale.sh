@@ -28,7 +28,7 @@ ADDR=127.0.0.1:18095
 log() { printf '[scale] %s\n' "$*" >&2; }
 
 log "building pushwire (release)"
-cargo build --release --quiet --bin pushwire --bin pushwire-bench
+cargo build --release --quiet -p pushwire -p pushwire-bench
 HUB=target/release/pushwire
 BENCH=target/release/pushwire-bench
 

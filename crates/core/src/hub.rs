@@ -549,6 +549,8 @@ mod tests {
     //! sequence numbers), with tokio's clock paused: lifetimes and
     //! heartbeats are checked by advancing time, not by sleeping.
 
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
     use std::collections::BTreeMap;
 
     use futures_util::future;

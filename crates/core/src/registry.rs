@@ -59,6 +59,9 @@ pub struct Counts {
     pub topics: usize,
 }
 
+/// Names (users or topics) with how many streams each has open.
+pub type Shares = Vec<(Arc<str>, usize)>;
+
 /// The index of open streams.
 pub struct Registry {
     index: Mutex<Index>,
@@ -321,7 +324,7 @@ impl Registry {
     }
 
     /// Users and exact topics with how many streams each has open.
-    pub fn shares(&self) -> (Vec<(Arc<str>, usize)>, Vec<(Arc<str>, usize)>) {
+    pub fn shares(&self) -> (Shares, Shares) {
         let index = self.lock();
         let users = index
             .users
@@ -503,6 +506,8 @@ fn remove_from(map: &mut BTreeMap<Arc<str>, Vec<u64>>, key: &str, id: u64) {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
     use std::collections::BTreeSet;
     use std::task::{Context, Poll};
 

@@ -7,8 +7,8 @@ use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use serde_json::json;
 use tracing_subscriber::EnvFilter;
 
-use pushwire::client::HubClient;
 use pushwire::config::{LogFormat, ServeConfig};
+use pushwire_client::HubClient;
 
 /// A message-push hub over server-sent events.
 #[derive(Parser)]

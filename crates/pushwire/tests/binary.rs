@@ -156,31 +156,3 @@ fn flags_beat_environment_beats_file_beats_defaults() {
     assert_eq!(shown["queue-capacity"].as_integer(), Some(6));
     assert_eq!(shown["listen"].as_str(), Some("127.0.0.1:8080"));
 }
-
-#[test]
-fn bench_idle_opens_every_stream_and_reports_memory() {
-    let hub = spawn_hub(&[]);
-    let out = Command::new(env!("CARGO_BIN_EXE_pushwire-bench"))
-        .args([
-            "idle",
-            "--streams",
-            "200",
-            "--sources",
-            "4",
-            "--settle",
-            "100ms",
-        ])
-        .args(["--hub", &hub.addr.to_string()])
-        .args(["--hub-pid", &hub.child.id().to_string()])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(report["streams"], 200);
-    assert!(report["hub_rss_after_kib"].as_u64().unwrap() > 0);
-    assert!(report["hub_bytes_per_stream"].is_number());
-}

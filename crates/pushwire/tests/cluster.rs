@@ -207,7 +207,7 @@ async fn redis_outage_refuses_publishes_keeps_streams_and_loses_nothing() -> Tes
         publish(nodes[i % 2].addr, json!({ "to": "all", "data": data })).await;
         acknowledged.push(data);
     }
-    let datas = |events: Vec<pushwire::sse::ParsedEvent>| -> Vec<String> {
+    let datas = |events: Vec<pushwire_client::sse::ParsedEvent>| -> Vec<String> {
         events.into_iter().map(|e| e.data).collect()
     };
     let mut alice_got = datas(alice.take(5).await);

@@ -27,7 +27,7 @@ use tokio_rustls::TlsConnector;
 
 use common::{config, HubProcess, BIN, WAIT};
 use pushwire::config::ServeConfig;
-use pushwire::sse::{ParsedEvent, Parser};
+use pushwire_client::sse::{ParsedEvent, Parser};
 
 // ---------------------------------------------------------------------------
 // Certificates

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use pushwire::config::{ServeConfig, Storage};
 use pushwire::server::Server;
-use pushwire::sse::{ParsedEvent, Parser};
+use pushwire_client::sse::{ParsedEvent, Parser};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{timeout, Instant};

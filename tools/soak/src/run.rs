@@ -1,60 +1,22 @@
-//! `pushwire-soak`: a bounded soak run against a running hub.
-//!
-//! The coordinator spreads `--streams` user streams over `--processes`
-//! worker processes of this binary, each connecting from its own loopback
-//! source addresses (so no process nears its open-file limit or runs out of
-//! ports). While the run lasts it publishes steadily (events to single
-//! users, and now and then one to everyone), each worker closes and reopens
-//! `--churn` percent of its streams every second, and every `--sample` the
-//! coordinator writes the hub's resident memory, open descriptors and open
-//! streams to a CSV file.
-//!
-//! At the end the workers close every stream and the coordinator checks:
-//! the hub's resident memory at the end grew by at most `--max-rss-growth`
-//! percent over what it was after the warm-up; at every sample the hub's
-//! descriptors were its open streams plus the constant it had before the
-//! first stream (within `--fd-slack`, for connections caught mid-churn);
-//! and once the streams are gone, its descriptors are back to that
-//! constant. It prints one JSON line and exits 1 when a check failed.
-//! Every run is bounded in time: workers stop by themselves after the run's
-//! length plus a margin.
+//! The coordinator: spreads the streams over worker processes, publishes
+//! steadily while they churn, samples the hub into the CSV file, and at
+//! the end checks memory growth and descriptors and prints the report.
 
-use std::cell::Cell;
 use std::io::{BufRead, BufReader, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::rc::Rc;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use clap::{Args, Parser, Subcommand};
+use clap::Args;
 use serde_json::json;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpSocket, TcpStream};
 
-#[derive(Parser)]
-#[command(
-    name = "pushwire-soak",
-    about = "A bounded soak run against a pushwire hub"
-)]
-struct Cli {
-    #[command(subcommand)]
-    mode: Mode,
-}
-
-#[derive(Subcommand)]
-enum Mode {
-    /// Run the soak (the coordinator).
-    Run(RunArgs),
-    /// One process holding streams (started by the coordinator).
-    #[command(hide = true)]
-    Worker(WorkerArgs),
-}
+use crate::probe::{open_fds, open_streams, rss_kib, Sample};
 
 #[derive(Args)]
-struct RunArgs {
+pub struct RunArgs {
     /// Hub address.
     #[arg(long, default_value = "127.0.0.1:8080")]
     hub: SocketAddr,
@@ -101,94 +63,6 @@ struct RunArgs {
     #[arg(long)]
     csv: PathBuf,
 }
-
-#[derive(Args)]
-struct WorkerArgs {
-    #[arg(long)]
-    hub: SocketAddr,
-    /// Global number of this worker's first stream.
-    #[arg(long)]
-    first: usize,
-    #[arg(long)]
-    count: usize,
-    /// Last octets of the loopback source addresses to use.
-    #[arg(long, value_delimiter = ',')]
-    sources: Vec<u8>,
-    #[arg(long)]
-    churn: f64,
-    /// The worker stops by itself after this long.
-    #[arg(long, value_parser = humantime::parse_duration)]
-    lifetime: Duration,
-}
-
-fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
-    let _ = rlimit::increase_nofile_limit(u64::MAX);
-    match cli.mode {
-        Mode::Run(args) => run(args),
-        Mode::Worker(args) => {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            let local = tokio::task::LocalSet::new();
-            local.block_on(&runtime, worker(args))
-        }
-    }
-}
-
-// ---------------------------------------------------------------------------
-// the hub, seen from /proc
-
-/// Resident memory of a process, KiB.
-fn rss_kib(pid: u32) -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .with_context(|| format!("no process {pid}"))?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .context("no VmRSS")
-}
-
-fn open_fds(pid: u32) -> anyhow::Result<usize> {
-    Ok(std::fs::read_dir(format!("/proc/{pid}/fd"))?.count())
-}
-
-/// One request on a fresh connection; the body of a 200 answer.
-fn request(hub: SocketAddr, method: &str, path: &str, body: &str) -> anyhow::Result<String> {
-    use std::io::Read;
-    let mut stream = std::net::TcpStream::connect(hub)?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nHost: {hub}\r\nConnection: close\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )?;
-    let mut raw = String::new();
-    stream.read_to_string(&mut raw)?;
-    let (head, body) = raw.split_once("\r\n\r\n").context("no response head")?;
-    if !head.starts_with("HTTP/1.1 200") {
-        bail!("{path}: {}", head.lines().next().unwrap_or_default());
-    }
-    Ok(body.to_owned())
-}
-
-fn open_streams(hub: SocketAddr) -> anyhow::Result<u64> {
-    let stats: serde_json::Value =
-        serde_json::from_str(&request(hub, "GET", "/api/v1/stats", "")?)?;
-    stats["streams"].as_u64().context("no `streams` in stats")
-}
-
-struct Sample {
-    seconds: f64,
-    rss_kib: u64,
-    fds: usize,
-    streams: u64,
-}
-
-// ---------------------------------------------------------------------------
-// the coordinator
 
 struct WorkerProcess {
     child: Child,
@@ -303,7 +177,7 @@ impl Publisher {
     }
 }
 
-fn run(args: RunArgs) -> anyhow::Result<()> {
+pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let length = Duration::from_secs_f64(args.minutes.max(0.0) * 60.0);
     let warmup = args
         .warmup
@@ -496,163 +370,5 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     if !failures.is_empty() {
         std::process::exit(1);
     }
-    Ok(())
-}
-
-// ---------------------------------------------------------------------------
-// a worker
-
-fn loopback(octet: u8) -> IpAddr {
-    IpAddr::V4(Ipv4Addr::new(127, 0, 0, octet))
-}
-
-/// Counters shared by a worker's streams (one thread, so plain cells).
-#[derive(Default)]
-struct Counters {
-    opened: Cell<u64>,
-    failed: Cell<u64>,
-    events: Cell<u64>,
-}
-
-/// Opens stream `n` and returns once its response head arrived.
-async fn open(hub: SocketAddr, source: IpAddr, n: usize) -> anyhow::Result<(TcpStream, Vec<u8>)> {
-    let socket = TcpSocket::new_v4()?;
-    socket.bind(SocketAddr::new(source, 0))?;
-    let mut stream = socket.connect(hub).await?;
-    // HTTP/1.0: the body is not chunked and ends with the connection.
-    let request = format!("GET /sse/subscribe/soak-{n} HTTP/1.0\r\nHost: {hub}\r\n\r\n");
-    stream.write_all(request.as_bytes()).await?;
-    let mut head = Vec::with_capacity(512);
-    let mut buf = [0u8; 1024];
-    let end = loop {
-        if let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") {
-            break end;
-        }
-        let n = stream.read(&mut buf).await?;
-        if n == 0 {
-            bail!("closed before headers");
-        }
-        head.extend_from_slice(&buf[..n]);
-    };
-    if !head.starts_with(b"HTTP/1.1 200") && !head.starts_with(b"HTTP/1.0 200") {
-        bail!("refused");
-    }
-    Ok((stream, head.split_off(end + 4)))
-}
-
-/// One stream slot: opens (again after a failure, 200 ms later) and reads
-/// until aborted (churn) or the hub ends the stream.
-async fn hold(
-    hub: SocketAddr,
-    source: IpAddr,
-    n: usize,
-    counters: Rc<Counters>,
-    ready: Rc<Cell<usize>>,
-) {
-    let (mut stream, rest) = loop {
-        match open(hub, source, n).await {
-            Ok(opened) => break opened,
-            Err(_) => {
-                counters.failed.set(counters.failed.get() + 1);
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        }
-    };
-    counters.opened.set(counters.opened.get() + 1);
-    ready.set(ready.get() + 1);
-    let mut parser = pushwire::sse::Parser::default();
-    let mut seen = parser.feed(&rest).len() as u64;
-    let mut buf = vec![0u8; 4096];
-    while let Ok(read) = stream.read(&mut buf).await {
-        if read == 0 {
-            break;
-        }
-        seen += parser.feed(&buf[..read]).len() as u64;
-        counters.events.set(counters.events.get() + seen);
-        seen = 0;
-    }
-}
-
-async fn worker(args: WorkerArgs) -> anyhow::Result<()> {
-    if args.sources.is_empty() {
-        bail!("no source addresses");
-    }
-    let deadline = Instant::now() + args.lifetime;
-    let counters = Rc::new(Counters::default());
-    let ready = Rc::new(Cell::new(0usize));
-    let source = |slot: usize| loopback(args.sources[slot % args.sources.len()]);
-    let mut slots = Vec::with_capacity(args.count);
-    // Open in waves, so the hub's accept queue never overflows.
-    for slot in 0..args.count {
-        let task = tokio::task::spawn_local(hold(
-            args.hub,
-            source(slot),
-            args.first + slot,
-            counters.clone(),
-            ready.clone(),
-        ));
-        slots.push(task);
-        while slot + 1 - ready.get() >= 256 {
-            if Instant::now() >= deadline {
-                bail!("deadline passed while opening streams");
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    }
-    while ready.get() < args.count {
-        if Instant::now() >= deadline {
-            bail!("deadline passed while opening streams");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    println!("ready");
-    std::io::stdout().flush()?;
-
-    // Churn until the coordinator closes our stdin (or the deadline).
-    let (stop_tx, mut stop) = tokio::sync::oneshot::channel::<()>();
-    std::thread::spawn(move || {
-        let mut sink = String::new();
-        let _ = std::io::stdin().read_line(&mut sink);
-        let _ = stop_tx.send(());
-    });
-    let per_second = ((args.count as f64) * args.churn / 100.0).round() as usize;
-    let mut next = 0usize;
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    tick.tick().await;
-    loop {
-        tokio::select! {
-            _ = &mut stop => break,
-            _ = tick.tick() => {}
-        }
-        if Instant::now() >= deadline {
-            break;
-        }
-        for _ in 0..per_second.min(args.count) {
-            let slot = next % args.count;
-            next += 1;
-            slots[slot].abort();
-            slots[slot] = tokio::task::spawn_local(hold(
-                args.hub,
-                source(slot),
-                args.first + slot,
-                counters.clone(),
-                ready.clone(),
-            ));
-        }
-    }
-    for slot in &slots {
-        slot.abort();
-    }
-    // Let the aborted tasks drop their sockets before reporting.
-    tokio::task::yield_now().await;
-    drop(slots);
-    println!(
-        "{}",
-        json!({
-            "opened": counters.opened.get(),
-            "failed": counters.failed.get(),
-            "events": counters.events.get(),
-        })
-    );
     Ok(())
 }

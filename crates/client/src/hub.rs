@@ -1,13 +1,17 @@
 //! A small HTTP/1.1 client for the `publish` and `subscribe` commands.
 
 use bytes::Bytes;
-use http::{header, Method, Request, StatusCode, Uri};
+use http::{header, HeaderName, Method, Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
 use crate::sse::{ParsedEvent, Parser};
+
+/// The request header a resuming stream sends with the id of the last
+/// event it received (the hub answers from the event after it).
+pub const LAST_EVENT_ID: HeaderName = HeaderName::from_static("last-event-id");
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -90,7 +94,7 @@ impl HubClient {
             .request(Method::GET, path_and_query)?
             .header(header::ACCEPT, "text/event-stream");
         if let Some(id) = last_event_id {
-            builder = builder.header(crate::http::LAST_EVENT_ID, id);
+            builder = builder.header(LAST_EVENT_ID, id);
         }
         let request = builder
             .body(Full::new(Bytes::new()))
