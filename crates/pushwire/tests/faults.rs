@@ -316,19 +316,16 @@ fn fill(file: &Path) {
 
 /// A real full disk: the history on a 32 MiB tmpfs that a filler file fills
 /// up; deleting the filler is space coming back. Needs permission to mount
-/// (root with CAP_SYS_ADMIN); without it the test prints a loud `SKIPPED`
-/// line, and the file size limit test above still covers the write path.
+/// (root with CAP_SYS_ADMIN), so it is ignored by default; `scripts/test`
+/// runs it with `--ignored` wherever it can mount a tmpfs, and run without
+/// the privilege it fails rather than pass. The file size limit test above
+/// covers the write path everywhere.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs CAP_SYS_ADMIN (mounts a tmpfs); scripts/test runs it where it can"]
 async fn a_real_full_disk_refuses_publishes_then_recovers_by_itself() {
     let tmpfs = match Tmpfs::mount("32m") {
         Ok(tmpfs) => tmpfs,
-        Err(why) => {
-            eprintln!(
-                "\n*** SKIPPED a_real_full_disk_refuses_publishes_then_recovers_by_itself: \
-                 cannot mount a tmpfs here ({why}) ***\n"
-            );
-            return;
-        }
+        Err(why) => panic!("cannot mount a tmpfs here ({why}): run as root with CAP_SYS_ADMIN"),
     };
     let dir = tmpfs.dir.path().join("data");
     let filler = tmpfs.dir.path().join("filler");
@@ -369,18 +366,20 @@ fn immutable(file: &Path, on: bool) -> Result<(), String> {
     }
 }
 
+/// Ignored by default: it needs CAP_LINUX_IMMUTABLE and a file system with
+/// the immutable attribute. `scripts/test` runs it with `--ignored` wherever
+/// `chattr +i` works; run without the privilege it fails rather than pass.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs CAP_LINUX_IMMUTABLE (chattr +i); scripts/test runs it where it can"]
 async fn a_history_file_turned_read_only_refuses_publishes_then_recovers() {
     let dir = tempfile::tempdir().unwrap();
     let probe = dir.path().join("probe");
     std::fs::write(&probe, b"x").unwrap();
     if let Err(why) = immutable(&probe, true) {
-        eprintln!(
-            "\n*** SKIPPED a_history_file_turned_read_only_refuses_publishes_then_recovers: \
-             cannot make a file immutable here ({}) ***\n",
+        panic!(
+            "cannot make a file immutable here ({}): needs CAP_LINUX_IMMUTABLE",
             why.trim()
         );
-        return;
     }
     immutable(&probe, false).unwrap();
     let file = dir.path().join("events.redb");
