@@ -17,11 +17,11 @@ use std::time::Duration;
 
 use arbitrary::Arbitrary;
 use http::{HeaderMap, HeaderValue};
-use pushwire_core::event::{Draft, Event};
-use pushwire::http::{requested_last_event_id, Params, LAST_EVENT_ID};
-use pushwire_core::limits::FieldLimits;
-use pushwire_core::event::Target;
 use pushwire::engines::memory::MemoryLog;
+use pushwire::http::{requested_last_event_id, Params, LAST_EVENT_ID};
+use pushwire_core::event::Target;
+use pushwire_core::event::{Draft, Event};
+use pushwire_core::limits::FieldLimits;
 use pushwire_core::log::{Cursor, EventLog, Fanout, Retention};
 
 #[derive(Debug, Clone, Arbitrary)]

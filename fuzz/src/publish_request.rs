@@ -7,10 +7,10 @@
 //! The input is raw bytes, so that the seed corpus can hold readable
 //! requests: the first byte picks the parser, the rest is its input.
 
-use pushwire_core::event::{Draft, Event};
 use pushwire::http::{mercure_update, publish_body, Params, SeedPublish};
-use pushwire_core::limits::FieldLimits;
 use pushwire_core::event::Target;
+use pushwire_core::event::{Draft, Event};
+use pushwire_core::limits::FieldLimits;
 
 use crate::sse;
 

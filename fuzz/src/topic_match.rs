@@ -5,8 +5,8 @@
 //! [`crate::expand`], not by the hub).
 
 use arbitrary::Arbitrary;
-use pushwire_core::route::{MatchCache, MatchKind, Selector, MAX_SELECTOR_LEN};
 use pushwire_core::limits::MAX_TOPIC_LEN;
+use pushwire_core::route::{MatchCache, MatchKind, Selector, MAX_SELECTOR_LEN};
 
 use crate::expand::{self, Modifier, Value, Var, OPERATORS};
 

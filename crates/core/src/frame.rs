@@ -87,11 +87,6 @@ pub fn data_lines(text: &str) -> impl Iterator<Item = &str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use pushwire_client::sse::{parse_all, ParsedEvent};
-
-    fn roundtrip(data: &str) -> Vec<ParsedEvent> {
-        parse_all(&encode_event("7", None, None, data))
-    }
 
     #[test]
     fn single_line_data_is_one_field() {
@@ -111,42 +106,11 @@ mod tests {
     }
 
     #[test]
-    fn browsers_reassemble_data_with_lf() {
-        let events = roundtrip("a\r\nb\rc\n\nd\n");
-        assert_eq!(events.len(), 1);
-        assert_eq!(events[0].data, "a\nb\nc\n\nd\n");
-        assert_eq!(events[0].id.as_deref(), Some("7"));
-    }
-
-    #[test]
-    fn empty_data_still_dispatches_an_event() {
-        let events = roundtrip("");
-        assert_eq!(events.len(), 1);
-        assert_eq!(events[0].data, "");
-    }
-
-    #[test]
-    fn leading_spaces_and_colons_survive() {
-        let events = roundtrip("  indented: yes\n:not a comment");
-        assert_eq!(events[0].data, "  indented: yes\n:not a comment");
-    }
-
-    #[test]
-    fn utf8_is_kept_byte_for_byte() {
-        let text = "连接成功 ✓ \u{1F600}";
-        assert_eq!(roundtrip(text)[0].data, text);
-    }
-
-    #[test]
-    fn retry_frame_dispatches_nothing() {
-        let mut parser = pushwire_client::sse::Parser::default();
-        assert!(parser.feed(&encode_retry(3000)).is_empty());
-        assert_eq!(parser.retry(), Some(3000));
-    }
-
-    #[test]
-    fn comments_dispatch_nothing() {
-        assert!(parse_all(&encode_comment("ping\nsecond line")).is_empty());
+    fn comments_are_colon_lines() {
+        assert_eq!(
+            &encode_comment("ping\nsecond line")[..],
+            b": ping\n: second line\n\n"
+        );
         assert_eq!(&encode_comment("")[..], b":\n\n");
     }
 }
