@@ -181,11 +181,6 @@ impl Frames {
             _registration: registration,
         }
     }
-
-    /// How the hub ended this stream, if it did.
-    pub fn ended(&self) -> Option<End> {
-        self.outbox.ended()
-    }
 }
 
 impl Stream for Frames {
