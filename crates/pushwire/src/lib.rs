@@ -10,9 +10,11 @@
 //! - [`auth`]: who may publish, manage and read (keys, JWTs);
 //! - [`limits`]: what one client, user or publisher may take;
 //! - [`config`]: flags, environment and TOML, parsed once;
-//! - [`server`]: builds the hub from the configuration, serves connections
-//!   and shuts down.
+//! - [`app`]: the hub, its history, TLS, policies and routes, built once
+//!   from the parsed configuration;
+//! - [`server`]: binds, serves connections and shuts down.
 
+pub mod app;
 pub mod auth;
 pub mod config;
 pub mod engines;

@@ -21,7 +21,6 @@
 //! let in-flight requests finish within the grace period, return.
 
 use std::net::SocketAddr;
-use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -37,21 +36,15 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
-use crate::auth::jwt::{JwtConfigError, Verifier};
-use crate::auth::{PublisherPolicy, SubscriberPolicy};
-use crate::config::{ServeConfig, Storage};
+use crate::app::{App, AppError};
+use crate::config::ServeConfig;
 use crate::engines::cluster::Cluster;
-use crate::engines::embedded::EmbeddedLog;
-use crate::engines::memory::MemoryLog;
-use crate::engines::redis::{RedisLog, RedisNode};
-use crate::http::{is_stream_route, router, AppState};
-use crate::limits::{Limit, PublishRateLimiter, StreamLimits};
+use crate::http::is_stream_route;
+use crate::limits::Limit;
 use crate::transport::stream_path::{self, Served};
 use crate::transport::strict_heads::StrictHeads;
 use crate::transport::tls::{Tls, TlsError, ALPN_H2};
-use pushwire_core::hub::{Hub, HubConfig};
-use pushwire_core::log::{EventLog, Retention, StoreError};
-use pushwire_core::metrics::Metrics;
+use pushwire_core::hub::Hub;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -60,15 +53,10 @@ pub enum ServerError {
         addr: SocketAddr,
         source: std::io::Error,
     },
-    /// The history could not be opened; its message names the file.
+    /// The configuration could not be built into a running hub: the
+    /// history, the certificate or a token key (see [`AppError`]).
     #[error(transparent)]
-    Storage(#[from] StoreError),
-    /// The certificate or key could not be loaded; the message names the file.
-    #[error(transparent)]
-    Tls(#[from] TlsError),
-    /// A token key does not suit the configured algorithm.
-    #[error(transparent)]
-    Jwt(#[from] JwtConfigError),
+    App(#[from] AppError),
 }
 
 /// A running hub.
@@ -123,66 +111,15 @@ impl Server {
     }
 }
 
-/// Builds the core from the configuration, with the cluster presence of a
-/// node on Redis. Fails when the history cannot be opened.
-fn build_hub(config: &ServeConfig) -> Result<(Arc<Hub>, Option<Arc<Cluster>>), ServerError> {
-    let hub_config = HubConfig {
-        queue_capacity: config.queue_capacity,
-        retry_ms: config.retry.as_millis() as u64,
-        max_streams: config.max_streams,
-        stream_lifetime: config.stream_timeout,
-        presence: config.subscriptions,
-        limits: config.field_limits(),
-    };
-    let retention = Retention {
-        max_events: config.history_max_events,
-        max_age: config.history_max_age,
-    };
-    let redis = match (config.storage, &config.redis_url) {
-        (Storage::Redis, Some(url)) => Some(RedisNode::new(url, &config.redis_prefix)?),
-        (Storage::Redis, None) => {
-            return Err(StoreError::Unavailable("storage redis needs redis-url".to_owned()).into())
-        }
-        _ => None,
-    };
-    let hub = Hub::new(hub_config, Arc::new(Metrics::new()), |fanout| {
-        Ok::<Arc<dyn EventLog>, StoreError>(match (config.storage, &redis) {
-            (Storage::Redis, Some(redis)) => {
-                Arc::new(RedisLog::open(redis.clone(), retention, fanout))
-            }
-            (Storage::Memory, _) => Arc::new(MemoryLog::new(retention, fanout)),
-            _ => Arc::new(EmbeddedLog::open(
-                &config.data_dir,
-                retention,
-                config.fsync,
-                fanout,
-            )?),
-        })
-    })?;
-    Ok(match redis {
-        Some(redis) => {
-            tracing::info!(node = %redis.node, prefix = %config.redis_prefix, "cluster node on Redis");
-            let cluster = Arc::new(Cluster::new(redis, config.redis_presence_ttl));
-            (Arc::new(hub.with_peers(cluster.clone())), Some(cluster))
-        }
-        None => (Arc::new(hub), None),
-    })
-}
-
 /// Binds the listener and starts serving in the background.
 pub async fn start(config: ServeConfig) -> Result<Server, ServerError> {
-    // The history first: a hub that cannot open it does not take the port.
-    let (hub, cluster) = build_hub(&config)?;
-    let tls = match (&config.tls_cert, &config.tls_key) {
-        (Some(cert), Some(key)) => Some(Arc::new(Tls::load(cert, key)?)),
-        _ => None,
-    };
-    let verifier = Arc::new(Verifier::new(&config.jwt_settings())?);
-    let publisher_tokens = config.publisher_jwt_key.is_some().then(|| verifier.clone());
-    let subscriber_tokens = config
-        .subscriber_jwt_key
-        .is_some()
-        .then(|| verifier.clone());
+    // Everything that can refuse the configuration does so before the bind.
+    let App {
+        hub,
+        cluster,
+        tls,
+        router: app,
+    } = App::build(&config)?;
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|source| ServerError::Bind {
@@ -193,26 +130,6 @@ pub async fn start(config: ServeConfig) -> Result<Server, ServerError> {
         addr: config.listen,
         source,
     })?;
-    let state = Arc::new(AppState {
-        hub: hub.clone(),
-        policy: PublisherPolicy::new(config.publisher_key.clone(), publisher_tokens),
-        subscribers: SubscriberPolicy::new(subscriber_tokens, config.require_subscriber_auth),
-        max_body: config.max_body,
-        hub_url: config.hub_url.clone(),
-        presence: config.subscriptions,
-        max_header_bytes: config.max_header_bytes,
-        streams: StreamLimits::new(
-            config.max_streams_per_ip,
-            config.max_streams_per_user,
-            config.retry,
-        ),
-        publish_rate: PublishRateLimiter::new(
-            config.publish_rate,
-            config.publish_burst.and_then(NonZeroU32::new),
-        ),
-        field_limits: config.field_limits(),
-    });
-    let app = router(state, &config);
     let stop = CancellationToken::new();
     let task = tokio::spawn(run(
         listener,

@@ -1,0 +1,149 @@
+//! The application, built once from the parsed configuration.
+//!
+//! [`App::build`] is the one place where settings become running parts: the
+//! history engine and the hub over it (with the cluster presence of a node
+//! on Redis), the TLS certificate, the token verifier, the policies and
+//! limits the handlers consult, and the router. Everything that can refuse
+//! the configuration (a history that cannot be opened, a certificate or a
+//! key that does not load) refuses here, before a port is bound, so a hub
+//! that cannot serve never takes its address.
+//!
+//! The accept loop (`server.rs`) then only serves connections with what was
+//! built; handlers see the settings they need through [`AppState`] and never
+//! the raw configuration.
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+
+use axum::Router;
+
+use crate::auth::jwt::{JwtConfigError, Verifier};
+use crate::auth::{PublisherPolicy, SubscriberPolicy};
+use crate::config::{ServeConfig, Storage};
+use crate::engines::cluster::Cluster;
+use crate::engines::embedded::EmbeddedLog;
+use crate::engines::memory::MemoryLog;
+use crate::engines::redis::{RedisLog, RedisNode};
+use crate::http::{router, AppState};
+use crate::limits::{PublishRateLimiter, StreamLimits};
+use crate::transport::tls::{Tls, TlsError};
+use pushwire_core::hub::{Hub, HubConfig};
+use pushwire_core::log::{EventLog, Retention, StoreError};
+use pushwire_core::metrics::Metrics;
+
+/// Why the configuration could not be turned into a running application.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// The history could not be opened; its message names the file.
+    #[error(transparent)]
+    Storage(#[from] StoreError),
+    /// The certificate or key could not be loaded; the message names the file.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// A token key does not suit the configured algorithm.
+    #[error(transparent)]
+    Jwt(#[from] JwtConfigError),
+}
+
+/// What the accept loop serves.
+pub struct App {
+    pub hub: Arc<Hub>,
+    /// This node's share of the cluster figures, when the history is on Redis.
+    pub cluster: Option<Arc<Cluster>>,
+    /// The certificate and key, when the hub serves HTTPS.
+    pub tls: Option<Arc<Tls>>,
+    /// Every route, with the state its handlers share.
+    pub router: Router,
+}
+
+impl App {
+    /// Opens the history and builds every part from `config`.
+    pub fn build(config: &ServeConfig) -> Result<App, AppError> {
+        // The history first: it is what most often refuses to start.
+        let (hub, cluster) = build_hub(config)?;
+        let tls = match (&config.tls_cert, &config.tls_key) {
+            (Some(cert), Some(key)) => Some(Arc::new(Tls::load(cert, key)?)),
+            _ => None,
+        };
+        let state = Arc::new(app_state(hub.clone(), config)?);
+        Ok(App {
+            hub,
+            cluster,
+            tls,
+            router: router(state, config),
+        })
+    }
+}
+
+/// Builds the core from the configuration, with the cluster presence of a
+/// node on Redis. Fails when the history cannot be opened.
+fn build_hub(config: &ServeConfig) -> Result<(Arc<Hub>, Option<Arc<Cluster>>), AppError> {
+    let hub_config = HubConfig {
+        queue_capacity: config.queue_capacity,
+        retry_ms: config.retry.as_millis() as u64,
+        max_streams: config.max_streams,
+        stream_lifetime: config.stream_timeout,
+        presence: config.subscriptions,
+        limits: config.field_limits(),
+    };
+    let retention = Retention {
+        max_events: config.history_max_events,
+        max_age: config.history_max_age,
+    };
+    let redis = match (config.storage, &config.redis_url) {
+        (Storage::Redis, Some(url)) => Some(RedisNode::new(url, &config.redis_prefix)?),
+        (Storage::Redis, None) => {
+            return Err(StoreError::Unavailable("storage redis needs redis-url".to_owned()).into())
+        }
+        _ => None,
+    };
+    let hub = Hub::new(hub_config, Arc::new(Metrics::new()), |fanout| {
+        Ok::<Arc<dyn EventLog>, StoreError>(match (config.storage, &redis) {
+            (Storage::Redis, Some(redis)) => {
+                Arc::new(RedisLog::open(redis.clone(), retention, fanout))
+            }
+            (Storage::Memory, _) => Arc::new(MemoryLog::new(retention, fanout)),
+            _ => Arc::new(EmbeddedLog::open(
+                &config.data_dir,
+                retention,
+                config.fsync,
+                fanout,
+            )?),
+        })
+    })?;
+    Ok(match redis {
+        Some(redis) => {
+            tracing::info!(node = %redis.node, prefix = %config.redis_prefix, "cluster node on Redis");
+            let cluster = Arc::new(Cluster::new(redis, config.redis_presence_ttl));
+            (Arc::new(hub.with_peers(cluster.clone())), Some(cluster))
+        }
+        None => (Arc::new(hub), None),
+    })
+}
+
+/// What the handlers share: the hub, who may publish and read, and the
+/// limits they enforce.
+fn app_state(hub: Arc<Hub>, config: &ServeConfig) -> Result<AppState, AppError> {
+    let verifier = Arc::new(Verifier::new(&config.jwt_settings())?);
+    let publisher_tokens = config.publisher_jwt_key.is_some().then(|| verifier.clone());
+    let subscriber_tokens = config.subscriber_jwt_key.is_some().then_some(verifier);
+    Ok(AppState {
+        hub,
+        policy: PublisherPolicy::new(config.publisher_key.clone(), publisher_tokens),
+        subscribers: SubscriberPolicy::new(subscriber_tokens, config.require_subscriber_auth),
+        max_body: config.max_body,
+        hub_url: config.hub_url.clone(),
+        presence: config.subscriptions,
+        max_header_bytes: config.max_header_bytes,
+        streams: StreamLimits::new(
+            config.max_streams_per_ip,
+            config.max_streams_per_user,
+            config.retry,
+        ),
+        publish_rate: PublishRateLimiter::new(
+            config.publish_rate,
+            config.publish_burst.and_then(NonZeroU32::new),
+        ),
+        field_limits: config.field_limits(),
+    })
+}
