@@ -16,7 +16,8 @@
 //! Tables:
 //! - `events`: sequence number → record (a format byte, then JSON with
 //!   what is needed to rebuild the [`Event`]: supplied id, target, type,
-//!   data, retry, time);
+//!   data, retry, time; the format of [`pushwire_core::record`], shared
+//!   with the Redis engine);
 //! - `ids`: publisher-supplied id → sequence number, for the retained events;
 //! - `meta`: `next_seq` (kept even when retention has emptied `events`, so a
 //!   sequence number is never issued twice), the record `format`, and with
@@ -58,12 +59,11 @@ use redb::{
     Database, DatabaseError, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata,
     StorageError, Table, TableDefinition,
 };
-use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
-use pushwire_core::event::Target;
 use pushwire_core::event::{hub_sequence, Draft, Event};
 use pushwire_core::log::{now_ms, Cursor, EventLog, Fanout, Fsync, Retention, StoreError};
+use pushwire_core::record::{decode, decode_key, encode, FORMAT};
 
 /// The file inside the data directory.
 pub const FILE_NAME: &str = "events.redb";
@@ -94,8 +94,6 @@ const META_RESERVED: &str = "reserved_seq";
 /// How many sequence numbers one forced commit reserves ahead.
 const RESERVE: u64 = 100_000;
 const META_FORMAT: &str = "format";
-/// The first byte of every record, and the `format` in `meta`.
-const FORMAT: u8 = 1;
 
 type AppendReply = oneshot::Sender<Result<Vec<Arc<Event>>, StoreError>>;
 type TrimReply = oneshot::Sender<Result<usize, StoreError>>;
@@ -554,95 +552,6 @@ fn lookup_id(db: &Database, id: &str) -> Result<Option<u64>, StoreError> {
     let ids = txn.open_table(IDS).map_err(|e| failed(&e))?;
     let seq = ids.get(id).map_err(|e| failed(&e))?.map(|s| s.value());
     Ok(seq)
-}
-
-/// The stored form of an event, as written.
-#[derive(Serialize)]
-struct RecordOut<'a> {
-    /// Only a publisher-supplied id; a hub id is the sequence number.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    id: Option<&'a str>,
-    to: &'a Target,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    event: Option<&'a str>,
-    data: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    retry: Option<u64>,
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    private: bool,
-    time: u64,
-}
-
-/// The stored form of an event, as read back.
-#[derive(Deserialize)]
-struct RecordIn {
-    #[serde(default)]
-    id: Option<String>,
-    to: Target,
-    #[serde(default)]
-    event: Option<String>,
-    data: String,
-    #[serde(default)]
-    retry: Option<u64>,
-    #[serde(default)]
-    private: bool,
-    time: u64,
-}
-
-/// The parts of a record retention needs.
-#[derive(Deserialize)]
-struct RecordKey {
-    #[serde(default)]
-    id: Option<String>,
-    time: u64,
-}
-
-/// The record of an event (shared with the Redis engine, so every engine
-/// and every node reads one format).
-pub(super) fn encode(event: &Event, supplied_id: bool) -> Result<Vec<u8>, StoreError> {
-    let record = RecordOut {
-        id: supplied_id.then_some(&*event.id),
-        to: &event.target,
-        event: event.event.as_deref(),
-        data: &event.data,
-        retry: event.retry,
-        private: event.private,
-        time: event.time,
-    };
-    let mut bytes = Vec::with_capacity(event.data.len() + 64);
-    bytes.push(FORMAT);
-    serde_json::to_writer(&mut bytes, &record)
-        .map_err(|e| unavailable("cannot encode an event", e))?;
-    Ok(bytes)
-}
-
-fn record_json(seq: u64, bytes: &[u8]) -> Result<&[u8], StoreError> {
-    match bytes.split_first() {
-        Some((&FORMAT, json)) => Ok(json),
-        _ => Err(StoreError::Unavailable(format!(
-            "stored event {seq} has an unknown format"
-        ))),
-    }
-}
-
-/// Rebuilds an event; `Event::new` encodes its frame, as at publish time.
-pub(super) fn decode(seq: u64, bytes: &[u8]) -> Result<Event, StoreError> {
-    let record: RecordIn = serde_json::from_slice(record_json(seq, bytes)?)
-        .map_err(|e| StoreError::Unavailable(format!("stored event {seq} is unreadable: {e}")))?;
-    let draft = Draft {
-        target: record.to,
-        event: record.event,
-        data: record.data,
-        id: record.id,
-        retry: record.retry,
-        private: record.private,
-    };
-    Ok(Event::new(seq, draft, record.time))
-}
-
-fn decode_key(seq: u64, bytes: &[u8]) -> Result<RecordKey, StoreError> {
-    serde_json::from_slice(record_json(seq, bytes)?)
-        .map_err(|e| StoreError::Unavailable(format!("stored event {seq} is unreadable: {e}")))
 }
 
 struct Recovered {
@@ -1194,6 +1103,8 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
     use std::time::Duration;
+
+    use pushwire_core::event::Target;
 
     use super::*;
 

@@ -6,9 +6,10 @@
 //! sequence numbers are contiguous, strictly increasing and never reused,
 //! even after trimming. The hub's event id is the sequence number in
 //! decimal, exactly as with the embedded engine, and each entry carries the
-//! embedded engine's record (`r`), so every node decodes an event the same
-//! way. Two more fields serve retention: `t` (the time, in milliseconds) and
-//! `i` (the publisher-supplied id, if any).
+//! record the embedded engine also writes (`r`, see `pushwire_core::record`),
+//! so every node decodes an event the same way. Two more fields serve
+//! retention: `t` (the time, in milliseconds) and `i` (the
+//! publisher-supplied id, if any).
 //!
 //! Writes are Lua scripts, so each is atomic: `append` checks every
 //! publisher-supplied id against `<prefix>:ids` before its first write (a
@@ -38,9 +39,9 @@ use redis::{AsyncConnectionConfig, Client, RedisError, Script, Value};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::embedded::{decode, encode};
 use pushwire_core::event::{Draft, Event};
 use pushwire_core::log::{now_ms, Cursor, EventLog, Fanout, Retention, StoreError};
+use pushwire_core::record::{decode, encode};
 
 /// Most events one `trim` removes; the rest go on the next call.
 const MAX_TRIM_PER_CALL: usize = 100_000;
