@@ -1,6 +1,6 @@
 //! The single writer thread: it owns every write transaction.
 //!
-//! Write path (group commit): [`EmbeddedLog::append`](super::EmbeddedLog)
+//! Write path (group commit): [`EmbeddedLog::append`](super::EmbeddedLog::append)
 //! sends its drafts to one writer thread and waits for the answer. The
 //! thread takes everything that is queued (up to [`MAX_GROUP`] requests),
 //! writes it in one write transaction, commits it with the durability
