@@ -7,7 +7,8 @@
 //!   ([`frame`]) is encoded once;
 //! - [`log`]: the [`EventLog`](log::EventLog) trait gives it its sequence
 //!   number and stores it (the engines live in the server crate), then hands
-//!   it, in sequence order, to the fanout;
+//!   it, in sequence order, to the fanout; the durable engines store it in
+//!   the one format of [`record`];
 //! - [`registry`]: the index of open streams finds every stream whose
 //!   [`Interest`](route::Interest) ([`route`]) receives it;
 //! - [`outbox`]: each stream's bounded queue, drained as a stream of
@@ -29,5 +30,6 @@ pub mod limits;
 pub mod log;
 pub mod metrics;
 pub mod outbox;
+pub mod record;
 pub mod registry;
 pub mod route;

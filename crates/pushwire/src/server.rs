@@ -38,7 +38,7 @@ use tower::ServiceExt;
 
 use crate::app::{App, AppError};
 use crate::config::ServeConfig;
-use crate::engines::cluster::Cluster;
+use crate::engines::redis::presence::Cluster;
 use crate::http::is_stream_route;
 use crate::limits::Limit;
 use crate::transport::stream_path::{self, Served};

@@ -15,6 +15,10 @@
 //! Readers take this node's figures from memory (exact, at once) and every
 //! other live node's from Redis, and merge them: a user with streams on two
 //! nodes counts once as a user and twice as streams.
+//!
+//! It lives with the Redis engine: it talks to Redis through the same
+//! [`RedisNode`] and keys, and asks other nodes to close a user's streams
+//! through the control stream their tails follow ([`request_close`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Weak};
@@ -26,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 use futures_util::future::BoxFuture;
 use pushwire_core::hub::{Hub, LocalPresence, Peers, Stats};
 
-use crate::engines::redis::{request_close, RedisNode};
+use super::{request_close, RedisNode};
 use pushwire_core::log::{now_ms, StoreError};
 use pushwire_core::registry::UserStreams;
 

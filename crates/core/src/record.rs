@@ -1,0 +1,193 @@
+//! The stored form of an event: the one record format that every durable
+//! engine writes and every node of a cluster reads back (the embedded
+//! engine's `events` table, the `r` field of each Redis Stream entry).
+//!
+//! A record is a format byte ([`FORMAT`]), then JSON with what is needed to
+//! rebuild the [`Event`]: the publisher-supplied id (a hub id is the
+//! sequence number, which the engine keeps beside the record), the target,
+//! type, data, retry, privacy and time. Decoding rebuilds the event with
+//! [`Event::new`], so its frame is encoded exactly as at publish time. A
+//! record of another format is refused, never guessed at: a history written
+//! by another version of pushwire fails as unavailable rather than serve
+//! events it may misread. Encoding is plain serialisation; this module does
+//! no IO.
+
+use serde::{Deserialize, Serialize};
+
+use crate::event::{Draft, Event, Target};
+use crate::log::StoreError;
+
+/// The first byte of every record (and the `format` the embedded engine
+/// keeps in its `meta` table).
+pub const FORMAT: u8 = 1;
+
+/// The stored form of an event, as written.
+#[derive(Serialize)]
+struct RecordOut<'a> {
+    /// Only a publisher-supplied id; a hub id is the sequence number.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a str>,
+    to: &'a Target,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    event: Option<&'a str>,
+    data: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retry: Option<u64>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    private: bool,
+    time: u64,
+}
+
+/// The stored form of an event, as read back.
+#[derive(Deserialize)]
+struct RecordIn {
+    #[serde(default)]
+    id: Option<String>,
+    to: Target,
+    #[serde(default)]
+    event: Option<String>,
+    data: String,
+    #[serde(default)]
+    retry: Option<u64>,
+    #[serde(default)]
+    private: bool,
+    time: u64,
+}
+
+/// The parts of a record retention needs.
+#[derive(Debug, Deserialize)]
+pub struct RecordKey {
+    /// The publisher-supplied id, if the event had one.
+    #[serde(default)]
+    pub id: Option<String>,
+    /// Milliseconds since the Unix epoch when the hub accepted the event.
+    pub time: u64,
+}
+
+/// The record of an event (shared by the engines, so every engine and
+/// every node reads one format). `supplied_id` says whether the event's id
+/// came from its publisher.
+pub fn encode(event: &Event, supplied_id: bool) -> Result<Vec<u8>, StoreError> {
+    let record = RecordOut {
+        id: supplied_id.then_some(&*event.id),
+        to: &event.target,
+        event: event.event.as_deref(),
+        data: &event.data,
+        retry: event.retry,
+        private: event.private,
+        time: event.time,
+    };
+    let mut bytes = Vec::with_capacity(event.data.len() + 64);
+    bytes.push(FORMAT);
+    serde_json::to_writer(&mut bytes, &record)
+        .map_err(|e| StoreError::Unavailable(format!("cannot encode an event: {e}")))?;
+    Ok(bytes)
+}
+
+fn record_json(seq: u64, bytes: &[u8]) -> Result<&[u8], StoreError> {
+    match bytes.split_first() {
+        Some((&FORMAT, json)) => Ok(json),
+        _ => Err(StoreError::Unavailable(format!(
+            "stored event {seq} has an unknown format"
+        ))),
+    }
+}
+
+/// Rebuilds an event; `Event::new` encodes its frame, as at publish time.
+pub fn decode(seq: u64, bytes: &[u8]) -> Result<Event, StoreError> {
+    let record: RecordIn = serde_json::from_slice(record_json(seq, bytes)?)
+        .map_err(|e| StoreError::Unavailable(format!("stored event {seq} is unreadable: {e}")))?;
+    let draft = Draft {
+        target: record.to,
+        event: record.event,
+        data: record.data,
+        id: record.id,
+        retry: record.retry,
+        private: record.private,
+    };
+    Ok(Event::new(seq, draft, record.time))
+}
+
+/// Reads only what retention needs of a record, without rebuilding the
+/// event.
+pub fn decode_key(seq: u64, bytes: &[u8]) -> Result<RecordKey, StoreError> {
+    serde_json::from_slice(record_json(seq, bytes)?)
+        .map_err(|e| StoreError::Unavailable(format!("stored event {seq} is unreadable: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    fn full() -> Event {
+        Event::new(
+            1,
+            Draft {
+                target: Target::Topics(vec!["a".into(), "b".into()]),
+                event: Some("note".into()),
+                data: "line one\nline two".into(),
+                id: Some("order-1".into()),
+                retry: Some(2500),
+                private: true,
+            },
+            1_700_000_000_123,
+        )
+    }
+
+    #[test]
+    fn a_record_round_trips_to_the_same_event_and_frame() {
+        let original = full();
+        let back = decode(original.seq, &encode(&original, true).unwrap()).unwrap();
+        assert_eq!(back, original);
+        assert_eq!(back.frame(), original.frame());
+    }
+
+    #[test]
+    fn a_hub_id_is_not_stored_and_comes_back_as_the_sequence() {
+        let original = Event::new(42, Draft::new(Target::All, "x"), 7);
+        let bytes = encode(&original, false).unwrap();
+        assert_eq!(bytes[0], FORMAT);
+        assert_eq!(&bytes[1..], br#"{"to":"all","data":"x","time":7}"#);
+        let back = decode(42, &bytes).unwrap();
+        assert_eq!(&*back.id, "42");
+        assert_eq!(back, original);
+        // Read back under another sequence, the id follows that sequence.
+        assert_eq!(&*decode(43, &bytes).unwrap().id, "43");
+    }
+
+    #[test]
+    fn the_stored_form_is_pinned() {
+        // Records outlive the binary that wrote them: a change here needs a
+        // new FORMAT, not an edit of this line.
+        let bytes = encode(&full(), true).unwrap();
+        assert_eq!(
+            String::from_utf8(bytes[1..].to_vec()).unwrap(),
+            r#"{"id":"order-1","to":{"topics":["a","b"]},"event":"note","data":"line one\nline two","retry":2500,"private":true,"time":1700000000123}"#
+        );
+    }
+
+    #[test]
+    fn the_key_is_the_publisher_id_and_the_time() {
+        let key = decode_key(1, &encode(&full(), true).unwrap()).unwrap();
+        assert_eq!(key.id.as_deref(), Some("order-1"));
+        assert_eq!(key.time, 1_700_000_000_123);
+        let hub = Event::new(5, Draft::new(Target::user("u"), "x"), 9);
+        let key = decode_key(5, &encode(&hub, false).unwrap()).unwrap();
+        assert_eq!((key.id, key.time), (None, 9));
+    }
+
+    #[test]
+    fn another_format_or_damaged_json_is_refused() {
+        let mut bytes = encode(&full(), true).unwrap();
+        let unknown = |r: Result<Event, StoreError>| r.err().unwrap().to_string();
+        assert!(unknown(decode(3, &[])).contains("stored event 3 has an unknown format"));
+        bytes[0] = FORMAT + 1;
+        assert!(unknown(decode(3, &bytes)).contains("unknown format"));
+        assert!(decode_key(3, &bytes).is_err());
+        bytes[0] = FORMAT;
+        bytes.truncate(bytes.len() - 1);
+        assert!(unknown(decode(3, &bytes)).contains("stored event 3 is unreadable"));
+    }
+}

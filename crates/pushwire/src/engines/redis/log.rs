@@ -1,0 +1,462 @@
+//! The Redis [`EventLog`]: the shared history in one Redis Stream
+//! (`<prefix>:events`, see docs/cluster.md).
+//!
+//! Sequence numbers are the stream entry ids `0-<seq>`: Redis (7.0 or newer)
+//! gives `XADD <key> 0-*` the id after the last one it ever generated, so
+//! sequence numbers are contiguous, strictly increasing and never reused,
+//! even after trimming. The hub's event id is the sequence number in
+//! decimal, exactly as with the embedded engine, and each entry carries the
+//! record the embedded engine also writes (`r`, see `pushwire_core::record`),
+//! so every node decodes an event the same way. Two more fields serve
+//! retention: `t` (the time, in milliseconds) and `i` (the
+//! publisher-supplied id, if any).
+//!
+//! Writes are Lua scripts, so each is atomic: `append` checks every
+//! publisher-supplied id against `<prefix>:ids` before its first write (a
+//! script is not rolled back), adds the batch and trims beyond
+//! `max_events`; `trim` drops what is too old together with its ids. A
+//! publish is acknowledged once Redis acknowledged the script.
+//!
+//! `append` does not hand events to the fanout: the node's tail (see
+//! `tail.rs`) does, in the shared history's order, just after. A stream
+//! starts only once the tail knows where it starts ([`RedisLog`]'s `last`
+//! waits for it), so every later event reaches it.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use futures_util::future::{BoxFuture, FutureExt};
+use redis::streams::{StreamId, StreamRangeReply};
+use redis::{RedisError, Script, Value};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use pushwire_core::event::{Draft, Event};
+use pushwire_core::log::{now_ms, Cursor, EventLog, Fanout, Retention, StoreError};
+use pushwire_core::record::{decode, encode};
+
+use super::tail::Tail;
+use super::{Keys, RedisNode, COMMAND_TIMEOUT};
+
+/// Most events one `trim` removes; the rest go on the next call.
+const MAX_TRIM_PER_CALL: usize = 100_000;
+
+/// KEYS: events, ids, epoch. ARGV: max_events, an epoch for a new history,
+/// then per event: publisher id (or empty), time, record. Refuses the whole
+/// batch if a publisher id is taken (before any write); otherwise adds
+/// every event, records the publisher ids, trims beyond max_events (with
+/// the ids of what goes) and returns `{"ok", id...}`.
+const APPEND: &str = r#"
+local events, ids, epoch = KEYS[1], KEYS[2], KEYS[3]
+local max = tonumber(ARGV[1])
+for i = 3, #ARGV, 3 do
+  if ARGV[i] ~= '' and redis.call('HEXISTS', ids, ARGV[i]) == 1 then
+    return {'duplicate', ARGV[i]}
+  end
+end
+redis.call('SET', epoch, ARGV[2], 'NX')
+local out = {'ok'}
+for i = 3, #ARGV, 3 do
+  local id
+  if ARGV[i] == '' then
+    id = redis.call('XADD', events, '0-*', 't', ARGV[i + 1], 'r', ARGV[i + 2])
+  else
+    id = redis.call('XADD', events, '0-*', 't', ARGV[i + 1], 'r', ARGV[i + 2], 'i', ARGV[i])
+    redis.call('HSET', ids, ARGV[i], string.sub(id, 3))
+  end
+  out[#out + 1] = id
+end
+local excess = redis.call('XLEN', events) - max
+if excess > 0 then
+  for _, entry in ipairs(redis.call('XRANGE', events, '-', '+', 'COUNT', excess)) do
+    local f = entry[2]
+    for j = 1, #f, 2 do
+      if f[j] == 'i' then redis.call('HDEL', ids, f[j + 1]) end
+    end
+  end
+  redis.call('XTRIM', events, 'MAXLEN', max)
+end
+return out
+"#;
+
+/// KEYS: events, ids. ARGV: max_events, cutoff (ms), most to remove.
+/// Removes the oldest entries while there are more than max_events or they
+/// are older than the cutoff, with their publisher ids; returns how many.
+const TRIM: &str = r#"
+local events, ids = KEYS[1], KEYS[2]
+local max, cutoff, most = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local len = redis.call('XLEN', events)
+local gone = 0
+local from = '-'
+-- The oldest entry alone first: most calls find it young enough and stop.
+local count = 1
+while gone < most do
+  local page = redis.call('XRANGE', events, from, '+', 'COUNT', count)
+  if #page == 0 then break end
+  local stop = false
+  for _, entry in ipairs(page) do
+    local f = entry[2]
+    local time, pid = 0, nil
+    for j = 1, #f, 2 do
+      if f[j] == 't' then time = tonumber(f[j + 1]) elseif f[j] == 'i' then pid = f[j + 1] end
+    end
+    if gone >= most or (len - gone <= max and time >= cutoff) then stop = true break end
+    if pid then redis.call('HDEL', ids, pid) end
+    gone = gone + 1
+  end
+  if stop or #page < count then break end
+  from = '(' .. page[#page][1]
+  count = 256
+end
+if gone > 0 then redis.call('XTRIM', events, 'MAXLEN', len - gone) end
+return gone
+"#;
+
+/// KEYS: events, ids, epoch. ARGV: a publisher id or empty. Returns the
+/// last generated id ("0-0" for none), the oldest retained id (empty for
+/// none), the sequence of the publisher id (empty when unknown) and the
+/// history's epoch (empty before the first append).
+const BOUNDS: &str = r#"
+local events, ids, epoch = KEYS[1], KEYS[2], KEYS[3]
+local last, first = '0-0', ''
+if redis.call('EXISTS', events) == 1 then
+  local info = redis.call('XINFO', 'STREAM', events)
+  for i = 1, #info, 2 do
+    if info[i] == 'last-generated-id' then last = info[i + 1] end
+  end
+  local head = redis.call('XRANGE', events, '-', '+', 'COUNT', 1)
+  if #head > 0 then first = head[1][1] end
+end
+local seq = ''
+if ARGV[1] ~= '' then seq = redis.call('HGET', ids, ARGV[1]) or '' end
+return {last, first, seq, redis.call('GET', epoch) or ''}
+"#;
+
+/// Where the stream stands.
+#[derive(Debug, Clone)]
+pub(super) struct Bounds {
+    /// The last sequence ever generated (0: none).
+    pub(super) last: u64,
+    /// The oldest retained sequence, or `last + 1` when none is.
+    pub(super) first: u64,
+    /// The sequence of the publisher id asked about, if retained.
+    pub(super) found: Option<u64>,
+    /// Set by the first append to a new history: another value means the
+    /// history was lost and started over.
+    pub(super) epoch: String,
+}
+
+/// The sequence number of an entry id `0-<seq>`.
+pub(super) fn seq_of(id: &str) -> Result<u64, StoreError> {
+    id.strip_prefix("0-")
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| {
+            StoreError::Unavailable(format!(
+                "the event stream holds entry `{id}`, which pushwire did not write"
+            ))
+        })
+}
+
+pub(super) fn decode_entry(entry: &StreamId) -> Result<Event, StoreError> {
+    let seq = seq_of(&entry.id)?;
+    match entry.map.get("r") {
+        Some(Value::BulkString(bytes)) => decode(seq, bytes),
+        _ => Err(StoreError::Unavailable(format!(
+            "stored event {seq} has no record"
+        ))),
+    }
+}
+
+/// Runs the bounds script: (last generated id, oldest id, publisher id's
+/// sequence), as Redis answers them.
+pub(super) async fn bounds_query(
+    conn: &mut impl redis::aio::ConnectionLike,
+    scripts: &Scripts,
+    keys: &Keys,
+    publisher_id: &str,
+) -> Result<(String, String, String, String), RedisError> {
+    scripts
+        .bounds
+        .key(&keys.events)
+        .key(&keys.ids)
+        .key(&keys.epoch)
+        .arg(publisher_id)
+        .invoke_async(conn)
+        .await
+}
+
+impl Bounds {
+    pub(super) fn parse(
+        (last, first, seq, epoch): (String, String, String, String),
+    ) -> Result<Bounds, StoreError> {
+        let last = seq_of(&last)?;
+        let first = if first.is_empty() {
+            last.saturating_add(1)
+        } else {
+            seq_of(&first)?
+        };
+        Ok(Bounds {
+            last,
+            first,
+            found: seq.parse().ok(),
+            epoch,
+        })
+    }
+}
+
+pub(super) struct Scripts {
+    append: Script,
+    trim: Script,
+    pub(super) bounds: Script,
+}
+
+impl Scripts {
+    fn new() -> Scripts {
+        Scripts {
+            append: Script::new(APPEND),
+            trim: Script::new(TRIM),
+            bounds: Script::new(BOUNDS),
+        }
+    }
+}
+
+/// The Redis [`EventLog`]; see the module documentation.
+pub struct RedisLog {
+    redis: RedisNode,
+    scripts: Arc<Scripts>,
+    retention: Retention,
+    /// Stops the tail when the log is dropped.
+    stop: CancellationToken,
+    /// True once the tail has a position.
+    following: watch::Receiver<bool>,
+}
+
+impl RedisLog {
+    /// Starts the tail (which connects in the background) and returns the
+    /// log. Needs a tokio runtime.
+    pub fn open(redis: RedisNode, retention: Retention, fanout: Arc<dyn Fanout>) -> RedisLog {
+        let scripts = Arc::new(Scripts::new());
+        let stop = CancellationToken::new();
+        let (ready, following) = watch::channel(false);
+        let tail = Tail::new(redis.clone(), scripts.clone(), fanout, stop.clone(), ready);
+        tokio::spawn(tail.run());
+        RedisLog {
+            redis,
+            scripts,
+            retention,
+            stop,
+            following,
+        }
+    }
+
+    async fn append_now(&self, drafts: Vec<Draft>) -> Result<Vec<Arc<Event>>, StoreError> {
+        // All or nothing, decided before the script's first write.
+        let mut seen = HashSet::new();
+        for id in drafts.iter().filter_map(|d| d.id.as_deref()) {
+            if !seen.insert(id) {
+                return Err(StoreError::DuplicateId(id.to_owned()));
+            }
+        }
+        let time = now_ms();
+        let mut records = Vec::with_capacity(drafts.len());
+        for draft in &drafts {
+            let record = encode(&Event::new(0, draft.clone(), time), draft.id.is_some())?;
+            records.push(record);
+        }
+        let mut invocation = self.scripts.append.prepare_invoke();
+        invocation
+            .key(&self.redis.keys.events)
+            .key(&self.redis.keys.ids)
+            .key(&self.redis.keys.epoch)
+            .arg(self.retention.max_events)
+            .arg(uuid::Uuid::new_v4().to_string());
+        for (draft, record) in drafts.iter().zip(&records) {
+            invocation
+                .arg(draft.id.as_deref().unwrap_or(""))
+                .arg(time)
+                .arg(record.as_slice());
+        }
+        let mut conn = self.redis.conn();
+        let answer: Vec<String> = self
+            .redis
+            .run(
+                "cannot append to the history",
+                invocation.invoke_async(&mut conn),
+            )
+            .await?;
+        match answer.split_first() {
+            Some((status, rest)) if status == "duplicate" => Err(StoreError::DuplicateId(
+                rest.first().cloned().unwrap_or_default(),
+            )),
+            Some((status, ids)) if status == "ok" && ids.len() == drafts.len() => drafts
+                .into_iter()
+                .zip(ids)
+                .map(|(draft, id)| Ok(Arc::new(Event::new(seq_of(id)?, draft, time))))
+                .collect(),
+            _ => Err(StoreError::Unavailable(
+                "unexpected answer from the append script".to_owned(),
+            )),
+        }
+    }
+
+    async fn range(&self, cmd: redis::Cmd, what: &str) -> Result<Vec<Arc<Event>>, StoreError> {
+        let mut conn = self.redis.conn();
+        let reply: StreamRangeReply = self.redis.run(what, cmd.query_async(&mut conn)).await?;
+        reply
+            .ids
+            .iter()
+            .map(|entry| decode_entry(entry).map(Arc::new))
+            .collect()
+    }
+
+    async fn bounds(&self, publisher_id: &str) -> Result<Bounds, StoreError> {
+        let mut conn = self.redis.conn();
+        self.redis
+            .run(
+                "cannot read the history",
+                bounds_query(&mut conn, &self.scripts, &self.redis.keys, publisher_id),
+            )
+            .await
+            .and_then(Bounds::parse)
+    }
+}
+
+impl Drop for RedisLog {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+impl EventLog for RedisLog {
+    fn append(&self, drafts: Vec<Draft>) -> BoxFuture<'_, Result<Vec<Arc<Event>>, StoreError>> {
+        self.append_now(drafts).boxed()
+    }
+
+    fn read_after(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<Arc<Event>>, StoreError>> {
+        async move {
+            let Some(start) = after.checked_add(1).filter(|_| limit > 0) else {
+                return Ok(Vec::new());
+            };
+            let mut cmd = redis::cmd("XRANGE");
+            cmd.arg(&self.redis.keys.events)
+                .arg(format!("0-{start}"))
+                .arg("+")
+                .arg("COUNT")
+                .arg(limit);
+            self.range(cmd, "cannot read the history").await
+        }
+        .boxed()
+    }
+
+    fn resolve(&self, id: &str) -> BoxFuture<'_, Result<Cursor, StoreError>> {
+        let id = id.to_owned();
+        async move {
+            // The embedded engine's rules: a hub id is valid while issued
+            // and not trimmed, and the one right before the oldest retained
+            // event is a valid point to resume from; a publisher id while
+            // its event is retained.
+            // Only the canonical decimal form is a hub id (`+5` and `05`
+            // may be publishers' ids): see `event::hub_sequence`.
+            Ok(match pushwire_core::event::hub_sequence(&id) {
+                Some(seq) => {
+                    let b = self.bounds("").await?;
+                    if seq <= b.last && seq.saturating_add(1) >= b.first {
+                        Cursor::After(seq)
+                    } else {
+                        Cursor::Unknown
+                    }
+                }
+                None => {
+                    let b = self.bounds(&id).await?;
+                    match b.found {
+                        Some(seq) if seq.saturating_add(1) >= b.first => Cursor::After(seq),
+                        _ => Cursor::Unknown,
+                    }
+                }
+            })
+        }
+        .boxed()
+    }
+
+    /// The hub reads this right after registering a stream. It waits until
+    /// the tail knows where it starts: the tail's start is then at or
+    /// before the answer, so every later event reaches the new stream.
+    fn last(&self) -> BoxFuture<'_, Result<Option<Arc<Event>>, StoreError>> {
+        async move {
+            let mut following = self.following.clone();
+            match tokio::time::timeout(COMMAND_TIMEOUT, following.wait_for(|f| *f)).await {
+                Ok(Ok(_)) => {}
+                _ => {
+                    return Err(StoreError::Unavailable(
+                        "not yet following the Redis event stream".to_owned(),
+                    ))
+                }
+            }
+            let mut cmd = redis::cmd("XREVRANGE");
+            cmd.arg(&self.redis.keys.events)
+                .arg("+")
+                .arg("-")
+                .arg("COUNT")
+                .arg(1);
+            Ok(self
+                .range(cmd, "cannot read the history")
+                .await?
+                .into_iter()
+                .next())
+        }
+        .boxed()
+    }
+
+    fn trim(&self, now_ms: u64) -> BoxFuture<'_, Result<usize, StoreError>> {
+        async move {
+            let cutoff = now_ms.saturating_sub(
+                u64::try_from(self.retention.max_age.as_millis()).unwrap_or(u64::MAX),
+            );
+            let mut invocation = self.scripts.trim.prepare_invoke();
+            invocation
+                .key(&self.redis.keys.events)
+                .key(&self.redis.keys.ids)
+                .arg(self.retention.max_events)
+                .arg(cutoff)
+                .arg(MAX_TRIM_PER_CALL);
+            let mut conn = self.redis.conn();
+            self.redis
+                .run(
+                    "cannot trim the history",
+                    invocation.invoke_async(&mut conn),
+                )
+                .await
+        }
+        .boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entry_ids_are_sequence_numbers() {
+        assert_eq!(seq_of("0-1").ok(), Some(1));
+        assert_eq!(seq_of("0-18446744073709551615").ok(), Some(u64::MAX));
+        // Entries pushwire did not write (time-based ids) are refused.
+        assert!(seq_of("1700000000000-0").is_err());
+        assert!(seq_of("0-x").is_err());
+    }
+
+    #[test]
+    fn bounds_of_an_empty_history_resume_after_the_last_issued() {
+        let parsed = |last: &str, first: &str, seq: &str| {
+            Bounds::parse((last.into(), first.into(), seq.into(), "e".into())).ok()
+        };
+        let empty = parsed("0-7", "", "").map(|b| (b.last, b.first, b.found));
+        assert_eq!(empty, Some((7, 8, None)));
+        let kept = parsed("0-9", "0-5", "6").map(|b| (b.last, b.first, b.found));
+        assert_eq!(kept, Some((9, 5, Some(6))));
+        assert!(parsed("1-1", "", "").is_none());
+    }
+}
