@@ -354,3 +354,45 @@ impl Dechunker {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    #[test]
+    fn chunks_split_anywhere_decode_to_the_body_and_keep_what_follows() {
+        let wire = b"5\r\nhello\r\n1;ext=1\r\n!\r\n0\r\n\r\nHTTP/1.1 200 OK\r\n";
+        for cut in 0..wire.len() {
+            let mut dechunker = Dechunker::default();
+            let mut body = dechunker.feed(&wire[..cut]).unwrap();
+            body.extend(dechunker.feed(&wire[cut..]).unwrap());
+            assert_eq!(body, b"hello!", "cut at {cut}");
+            assert!(dechunker.finished);
+            assert_eq!(dechunker.rest(), b"HTTP/1.1 200 OK\r\n", "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn a_bad_chunk_size_is_an_error_not_a_panic() {
+        let mut dechunker = Dechunker::default();
+        assert!(matches!(
+            dechunker.feed(b"zz\r\nhello\r\n"),
+            Err(HttpError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn a_whole_answer_parses_with_its_chunked_body_decoded() {
+        let raw =
+            b"HTTP/1.1 404 Not Found\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n";
+        let reply = parse_reply(raw).unwrap();
+        assert_eq!(reply.status, 404);
+        assert_eq!(reply.header("transfer-encoding"), Some("chunked"));
+        assert_eq!(reply.body, "{}");
+        assert!(matches!(
+            parse_reply(b"HTTP/1.1 200"),
+            Err(HttpError::Malformed(_))
+        ));
+    }
+}
