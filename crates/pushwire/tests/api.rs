@@ -1,11 +1,9 @@
 //! The JSON API, topics, auth and input errors, against the real server.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use pushwire_testkit::prelude::*;
 use serde_json::json;
 
 const QUIET: Duration = Duration::from_millis(300);

@@ -2,16 +2,17 @@
 //! publish and subscribe commands, graceful shutdown on SIGTERM.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
-use common::*;
+use pushwire_testkit::prelude::*;
+
+/// The hub binary under test.
+const BIN: &str = pushwire_testkit::hub_binary!();
 
 /// The hub binary with in-memory history.
 fn spawn_hub(extra: &[&str]) -> HubProcess {
-    HubProcess::spawn(["--storage", "memory"].iter().chain(extra))
+    HubProcess::spawn(BIN, ["--storage", "memory"].iter().chain(extra))
 }
 
 #[tokio::test(flavor = "multi_thread")]

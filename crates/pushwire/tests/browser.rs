@@ -5,8 +5,6 @@
 
 #[path = "browser/cdp.rs"]
 mod cdp;
-mod common;
-
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 
@@ -83,7 +81,7 @@ fn screenshot_path(name: &str) -> PathBuf {
 
 /// A hub with in-memory history (so that hubs running at once share no files).
 async fn start_hub(listen: &str) -> Result<Server> {
-    let mut config = common::config();
+    let mut config = pushwire_testkit::config();
     config.listen = listen.parse()?;
     Ok(pushwire::server::start(config).await?)
 }
@@ -116,7 +114,7 @@ async fn demo_page_receives_a_pushed_message() -> Result<()> {
 
     // Pushed from outside, to this user: the blank line must survive.
     let sent = "hello\n\nbrowser";
-    let id = common::publish(
+    let id = pushwire_testkit::publish(
         addr,
         json!({ "to": { "users": ["browser-1"] }, "data": sent }),
     )
@@ -125,7 +123,7 @@ async fn demo_page_receives_a_pushed_message() -> Result<()> {
     assert_eq!(shown, format!("id {id}"));
     // Data is text, never markup.
     let markup = "<b>not bold</b>";
-    common::publish(
+    pushwire_testkit::publish(
         addr,
         json!({ "to": { "users": ["browser-1"] }, "data": markup }),
     )
@@ -273,7 +271,8 @@ async fn seed_page_works_unchanged() -> Result<()> {
     let text = "seed-hello";
     let deadline = Instant::now() + DEADLINE;
     loop {
-        let reply = common::get(addr, &format!("/sse/batchSendMessage?message={text}")).await;
+        let reply =
+            pushwire_testkit::get(addr, &format!("/sse/batchSendMessage?message={text}")).await;
         assert_eq!(reply.status, 200, "batchSendMessage failed: {}", reply.body);
         if text_of(&page, "#message").await?.contains(text) {
             break;
@@ -295,8 +294,8 @@ async fn seed_page_works_unchanged() -> Result<()> {
         shown.contains("建立连接"),
         "open was not reported: {shown:?}"
     );
-    assert_eq!(common::user_count(addr).await, 1);
-    let ids = common::get(addr, "/sse/getIds").await.json();
+    assert_eq!(pushwire_testkit::user_count(addr).await, 1);
+    let ids = pushwire_testkit::get(addr, "/sse/getIds").await.json();
     let page_user = page.eval("String(userId)").await?;
     assert_eq!(ids, json!([page_user]));
 
@@ -304,7 +303,7 @@ async fn seed_page_works_unchanged() -> Result<()> {
     page.eval("document.querySelector('button').click()")
         .await?;
     let deadline = Instant::now() + DEADLINE;
-    while common::user_count(addr).await != 0 {
+    while pushwire_testkit::user_count(addr).await != 0 {
         assert!(
             Instant::now() < deadline,
             "the seed page's close did not reach the hub"
@@ -354,7 +353,7 @@ async fn ten_event_sources_over_https_http2_all_receive() -> Result<()> {
     let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
     std::fs::write(&cert, generated.cert.pem())?;
     std::fs::write(&key, generated.signing_key.serialize_pem())?;
-    let mut config = common::config();
+    let mut config = pushwire_testkit::config();
     config.tls_cert = Some(cert);
     config.tls_key = Some(key);
     let server = pushwire::server::start(config).await?;
@@ -448,7 +447,7 @@ const BOOKS: &str = "https://example.com/books/{id}";
 
 /// A hub that verifies Mercure publisher and subscriber tokens.
 async fn start_mercure_hub() -> Result<Server> {
-    let mut config = common::config();
+    let mut config = pushwire_testkit::config();
     config.publisher_jwt_key = Some(MERCURE_PUBLISHER_KEY.into());
     config.subscriber_jwt_key = Some(MERCURE_SUBSCRIBER_KEY.into());
     Ok(pushwire::server::start(config).await?)

@@ -4,8 +4,6 @@
 //! batches, retention, resume). Each test runs its own `redis-server`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -13,19 +11,22 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use common::redis::RedisServer;
-use common::*;
 use pushwire::engines::redis::{RedisLog, RedisNode};
 use pushwire_core::event::Target;
 use pushwire_core::event::{Draft, Event};
 use pushwire_core::log::{Cursor, EventLog, Fanout, Retention, StoreError};
+use pushwire_testkit::prelude::*;
+use pushwire_testkit::redis::RedisServer;
+
+/// The hub binary under test.
+const BIN: &str = pushwire_testkit::hub_binary!();
 
 /// A hub process of the cluster on `redis`.
 fn node(redis: &RedisServer, extra: &[&str]) -> HubProcess {
     let url = redis.url();
     let mut args = vec!["--storage", "redis", "--redis-url", url.as_str()];
     args.extend_from_slice(extra);
-    HubProcess::spawn(args)
+    HubProcess::spawn(BIN, args)
 }
 
 fn stream_path(user: Option<&str>, topics: &[&str]) -> String {
@@ -284,7 +285,7 @@ async fn redis_outage_refuses_publishes_keeps_streams_and_loses_nothing() -> Tes
 async fn a_node_starts_without_redis_and_serves_once_it_is_there() -> TestResult {
     let port = RedisServer::unused_port();
     let url = format!("redis://127.0.0.1:{port}/0");
-    let hub = HubProcess::spawn(["--storage", "redis", "--redis-url", url.as_str()]);
+    let hub = HubProcess::spawn(BIN, ["--storage", "redis", "--redis-url", url.as_str()]);
     let reply = try_publish(hub.addr, &json!({ "to": "all", "data": "x" })).await;
     assert_eq!(reply.status, 503, "{}", reply.body);
     assert_eq!(error_code(&reply), "storage_unavailable");

@@ -4,8 +4,6 @@
 //! replay joining live delivery under load.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
 use std::collections::{HashMap, HashSet};
 use std::io::Read;
 use std::net::SocketAddr;
@@ -15,24 +13,21 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::*;
 use pushwire::config::Storage;
+use pushwire_testkit::prelude::*;
 use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
-const BIN: &str = common::BIN;
+const BIN: &str = pushwire_testkit::hub_binary!();
 
 /// A hub process on a data directory; killed (SIGKILL) when dropped.
 type Hub = HubProcess;
 
-impl HubProcess {
-    fn start(dir: &Path, extra: &[&str]) -> Hub {
-        let mut args: Vec<&std::ffi::OsStr> = vec!["--storage".as_ref(), "embedded".as_ref()];
-        args.extend(["--data-dir".as_ref(), dir.as_os_str()]);
-        args.extend(extra.iter().map(std::ffi::OsStr::new));
-        HubProcess::spawn(args)
-    }
+/// The binary on `dir` with the embedded (durable) history.
+fn durable_hub(dir: &Path, extra: &[&str]) -> Hub {
+    let mut args: Vec<&std::ffi::OsStr> = vec!["--storage".as_ref(), "embedded".as_ref()];
+    args.extend(["--data-dir".as_ref(), dir.as_os_str()]);
+    args.extend(extra.iter().map(std::ffi::OsStr::new));
+    HubProcess::spawn(BIN, args)
 }
 
 /// Runs the binary expecting it to refuse to start: returns its exit
@@ -71,28 +66,25 @@ fn run_to_exit(dir: &Path) -> (std::process::ExitStatus, String) {
 /// Publishes one event; `None` when the hub did not acknowledge it (no
 /// answer, connection refused or reset, or an error status).
 async fn try_publish(addr: SocketAddr, event: &Value) -> Option<String> {
-    let body = event.to_string();
-    let exchange = async {
-        let mut stream = TcpStream::connect(addr).await.ok()?;
-        let head = format!(
-            "POST /api/v1/publish HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
-             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-            body.len()
-        );
-        stream.write_all(head.as_bytes()).await.ok()?;
-        stream.write_all(body.as_bytes()).await.ok()?;
-        let mut raw = Vec::new();
-        stream.read_to_end(&mut raw).await.ok()?;
-        Some(raw)
-    };
-    let raw = tokio::time::timeout(WAIT, exchange).await.ok()??;
-    let text = String::from_utf8_lossy(&raw);
-    let (head, body) = text.split_once("\r\n\r\n")?;
-    if !head.starts_with("HTTP/1.1 200") {
+    let reply = acknowledged(addr, event).await?;
+    reply["id"].as_str().map(str::to_owned)
+}
+
+/// The JSON answer to a publish of `body` if the hub answered it with 200.
+async fn acknowledged(addr: SocketAddr, body: &Value) -> Option<Value> {
+    let reply = try_request(
+        addr,
+        "POST",
+        "/api/v1/publish",
+        &[("Content-Type", "application/json")],
+        body.to_string().as_bytes(),
+    )
+    .await
+    .ok()?;
+    if reply.status != 200 {
         return None;
     }
-    let reply: Value = serde_json::from_str(body).ok()?;
-    reply["id"].as_str().map(str::to_owned)
+    serde_json::from_str(&reply.body).ok()
 }
 
 fn seq(id: &str) -> u64 {
@@ -150,7 +142,7 @@ impl Rng {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resume_after_restart_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let hub = Hub::start(dir.path(), &[]);
+    let hub = durable_hub(dir.path(), &[]);
     // The stream below listens as user alice and to topic news.
     let targets = [
         (json!({"users": ["alice"]}), true),
@@ -171,7 +163,7 @@ async fn resume_after_restart_loses_nothing() {
     }
     tokio::task::block_in_place(|| hub.terminate());
 
-    let hub = Hub::start(dir.path(), &[]);
+    let hub = durable_hub(dir.path(), &[]);
     let resume_from = &published[49].0;
     let expected: Vec<(String, String)> = published[50..]
         .iter()
@@ -211,7 +203,7 @@ async fn resume_after_restart_loses_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resume_after_kill_minus_9_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let hub = Hub::start(dir.path(), &[]);
+    let hub = durable_hub(dir.path(), &[]);
     let addr = hub.addr;
     let publishers = 10;
     let each = 50;
@@ -241,7 +233,7 @@ async fn resume_after_kill_minus_9_loses_nothing() {
     // Right after the last acknowledgement: no clean shutdown.
     hub.kill();
 
-    let hub = Hub::start(dir.path(), &[]);
+    let hub = durable_hub(dir.path(), &[]);
     let stored = history(hub.addr).await;
     let acked: Vec<(String, String)> = per_publisher.iter().flatten().cloned().collect();
     assert_eq!(acked.len(), publishers * each);
@@ -266,7 +258,7 @@ async fn resume_after_kill_minus_9_loses_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_in_the_middle_of_a_publish_stream_keeps_every_acknowledged_event() {
     let dir = tempfile::tempdir().unwrap();
-    let hub = Hub::start(dir.path(), &[]);
+    let hub = durable_hub(dir.path(), &[]);
     let addr = hub.addr;
     let stop = Arc::new(AtomicBool::new(false));
     let attempted = Arc::new(Mutex::new(HashSet::new()));
@@ -318,7 +310,7 @@ async fn kill_in_the_middle_of_a_publish_stream_keeps_every_acknowledged_event()
         "too few publishes before the kill to mean anything"
     );
 
-    let hub = Hub::start(dir.path(), &[]);
+    let hub = durable_hub(dir.path(), &[]);
     let stored = history(hub.addr).await;
     assert_all_acknowledged_present(&acked, &stored);
     // Unacknowledged publishes may or may not be there, but nothing else.
@@ -339,28 +331,7 @@ async fn kill_in_the_middle_of_a_publish_stream_keeps_every_acknowledged_event()
 
 /// Publishes a JSON array as one batch; its ids, or `None` if not acknowledged.
 async fn try_publish_batch(addr: SocketAddr, batch: &Value) -> Option<Vec<String>> {
-    let reply = tokio::time::timeout(WAIT, async {
-        let mut stream = TcpStream::connect(addr).await.ok()?;
-        let body = batch.to_string();
-        let head = format!(
-            "POST /api/v1/publish HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
-             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-            body.len()
-        );
-        stream.write_all(head.as_bytes()).await.ok()?;
-        stream.write_all(body.as_bytes()).await.ok()?;
-        let mut raw = Vec::new();
-        stream.read_to_end(&mut raw).await.ok()?;
-        Some(raw)
-    })
-    .await
-    .ok()??;
-    let text = String::from_utf8_lossy(&reply);
-    let (head, body) = text.split_once("\r\n\r\n")?;
-    if !head.starts_with("HTTP/1.1 200") {
-        return None;
-    }
-    let reply: Value = serde_json::from_str(body).ok()?;
+    let reply = acknowledged(addr, batch).await?;
     reply["ids"]
         .as_array()?
         .iter()
@@ -372,7 +343,7 @@ async fn try_publish_batch(addr: SocketAddr, batch: &Value) -> Option<Vec<String
 async fn sequence_continues_after_restart() {
     let dir = tempfile::tempdir().unwrap();
     let args = ["--history-max-age", "1s"];
-    let hub = Hub::start(dir.path(), &args);
+    let hub = durable_hub(dir.path(), &args);
     let mut newest = 0;
     for i in 0..5 {
         let id = try_publish(hub.addr, &json!({"to": "all", "data": i.to_string()}))
@@ -389,7 +360,7 @@ async fn sequence_continues_after_restart() {
     .await;
     tokio::task::block_in_place(|| hub.terminate());
 
-    let hub = Hub::start(dir.path(), &args);
+    let hub = durable_hub(dir.path(), &args);
     let id = try_publish(
         hub.addr,
         &json!({"to": "all", "data": "after a clean stop"}),
@@ -400,7 +371,7 @@ async fn sequence_continues_after_restart() {
     newest = seq(&id);
     tokio::task::block_in_place(|| hub.kill());
 
-    let hub = Hub::start(dir.path(), &args);
+    let hub = durable_hub(dir.path(), &args);
     let id = try_publish(hub.addr, &json!({"to": "all", "data": "after a crash"}))
         .await
         .unwrap();
@@ -424,13 +395,13 @@ async fn publish_numbered(addr: SocketAddr, n: usize) -> Vec<(String, String)> {
 async fn fsync_interval_makes_acknowledged_events_durable_within_the_interval() {
     let dir = tempfile::tempdir().unwrap();
     let args = ["--fsync", "interval:100"];
-    let hub = Hub::start(dir.path(), &args);
+    let hub = durable_hub(dir.path(), &args);
     let acked = publish_numbered(hub.addr, 50).await;
     // Idle for several intervals: the writer forces the commits to disk
     // without waiting for another publish or a clean stop.
     tokio::time::sleep(Duration::from_millis(600)).await;
     tokio::task::block_in_place(|| hub.kill());
-    let hub = Hub::start(dir.path(), &args);
+    let hub = durable_hub(dir.path(), &args);
     let stored = history(hub.addr).await;
     assert_all_acknowledged_present(&acked, &stored);
 }
@@ -439,10 +410,10 @@ async fn fsync_interval_makes_acknowledged_events_durable_within_the_interval() 
 async fn fsync_never_still_keeps_everything_across_a_clean_stop() {
     let dir = tempfile::tempdir().unwrap();
     let args = ["--fsync", "never"];
-    let hub = Hub::start(dir.path(), &args);
+    let hub = durable_hub(dir.path(), &args);
     let acked = publish_numbered(hub.addr, 20).await;
     tokio::task::block_in_place(|| hub.terminate());
-    let hub = Hub::start(dir.path(), &args);
+    let hub = durable_hub(dir.path(), &args);
     let stored = history(hub.addr).await;
     assert_all_acknowledged_present(&acked, &stored);
 }
@@ -452,7 +423,7 @@ async fn ids_are_never_issued_twice_even_when_a_crash_loses_unforced_commits() {
     for fsync in ["never", "interval:60000"] {
         let dir = tempfile::tempdir().unwrap();
         let args = ["--fsync", fsync];
-        let hub = Hub::start(dir.path(), &args);
+        let hub = durable_hub(dir.path(), &args);
         let mut newest = 0;
         for i in 0..20 {
             let id = try_publish(hub.addr, &json!({"to": "all", "data": i.to_string()}))
@@ -463,7 +434,7 @@ async fn ids_are_never_issued_twice_even_when_a_crash_loses_unforced_commits() {
         // Acknowledged but not forced to disk: the crash may lose them (the
         // mode's documented risk), but their ids were seen by clients.
         tokio::task::block_in_place(|| hub.kill());
-        let hub = Hub::start(dir.path(), &args);
+        let hub = durable_hub(dir.path(), &args);
         let id = try_publish(hub.addr, &json!({"to": "all", "data": "after"}))
             .await
             .unwrap();
@@ -473,7 +444,7 @@ async fn ids_are_never_issued_twice_even_when_a_crash_loses_unforced_commits() {
         );
         // A clean stop gives back the unused reservation: no jump.
         tokio::task::block_in_place(|| hub.terminate());
-        let hub = Hub::start(dir.path(), &args);
+        let hub = durable_hub(dir.path(), &args);
         let next = try_publish(hub.addr, &json!({"to": "all", "data": "again"}))
             .await
             .unwrap();
@@ -597,7 +568,7 @@ fn corrupt_data_dir_refuses_to_start() {
     // (the header still says "redb"), once in its header.
     for damage in ["pages", "header"] {
         let dir = tempfile::tempdir().unwrap();
-        let hub = Hub::start(dir.path(), &[]);
+        let hub = durable_hub(dir.path(), &[]);
         let addr = hub.addr;
         tokio::runtime::Runtime::new().unwrap().block_on(async {
             for b in 0..20 {
@@ -649,7 +620,7 @@ fn corrupt_data_dir_refuses_to_start() {
 #[test]
 fn a_second_hub_on_the_same_data_dir_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let first = Hub::start(dir.path(), &[]);
+    let first = durable_hub(dir.path(), &[]);
     let (status, stderr) = run_to_exit(dir.path());
     assert!(!status.success());
     assert!(stderr.contains("another hub"), "{stderr}");

@@ -6,26 +6,27 @@
 //! and then records a row of docs/reliability.md.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::reliability::{record, Row};
-use common::{get, history, post_json, HubProcess, SseClient, WAIT};
+use pushwire_testkit::prelude::{get, history, post_json, Connection, HubProcess, SseClient, WAIT};
+use pushwire_testkit::reliability::{record, Row};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::Instant;
 
+/// The hub binary under test.
+const BIN: &str = pushwire_testkit::hub_binary!();
+
 fn durable_hub(dir: &Path, extra: &[&str]) -> HubProcess {
     let mut args: Vec<&std::ffi::OsStr> = vec!["--storage".as_ref(), "embedded".as_ref()];
     args.extend(["--data-dir".as_ref(), dir.as_os_str()]);
     args.extend(extra.iter().map(std::ffi::OsStr::new));
-    HubProcess::spawn(args)
+    HubProcess::spawn(BIN, args)
 }
 
 fn pid(hub: &HubProcess) -> i32 {
@@ -407,68 +408,33 @@ async fn a_history_file_turned_read_only_refuses_publishes_then_recovers() {
 
 /// A keep-alive HTTP/1.1 connection that publishes one event per request.
 struct Publisher {
-    stream: TcpStream,
-    buf: Vec<u8>,
+    connection: Connection,
 }
 
 impl Publisher {
     async fn connect(addr: SocketAddr) -> Option<Publisher> {
-        let stream = TcpStream::connect(addr).await.ok()?;
-        stream.set_nodelay(true).ok()?;
-        Some(Publisher {
-            stream,
-            buf: Vec::new(),
-        })
+        let connection = Connection::open(addr, "hub").await.ok()?;
+        Some(Publisher { connection })
     }
 
     /// The id if the hub acknowledged the event with 200; `None` for any
     /// other outcome (refused, no answer, connection closed).
     async fn publish(&mut self, data: &str) -> Option<String> {
         let body = json!({"to": "all", "data": data}).to_string();
-        let request = format!(
-            "POST /api/v1/publish HTTP/1.1\r\nHost: hub\r\nContent-Type: application/json\r\n\
-             Content-Length: {}\r\n\r\n{body}",
-            body.len()
-        );
-        self.stream.write_all(request.as_bytes()).await.ok()?;
-        let mut chunk = [0u8; 4096];
-        let end = loop {
-            if let Some(at) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                break at;
-            }
-            let n = tokio::time::timeout(WAIT, self.stream.read(&mut chunk))
-                .await
-                .ok()?
-                .ok()?;
-            if n == 0 {
-                return None;
-            }
-            self.buf.extend_from_slice(&chunk[..n]);
-        };
-        let head = String::from_utf8_lossy(&self.buf[..end]).into_owned();
-        let length: usize = head
-            .lines()
-            .find_map(|l| {
-                let (k, v) = l.split_once(':')?;
-                k.eq_ignore_ascii_case("content-length")
-                    .then(|| v.trim().parse().ok())?
-            })
-            .unwrap_or(0);
-        while self.buf.len() < end + 4 + length {
-            let n = tokio::time::timeout(WAIT, self.stream.read(&mut chunk))
-                .await
-                .ok()?
-                .ok()?;
-            if n == 0 {
-                return None;
-            }
-            self.buf.extend_from_slice(&chunk[..n]);
-        }
-        let body: Vec<u8> = self.buf.drain(..end + 4 + length).skip(end + 4).collect();
-        if !head.starts_with("HTTP/1.1 200") {
+        let reply = self
+            .connection
+            .send(
+                "POST",
+                "/api/v1/publish",
+                &[("Content-Type", "application/json")],
+                body.as_bytes(),
+            )
+            .await
+            .ok()?;
+        if reply.status != 200 {
             return None;
         }
-        let reply: Value = serde_json::from_slice(&body).ok()?;
+        let reply: Value = serde_json::from_str(&reply.body).ok()?;
         reply["id"].as_str().map(str::to_owned)
     }
 }
@@ -564,14 +530,17 @@ enum Slowness {
 async fn slow_client(slowness: Slowness) -> (u64, u64) {
     const SIZE: usize = 16 * 1024;
     const MORE: usize = 3000;
-    let hub = HubProcess::spawn([
-        "--storage",
-        "memory",
-        "--queue-capacity",
-        "64",
-        "--history-max-events",
-        "64",
-    ]);
+    let hub = HubProcess::spawn(
+        BIN,
+        [
+            "--storage",
+            "memory",
+            "--queue-capacity",
+            "64",
+            "--history-max-events",
+            "64",
+        ],
+    );
     let addr = hub.addr;
     let socket = TcpSocket::new_v4().unwrap();
     // A small receive buffer, so the hub's side fills up soon.
@@ -755,7 +724,7 @@ async fn ten_thousand_connections_opened_and_dropped_leak_nothing() {
     const TASKS: u8 = 8;
     const EACH: usize = 1250;
     const HOLD: usize = 100;
-    let mut hub = HubProcess::spawn(["--storage", "memory"]);
+    let mut hub = HubProcess::spawn(BIN, ["--storage", "memory"]);
     let addr = hub.addr;
     let pid = pid(&hub);
     // A first stream and request, so lazily created descriptors exist.
@@ -816,7 +785,7 @@ async fn ten_thousand_connections_opened_and_dropped_leak_nothing() {
     })
     .await;
     wait_until("no user is online", limit, || async {
-        common::user_count(addr).await == 0
+        pushwire_testkit::user_count(addr).await == 0
     })
     .await;
     wait_until(

@@ -3,17 +3,12 @@
 //! history, what an open stream received) and that the hub still answers.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
 use std::net::SocketAddr;
 
 use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio::time::timeout;
 
-use common::reliability::{self, Row};
-use common::{config, get, request, start, Reply, SseClient, WAIT};
+use pushwire_testkit::prelude::{config, get, raw_exchange, request, start, Reply, SseClient};
+use pushwire_testkit::reliability::{self, Row};
 
 const JSON: &str = "application/json";
 const FORM: &str = "application/x-www-form-urlencoded";
@@ -85,7 +80,7 @@ async fn post(addr: SocketAddr, path: &str, content_type: &str, body: &[u8]) -> 
 /// Publishes a sentinel to everyone and checks it is the next thing the
 /// watcher receives: nothing injected or smuggled reached it before.
 async fn sentinel(addr: SocketAddr, watcher: &mut SseClient) {
-    let id = common::publish(addr, json!({"to": "all", "data": "sentinel"})).await;
+    let id = pushwire_testkit::publish(addr, json!({"to": "all", "data": "sentinel"})).await;
     let next = watcher.next().await;
     assert_eq!(next.data, "sentinel", "the watcher received {next:?} first");
     assert_eq!(next.id.as_deref(), Some(id.as_str()));
@@ -224,7 +219,8 @@ async fn crlf_injection_in_every_field() {
         let expected = text.replace("\r\n", "\n").replace('\r', "\n");
         let p = pct(&text);
         let ids = [
-            common::publish(addr, json!({"to": {"users": ["victim"]}, "data": text})).await,
+            pushwire_testkit::publish(addr, json!({"to": {"users": ["victim"]}, "data": text}))
+                .await,
             post(
                 addr,
                 "/sse/push",
@@ -297,12 +293,7 @@ const NOT_UTF8: &[&[u8]] = &[
 /// Sends raw bytes as one request on a fresh connection and returns the
 /// answer (a reset after it is fine).
 async fn raw(addr: SocketAddr, bytes: &[u8]) -> Vec<u8> {
-    let mut socket = TcpStream::connect(addr).await.unwrap();
-    // The hub may close before it has read everything.
-    let _ = socket.write_all(bytes).await;
-    let mut out = Vec::new();
-    let _ = timeout(WAIT, socket.read_to_end(&mut out)).await.unwrap();
-    out
+    raw_exchange(addr, bytes).await.unwrap()
 }
 
 /// The status and body of the first response in `raw` (status 0: none).
@@ -521,7 +512,7 @@ async fn duplicated_and_conflicting_parameters() {
         "a refused request stored something"
     );
     assert_eq!(
-        common::user_count(addr).await,
+        pushwire_testkit::user_count(addr).await,
         1,
         "the victim's stream is still open"
     );
@@ -552,7 +543,7 @@ async fn absurd_numbers() {
     let addr = server.addr();
     let mut w = watcher(addr).await;
     let mut cases = Cases::default();
-    let existing = common::publish(addr, json!({"to": "all", "data": "first"})).await;
+    let existing = pushwire_testkit::publish(addr, json!({"to": "all", "data": "first"})).await;
     assert_eq!(w.next().await.data, "first");
 
     const NOT_NUMBERS: &[&str] = &[
@@ -884,7 +875,11 @@ async fn unsupported_methods_on_every_route_get_a_json_405() {
     }
     cases.check();
     assert!(history(addr).await.is_empty());
-    assert_eq!(common::user_count(addr).await, 1, "no close went through");
+    assert_eq!(
+        pushwire_testkit::user_count(addr).await,
+        1,
+        "no close went through"
+    );
     sentinel(addr, &mut w).await;
     reliability::record(Row {
         family: "unsupported methods on every route",

@@ -9,18 +9,16 @@
 //! skip, without them.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
 use std::io::{BufRead, BufReader, ErrorKind, Read};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{Reply, WAIT};
 use jsonwebtoken::{EncodingKey, Header};
 use pushwire::config::{ServeConfig, Storage};
 use pushwire::server::Server;
+use pushwire_testkit::prelude::{Reply, WAIT};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use tokio::time::timeout;
@@ -30,7 +28,7 @@ const SUBSCRIBER_KEY: &str = "interop-subscriber-secret";
 const BOOKS: &str = "https://example.com/books/{id}";
 
 fn hub_config() -> ServeConfig {
-    let mut c = common::config();
+    let mut c = pushwire_testkit::config();
     c.publisher_jwt_key = Some(PUBLISHER_KEY.into());
     c.subscriber_jwt_key = Some(SUBSCRIBER_KEY.into());
     c
@@ -63,7 +61,7 @@ async fn publish(addr: SocketAddr, fields: &[(&str, &str)]) -> String {
         .extend_pairs(fields)
         .finish();
     let auth = format!("Bearer {}", publisher_token());
-    let reply: Reply = common::request(
+    let reply: Reply = pushwire_testkit::request(
         addr,
         "POST",
         "/.well-known/mercure",

@@ -2,11 +2,9 @@
 //! Last-Event-ID, shutdown.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use pushwire_testkit::prelude::*;
 use serde_json::json;
 use tokio::io::AsyncWriteExt;
 

@@ -2,8 +2,6 @@
 //! status, code and metric, and a refusal changes nothing.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
@@ -17,8 +15,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::timeout;
 
-use common::reliability::{self, Row};
-use common::{config, eventually, get, post_json, request, start, Reply, WAIT};
+use pushwire_testkit::prelude::{
+    config, eventually, get, post_json, raw_exchange, request, start, Connection, Reply, SseClient,
+    WAIT,
+};
+use pushwire_testkit::reliability::{self, Row};
 
 /// `pushwire_limit_rejections_total{limit="<limit>"}`.
 async fn rejections(addr: SocketAddr, limit: &str) -> u64 {
@@ -66,49 +67,29 @@ struct Opened {
     retry_after: Option<String>,
     /// The JSON error of a refusal.
     error: Option<Value>,
-    _socket: TcpStream,
+    _stream: SseClient,
 }
 
 /// Opens `path` as a stream from `source`.
 async fn open_from(source: [u8; 4], addr: SocketAddr, path: &str) -> Opened {
-    let mut socket = connect_from(source, addr).await;
-    let head = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n\r\n");
-    socket.write_all(head.as_bytes()).await.unwrap();
-    let mut raw = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        let n = timeout(WAIT, socket.read(&mut buf)).await.unwrap().unwrap();
-        assert!(n > 0, "closed before an answer");
-        raw.extend_from_slice(&buf[..n]);
-        let text = String::from_utf8_lossy(&raw).to_string();
-        let Some((head, body)) = text.split_once("\r\n\r\n") else {
-            continue;
-        };
-        let status: u16 = head.split(' ').nth(1).unwrap().parse().unwrap();
-        let header = |name: &str| {
-            head.lines()
-                .filter_map(|l| l.split_once(':'))
-                .find(|(k, _)| k.eq_ignore_ascii_case(name))
-                .map(|(_, v)| v.trim().to_owned())
-        };
-        if status == 200 {
-            return Opened {
-                status,
-                retry_after: None,
-                error: None,
-                _socket: socket,
-            };
-        }
-        let length: usize = header("content-length").unwrap().parse().unwrap();
-        if body.len() < length {
-            continue;
-        }
+    let socket = connect_from(source, addr).await;
+    let mut stream = SseClient::over(socket, &addr.to_string(), path, &[]).await;
+    let status = stream.status;
+    if status == 200 {
         return Opened {
             status,
-            retry_after: header("retry-after"),
-            error: Some(serde_json::from_str(body).unwrap()),
-            _socket: socket,
+            retry_after: None,
+            error: None,
+            _stream: stream,
         };
+    }
+    // A refusal is a whole JSON answer: read it to its end.
+    assert!(stream.wait_end(WAIT).await, "no whole answer in time");
+    Opened {
+        status,
+        retry_after: stream.header("retry-after").map(str::to_owned),
+        error: Some(serde_json::from_slice(&stream.raw).unwrap()),
+        _stream: stream,
     }
 }
 
@@ -307,31 +288,16 @@ async fn publish_from(
     body: &str,
     key: Option<&str>,
 ) -> Reply {
-    let mut socket = connect_from(source, addr).await;
-    let auth = key.map_or(String::new(), |k| format!("Authorization: Bearer {k}\r\n"));
-    let head = format!(
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{auth}\
-         Content-Type: {content_type}\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    socket.write_all(head.as_bytes()).await.unwrap();
-    let mut raw = Vec::new();
-    timeout(WAIT, socket.read_to_end(&mut raw))
+    let socket = connect_from(source, addr).await;
+    let auth = key.map(|k| format!("Bearer {k}"));
+    let mut headers = vec![("Content-Type", content_type)];
+    if let Some(auth) = &auth {
+        headers.push(("Authorization", auth.as_str()));
+    }
+    Connection::over(socket, &addr.to_string())
+        .send("POST", path, &headers, body.as_bytes())
         .await
         .unwrap()
-        .unwrap();
-    let text = String::from_utf8_lossy(&raw).to_string();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap();
-    Reply {
-        status: head.split(' ').nth(1).unwrap().parse().unwrap(),
-        headers: head
-            .lines()
-            .skip(1)
-            .filter_map(|l| l.split_once(':'))
-            .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
-            .collect(),
-        body: body.to_owned(),
-    }
 }
 
 const JSON: &str = "application/json";
@@ -622,17 +588,6 @@ async fn field_limits_hold_exactly_at_their_boundaries() {
     });
 }
 
-/// Sends `head` (without its blank line) plus the blank line on a fresh
-/// connection and returns the whole answer.
-async fn raw_exchange(addr: SocketAddr, bytes: &[u8]) -> Vec<u8> {
-    let mut socket = TcpStream::connect(addr).await.unwrap();
-    socket.write_all(bytes).await.unwrap();
-    let mut raw = Vec::new();
-    // A reset after the answer is fine; what was read until then counts.
-    let _ = timeout(WAIT, socket.read_to_end(&mut raw)).await.unwrap();
-    raw
-}
-
 /// A GET of `/healthz` whose head is exactly `size` bytes on the wire.
 fn head_of_size(addr: SocketAddr, size: usize) -> Vec<u8> {
     let start = format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nX-Pad: ");
@@ -657,9 +612,9 @@ async fn request_heads_up_to_the_limit_pass_and_longer_get_a_json_431() {
     let server = start(config).await;
     let addr = server.addr();
 
-    let at = raw_exchange(addr, &head_of_size(addr, 2048)).await;
+    let at = raw_exchange(addr, &head_of_size(addr, 2048)).await.unwrap();
     assert_eq!(status_of(&at), 200, "{}", String::from_utf8_lossy(&at));
-    let over = raw_exchange(addr, &head_of_size(addr, 2049)).await;
+    let over = raw_exchange(addr, &head_of_size(addr, 2049)).await.unwrap();
     assert_eq!(status_of(&over), 431);
     let text = String::from_utf8_lossy(&over).to_string();
     let body: Value = serde_json::from_str(text.split_once("\r\n\r\n").unwrap().1).unwrap();
@@ -673,13 +628,16 @@ async fn request_heads_up_to_the_limit_pass_and_longer_get_a_json_431() {
     // many headers count by their bytes the same way.
     let mut cases = 2;
     for size in [4097, 10_000, 60_000] {
-        let far = raw_exchange(addr, &head_of_size(addr, size)).await;
+        let far = raw_exchange(addr, &head_of_size(addr, size)).await.unwrap();
         assert_eq!(status_of(&far), 431, "{size} bytes");
         cases += 1;
     }
     let many: String = (0..500).map(|i| format!("X-H{i}: v\r\n")).collect();
     let many = format!("GET /healthz HTTP/1.1\r\nHost: x\r\n{many}\r\n");
-    assert_eq!(status_of(&raw_exchange(addr, many.as_bytes()).await), 431);
+    assert_eq!(
+        status_of(&raw_exchange(addr, many.as_bytes()).await.unwrap()),
+        431
+    );
     cases += 1;
     assert_eq!(get(addr, "/healthz").await.status, 200);
     assert_eq!(rejections(addr, "header_size").await, 5);
@@ -793,7 +751,7 @@ async fn bodies_up_to_max_body_pass_and_longer_get_413() {
         chunked.extend_from_slice(b"\r\n");
     }
     chunked.extend_from_slice(b"0\r\n\r\n");
-    assert_eq!(status_of(&raw_exchange(addr, &chunked).await), 413);
+    assert_eq!(status_of(&raw_exchange(addr, &chunked).await.unwrap()), 413);
     cases += 1;
     // Forms on the seed routes too.
     let form = format!("userId=u&message={}", "m".repeat(1100));

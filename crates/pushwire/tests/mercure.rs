@@ -7,13 +7,11 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
-mod common;
-
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::*;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use pushwire_testkit::prelude::*;
 use serde_json::{json, Value};
 
 const PUBLISHER_KEY: &str = "publisher-secret-for-tests";

@@ -4,10 +4,8 @@
 //! document gives for that route, method and status.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
-use common::reliability::{self, Row};
-use common::*;
+use pushwire_testkit::prelude::*;
+use pushwire_testkit::reliability::{self, Row};
 use serde_json::{json, Value};
 
 /// The routes and methods the document must describe.
@@ -196,7 +194,7 @@ async fn every_answer_validates_against_its_documented_schema() {
     });
 
     // With a publisher key: no credential, then a wrong one.
-    let mut keyed = common::config();
+    let mut keyed = pushwire_testkit::config();
     keyed.publisher_key = Some("sekret".to_owned());
     let keyed = start(keyed).await;
     for path in ["/api/v1/stats", "/api/v1/users", "/api/v1/events"] {

@@ -2,11 +2,9 @@
 //! server over TCP.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use pushwire_testkit::prelude::*;
 
 const QUIET: Duration = Duration::from_millis(300);
 

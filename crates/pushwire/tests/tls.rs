@@ -2,8 +2,6 @@
 //! cleartext HTTP/2 (h2c) with prior knowledge.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -25,9 +23,12 @@ use tokio::time::{timeout, Instant};
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
-use common::{config, HubProcess, BIN, WAIT};
 use pushwire::config::ServeConfig;
 use pushwire_client::sse::{ParsedEvent, Parser};
+use pushwire_testkit::prelude::{config, HubProcess, WAIT};
+
+/// The hub binary under test.
+const BIN: &str = pushwire_testkit::hub_binary!();
 
 // ---------------------------------------------------------------------------
 // Certificates
@@ -272,7 +273,7 @@ const TLS_BASE: &str = "https://localhost";
 async fn h2_over_tls_carries_twenty_streams_on_one_connection() {
     let cert = make_cert("pushwire test");
     let files = CertFiles::new(&cert);
-    let server = common::start(tls_config(&files)).await;
+    let server = pushwire_testkit::start(tls_config(&files)).await;
     let tls = connect_tls(server.addr(), client_tls(&[&cert], &[b"h2", b"http/1.1"])).await;
     assert_eq!(alpn(&tls).as_deref(), Some(&b"h2"[..]));
     assert_eq!(peer_cert(&tls), cert.der);
@@ -304,7 +305,7 @@ async fn h2_over_tls_carries_twenty_streams_on_one_connection() {
 async fn http11_over_tls_with_or_without_alpn() {
     let cert = make_cert("pushwire test");
     let files = CertFiles::new(&cert);
-    let server = common::start(tls_config(&files)).await;
+    let server = pushwire_testkit::start(tls_config(&files)).await;
     let addr = server.addr();
 
     let tls = connect_tls(addr, client_tls(&[&cert], &[b"http/1.1"])).await;
@@ -333,7 +334,7 @@ async fn plain_text_and_silent_clients_on_the_tls_port_are_dropped_cleanly() {
     let files = CertFiles::new(&cert);
     let mut config = tls_config(&files);
     config.header_read_timeout = Duration::from_secs(3);
-    let server = common::start(config).await;
+    let server = pushwire_testkit::start(config).await;
     let addr = server.addr();
 
     // A client that connects and never starts the handshake does not hold
@@ -393,7 +394,7 @@ async fn reload_serves_the_new_certificate_to_new_connections_and_keeps_open_str
     let first = make_cert("pushwire first");
     let second = make_cert("pushwire second");
     let files = CertFiles::new(&first);
-    let server = common::start(tls_config(&files)).await;
+    let server = pushwire_testkit::start(tls_config(&files)).await;
     let addr = server.addr();
     let trust = client_tls(&[&first, &second], &[b"h2"]);
 
@@ -439,7 +440,7 @@ async fn reload_serves_the_new_certificate_to_new_connections_and_keeps_open_str
 async fn shutdown_ends_http2_streams_over_tls() {
     let cert = make_cert("pushwire test");
     let files = CertFiles::new(&cert);
-    let server = common::start(tls_config(&files)).await;
+    let server = pushwire_testkit::start(tls_config(&files)).await;
     let addr = server.addr();
     let tls = connect_tls(addr, client_tls(&[&cert], &[b"h2"])).await;
     let mut client = h2_client(tls).await;
@@ -456,14 +457,17 @@ async fn shutdown_ends_http2_streams_over_tls() {
 // The binary: configuration errors and SIGHUP
 
 fn spawn_hub(cert: &Path, key: &Path) -> HubProcess {
-    HubProcess::spawn([
-        "--storage".as_ref(),
-        "memory".as_ref(),
-        "--tls-cert".as_ref(),
-        cert.as_os_str(),
-        "--tls-key".as_ref(),
-        key.as_os_str(),
-    ])
+    HubProcess::spawn(
+        BIN,
+        [
+            "--storage".as_ref(),
+            "memory".as_ref(),
+            "--tls-cert".as_ref(),
+            cert.as_os_str(),
+            "--tls-key".as_ref(),
+            key.as_os_str(),
+        ],
+    )
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -563,7 +567,7 @@ fn tls_configuration_errors_exit_with_code_2_and_name_the_option() {
 async fn h2c_serves_http2_with_prior_knowledge_and_http11_on_the_same_port() {
     let mut config = config();
     config.h2c = true;
-    let server = common::start(config).await;
+    let server = pushwire_testkit::start(config).await;
     let addr = server.addr();
     let base = format!("http://{addr}");
 
@@ -575,11 +579,11 @@ async fn h2c_serves_http2_with_prior_knowledge_and_http11_on_the_same_port() {
     assert!(streams.iter().all(|s| s.version == Version::HTTP_2));
 
     // HTTP/1.1 on the same port, with the usual raw client.
-    let mut tab = common::SseClient::connect(addr, "/api/v1/stream?topic=t").await;
+    let mut tab = pushwire_testkit::SseClient::connect(addr, "/api/v1/stream?topic=t").await;
     assert_eq!(tab.status, 200);
     assert_eq!(stream_count(&mut client, &base).await, 11);
 
-    common::publish(addr, json!({"to": {"topics": ["t"]}, "data": "one"})).await;
+    pushwire_testkit::publish(addr, json!({"to": {"topics": ["t"]}, "data": "one"})).await;
     publish(
         &mut client,
         &base,
@@ -613,7 +617,7 @@ async fn h2c_drops_a_silent_connection_after_the_header_read_timeout() {
     let mut config = config();
     config.h2c = true;
     config.header_read_timeout = Duration::from_millis(300);
-    let server = common::start(config).await;
+    let server = pushwire_testkit::start(config).await;
     let mut silent = TcpStream::connect(server.addr()).await.unwrap();
     let mut byte = [0u8; 1];
     let n = timeout(WAIT, silent.read(&mut byte))
@@ -621,7 +625,7 @@ async fn h2c_drops_a_silent_connection_after_the_header_read_timeout() {
         .expect("the silent connection is closed");
     assert!(matches!(n, Ok(0) | Err(_)));
     assert_eq!(
-        common::get(server.addr(), "/healthz").await.body,
+        pushwire_testkit::get(server.addr(), "/healthz").await.body,
         "ok\n",
         "the hub stopped serving"
     );
@@ -629,7 +633,7 @@ async fn h2c_drops_a_silent_connection_after_the_header_read_timeout() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn without_h2c_the_http2_preface_is_refused_and_the_hub_goes_on() {
-    let server = common::start(config()).await;
+    let server = pushwire_testkit::start(config()).await;
     let addr = server.addr();
     let base = format!("http://{addr}");
 
@@ -655,8 +659,8 @@ async fn without_h2c_the_http2_preface_is_refused_and_the_hub_goes_on() {
         .expect("the request fails in time");
     assert!(response.is_err(), "an HTTP/2 response without --h2c");
 
-    assert_eq!(common::get(addr, "/healthz").await.body, "ok\n");
-    let tab = common::SseClient::connect(addr, "/api/v1/stream?topic=x").await;
+    assert_eq!(pushwire_testkit::get(addr, "/healthz").await.body, "ok\n");
+    let tab = pushwire_testkit::SseClient::connect(addr, "/api/v1/stream?topic=x").await;
     assert_eq!(tab.status, 200);
     server.shutdown().await;
 }

@@ -4,13 +4,14 @@
 //! the same port and directory keeps everything Redis acknowledged. Killed
 //! (SIGKILL) when dropped. `scripts/test` installs `redis-server` when
 //! missing.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::WAIT;
+use crate::hub::WAIT;
 
 pub struct RedisServer {
     child: Option<Child>,

@@ -4,6 +4,7 @@
 //! describes a run that held. When `PUSHWIRE_RELIABILITY_DIR` is set (as
 //! `scripts/reliability` does), each row is written there as one JSON file;
 //! otherwise recording does nothing and the test is an ordinary test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::PathBuf;
 
