@@ -13,11 +13,17 @@
 //! - a well-formed `GET` of a stream route, without a body, goes through the
 //!   same axum router as every other request, and its response is written
 //!   here: the head, then each frame as one chunk (frames queued together go
-//!   out in one write), with no buffer kept between writes;
+//!   out in one vectored write of chunk headers and the shared frames
+//!   themselves, uncopied), with no buffer kept between writes;
 //! - anything else (another method or route, a malformed or oversized head,
 //!   a request with a body) goes to hyper with the bytes already read put
-//!   back in front of the socket, so hyper serves it exactly as if it had
-//!   read them itself: its limits, errors and keep-alive apply unchanged.
+//!   back in front of the socket ([`StrictHeads::rewound`]), so hyper serves
+//!   it exactly as if it had read them itself: its limits, errors and
+//!   keep-alive apply unchanged.
+//!
+//! Which heads are strict enough (every line ending with CR LF) is decided
+//! by the same scanner that guards hyper's connections
+//! ([`strict_heads::head_is_strict`]).
 //!
 //! A stream's connection is closed when the stream ends (`Connection:
 //! close`): an `EventSource` reconnects on a new connection anyway. A client
@@ -25,10 +31,10 @@
 //! the stream waits for frames; whatever a client sends after its request is
 //! discarded.
 
-use std::io;
+use std::io::{self, IoSlice};
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{ready, Poll};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -38,9 +44,11 @@ use bytes::Bytes;
 use futures_util::FutureExt;
 use http::{header, HeaderValue, Method, Request, Response, Version};
 use http_body_util::BodyExt;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tower::ServiceExt;
+
+use crate::transport::strict_heads::{self, StrictHeads};
 
 /// Largest request head served here; larger ones (big cookies) go to hyper.
 const MAX_HEAD: usize = 16 * 1024;
@@ -49,13 +57,19 @@ const MAX_HEADERS: usize = 48;
 /// Largest non-stream response body a stream route may answer with (its
 /// errors are short JSON documents).
 const MAX_ERROR_BODY: usize = 64 * 1024;
+/// Most frames gathered into one write. Each waits in the stream's task
+/// while it is written (a `Bytes` handle, 32 bytes, no copy), so the bound
+/// keeps a writing stream's state small; more queued frames simply take
+/// another write.
+const GATHER: usize = 4;
 
 /// What became of the connection's first request.
 pub enum Served {
     /// The connection carried a stream and is finished.
     Stream,
-    /// Not a stream request: serve the connection with hyper.
-    Other(Rewound),
+    /// Not a stream request: serve the connection with hyper (the bytes
+    /// already read are replayed first).
+    Other(StrictHeads<TcpStream>),
     /// The request head did not arrive within the header read timeout; the
     /// connection is closed.
     HeadTimeout,
@@ -81,7 +95,7 @@ pub async fn serve(
         Ok(Ok(None)) => None,
     };
     let Some((mut request, version)) = request else {
-        return Served::Other(Rewound::new(head, socket));
+        return Served::Other(StrictHeads::rewound(head, socket));
     };
     request.extensions_mut().insert(ConnectInfo(peer));
     let response = match app.oneshot(request).await {
@@ -124,8 +138,8 @@ async fn read_head(socket: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<Opti
 /// body; `None` leaves it to hyper.
 fn parse(head: &[u8], is_stream_route: fn(&str) -> bool) -> Option<(Request<Body>, Version)> {
     // httparse, like hyper, takes a lone LF as a line end; the hub refuses
-    // such heads (see framing.rs), so they go the way that refuses them.
-    if has_bare_line_end(head) {
+    // such heads (see strict_heads.rs), so they go the way that refuses them.
+    if !strict_heads::head_is_strict(head) {
         return None;
     }
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
@@ -155,15 +169,6 @@ fn parse(head: &[u8], is_stream_route: fn(&str) -> bool) -> Option<(Request<Body
         request = request.header(name, HeaderValue::from_bytes(h.value).ok()?);
     }
     Some((request.body(Body::empty()).ok()?, version))
-}
-
-/// Whether a line of the head ends with a lone LF, or a CR stands alone.
-fn has_bare_line_end(head: &[u8]) -> bool {
-    head.iter().enumerate().any(|(i, &b)| match b {
-        b'\n' => i == 0 || head[i - 1] != b'\r',
-        b'\r' => head.get(i + 1) != Some(&b'\n'),
-        _ => false,
-    })
 }
 
 /// Writes the response: a stream frame by frame until it ends or the client
@@ -199,13 +204,14 @@ async fn respond(
         tokio::select! {
             frame = body.frame() => {
                 let Some(Ok(frame)) = frame else { break };
-                let mut out = Vec::new();
-                put_frame(&mut out, frame.into_data().ok(), chunked);
+                let mut batch = Batch::default();
+                batch.push(frame.into_data().ok());
                 // Frames already queued go out in the same write.
-                while let Some(Some(Ok(frame))) = body.frame().now_or_never() {
-                    put_frame(&mut out, frame.into_data().ok(), chunked);
+                while !batch.is_full() {
+                    let Some(Some(Ok(frame))) = body.frame().now_or_never() else { break };
+                    batch.push(frame.into_data().ok());
                 }
-                writer.write_all(&out).await?;
+                write_frames(&mut writer, batch.frames(), chunked).await?;
             }
             read = reader.read(&mut discard) => match read {
                 Ok(0) | Err(_) => return Ok(()),
@@ -249,93 +255,138 @@ fn head(parts: &http::response::Parts, length: Option<usize>, chunked: bool) -> 
     out
 }
 
-fn put_frame(out: &mut Vec<u8>, data: Option<Bytes>, chunked: bool) {
-    let Some(data) = data.filter(|d| !d.is_empty()) else {
-        return;
-    };
-    if chunked {
-        out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
-        out.extend_from_slice(&data);
-        out.extend_from_slice(b"\r\n");
-    } else {
-        out.extend_from_slice(&data);
-    }
+/// Frames taken from the body together, written in one go.
+#[derive(Default)]
+struct Batch {
+    frames: [Bytes; GATHER],
+    len: usize,
 }
 
-/// A socket with the bytes already read from it put back in front.
-pub struct Rewound {
-    prefix: Vec<u8>,
-    read: usize,
-    socket: TcpStream,
-}
-
-impl Rewound {
-    fn new(prefix: Vec<u8>, socket: TcpStream) -> Rewound {
-        Rewound {
-            prefix,
-            read: 0,
-            socket,
+impl Batch {
+    /// Adds a frame's data; an empty one is dropped (as a chunk it would
+    /// end the body).
+    fn push(&mut self, data: Option<Bytes>) {
+        if let Some(data) = data.filter(|d| !d.is_empty()) {
+            self.frames[self.len] = data;
+            self.len += 1;
         }
     }
+
+    fn is_full(&self) -> bool {
+        self.len == GATHER
+    }
+
+    fn frames(&self) -> &[Bytes] {
+        &self.frames[..self.len]
+    }
 }
 
-impl AsyncRead for Rewound {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        if this.read < this.prefix.len() {
-            let rest = &this.prefix[this.read..];
-            let n = rest.len().min(buf.remaining());
-            buf.put_slice(&rest[..n]);
-            this.read += n;
-            if this.read == this.prefix.len() {
-                // Done with it: free it for the rest of the connection.
-                this.prefix = Vec::new();
-                this.read = 0;
+/// A chunk-size line: the length in hex, then CR LF, on the stack.
+struct ChunkHeader {
+    buf: [u8; 18],
+    len: usize,
+}
+
+impl ChunkHeader {
+    const EMPTY: ChunkHeader = ChunkHeader {
+        buf: [0; 18],
+        len: 0,
+    };
+
+    fn new(length: usize) -> ChunkHeader {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut digits = [0u8; 16];
+        let (mut n, mut count) = (length as u64, 0);
+        loop {
+            digits[count] = HEX[(n & 0xf) as usize];
+            count += 1;
+            n >>= 4;
+            if n == 0 {
+                break;
             }
+        }
+        let mut header = ChunkHeader::EMPTY;
+        for (slot, digit) in header.buf.iter_mut().zip(digits[..count].iter().rev()) {
+            *slot = *digit;
+        }
+        header.buf[count..count + 2].copy_from_slice(b"\r\n");
+        header.len = count + 2;
+        header
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
+/// Writes `frames` whole (each as one chunk if `chunked`) with vectored
+/// writes of the frames themselves, uncopied. A write that takes only part
+/// of the bytes is continued at the first byte it did not take. The chunk
+/// headers are formatted afresh on each attempt rather than kept: they cost
+/// a few instructions, and keeping them would enlarge every stream's state.
+async fn write_frames<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    frames: &[Bytes],
+    chunked: bool,
+) -> io::Result<()> {
+    let mut written = 0;
+    std::future::poll_fn(|cx| loop {
+        let mut headers = [ChunkHeader::EMPTY; GATHER];
+        if chunked {
+            for (header, frame) in headers.iter_mut().zip(frames) {
+                *header = ChunkHeader::new(frame.len());
+            }
+        }
+        let mut slices = [IoSlice::new(&[]); 3 * GATHER];
+        let count = unwritten(&headers, frames, chunked, written, &mut slices);
+        if count == 0 {
             return Poll::Ready(Ok(()));
         }
-        Pin::new(&mut this.socket).poll_read(cx, buf)
-    }
+        match ready!(Pin::new(&mut *writer).poll_write_vectored(cx, &slices[..count])) {
+            Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+            Ok(n) => written += n,
+            Err(error) => return Poll::Ready(Err(error)),
+        }
+    })
+    .await
 }
 
-impl AsyncWrite for Rewound {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().socket).poll_write(cx, buf)
+/// Fills `slices` with what remains of the frames (with their chunk headers
+/// and CR LFs if `chunked`) after the first `written` bytes; returns how
+/// many slices it filled.
+fn unwritten<'a>(
+    headers: &'a [ChunkHeader],
+    frames: &'a [Bytes],
+    chunked: bool,
+    mut written: usize,
+    slices: &mut [IoSlice<'a>],
+) -> usize {
+    let parts = frames.iter().zip(headers).flat_map(|(frame, header)| {
+        let framing: [&[u8]; 2] = if chunked {
+            [header.as_bytes(), b"\r\n"]
+        } else {
+            [&[], &[]]
+        };
+        [framing[0], &frame[..], framing[1]]
+    });
+    let mut count = 0;
+    for part in parts {
+        if written >= part.len() {
+            written -= part.len();
+            continue;
+        }
+        slices[count] = IoSlice::new(&part[written..]);
+        written = 0;
+        count += 1;
     }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().socket).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.socket.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().socket).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().socket).poll_shutdown(cx)
-    }
+    count
 }
 
 #[cfg(test)]
 #[allow(clippy::expect_used)]
 mod tests {
     use super::*;
+    use std::task::Context;
 
     fn streams(path: &str) -> bool {
         path == "/stream"
@@ -371,11 +422,138 @@ mod tests {
         }
     }
 
+    fn written(frames: &[Option<Bytes>], chunked: bool) -> Vec<u8> {
+        let mut batch = Batch::default();
+        for frame in frames {
+            batch.push(frame.clone());
+        }
+        let mut out = Vec::new();
+        futures_util::FutureExt::now_or_never(write_frames(&mut out, batch.frames(), chunked))
+            .expect("a Vec is always ready")
+            .expect("a Vec takes every byte");
+        out
+    }
+
     #[test]
     fn chunks_carry_their_length_in_hex() {
-        let mut out = Vec::new();
-        put_frame(&mut out, Some(Bytes::from(vec![b'a'; 26])), true);
-        put_frame(&mut out, Some(Bytes::new()), true);
+        let out = written(
+            &[Some(Bytes::from(vec![b'a'; 26])), Some(Bytes::new())],
+            true,
+        );
         assert_eq!(out, [&b"1a\r\n"[..], &[b'a'; 26], b"\r\n"].concat());
+    }
+
+    #[test]
+    fn chunk_headers_are_hex_lengths() {
+        for (length, header) in [
+            (1, &b"1\r\n"[..]),
+            (15, b"f\r\n"),
+            (16, b"10\r\n"),
+            (0xabc, b"abc\r\n"),
+            (usize::MAX, b"ffffffffffffffff\r\n"),
+        ] {
+            assert_eq!(ChunkHeader::new(length).as_bytes(), header);
+        }
+    }
+
+    #[test]
+    fn frames_without_chunking_are_written_as_they_are() {
+        let frames = [
+            Some(Bytes::from_static(b"data: a\n\n")),
+            None,
+            Some(Bytes::from_static(b"data: b\n\n")),
+        ];
+        assert_eq!(written(&frames, false), b"data: a\n\ndata: b\n\n");
+    }
+
+    /// Takes at most `per_call` bytes per write, and is not ready every
+    /// other call: a writer as slow as a full socket.
+    struct Trickle {
+        out: Vec<u8>,
+        per_call: usize,
+        calls: usize,
+    }
+
+    impl AsyncWrite for Trickle {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            self.poll_write_vectored(cx, &[IoSlice::new(buf)])
+        }
+
+        fn poll_write_vectored(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            bufs: &[IoSlice<'_>],
+        ) -> Poll<io::Result<usize>> {
+            let this = self.get_mut();
+            this.calls += 1;
+            if this.calls.is_multiple_of(2) {
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            let mut room = this.per_call;
+            for buf in bufs {
+                let n = buf.len().min(room);
+                this.out.extend_from_slice(&buf[..n]);
+                room -= n;
+            }
+            Poll::Ready(Ok(this.per_call - room))
+        }
+
+        fn is_write_vectored(&self) -> bool {
+            true
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_partial_vectored_write_continues_where_it_stopped() {
+        let frames = [
+            Bytes::from_static(b"id: 1\ndata: first\n\n"),
+            Bytes::from(vec![b'x'; 300]),
+            Bytes::from_static(b"data: z\n\n"),
+        ];
+        for chunked in [true, false] {
+            let mut whole = Vec::new();
+            write_frames(&mut whole, &frames, chunked)
+                .await
+                .expect("a Vec takes it all");
+            for per_call in [1, 2, 3, 5, 7, 64] {
+                let mut trickle = Trickle {
+                    out: Vec::new(),
+                    per_call,
+                    calls: 0,
+                };
+                write_frames(&mut trickle, &frames, chunked)
+                    .await
+                    .expect("every byte is taken in the end");
+                assert_eq!(
+                    trickle.out, whole,
+                    "{per_call} bytes per write, chunked: {chunked}"
+                );
+            }
+        }
+        let mut chunked = Vec::new();
+        write_frames(&mut chunked, &frames, true)
+            .await
+            .expect("a Vec takes it all");
+        let expected = [
+            &b"13\r\nid: 1\ndata: first\n\n\r\n"[..],
+            b"12c\r\n",
+            &[b'x'; 300],
+            b"\r\n9\r\ndata: z\n\n\r\n",
+        ]
+        .concat();
+        assert_eq!(chunked, expected);
     }
 }
