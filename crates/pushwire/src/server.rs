@@ -327,9 +327,9 @@ async fn run(
                 match served {
                     Served::Stream => {}
                     Served::HeadTimeout => hub.metrics().limit_rejected(Limit::HeaderReadTimeout),
-                    Served::Other(io) => {
+                    Served::Other { read, socket } => {
                         let service = connection_service(app, peer);
-                        let io = TokioIo::new(io);
+                        let io = TokioIo::new(StrictHeads::rewound(read, socket));
                         let connection = watcher.watch(http.serve_connection(io, service));
                         if let Err(error) = connection.await {
                             count_refusal(&hub, &error);
@@ -473,7 +473,10 @@ async fn serve_h2c(
             let limit = Limit::HeaderReadTimeout;
             protocols.hub.metrics().limit_rejected(limit);
         }
-        Served::Other(io) => serve_http1(io, peer, protocols, app, watcher).await,
+        Served::Other { read, socket } => {
+            let io = StrictHeads::rewound(read, socket);
+            serve_http1(io, peer, protocols, app, watcher).await
+        }
     }
 }
 

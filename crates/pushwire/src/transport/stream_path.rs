@@ -31,10 +31,11 @@
 //! the stream waits for frames; whatever a client sends after its request is
 //! discarded.
 
+use std::future::Future;
 use std::io::{self, IoSlice};
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::task::{ready, Poll};
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -48,7 +49,9 @@ use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tower::ServiceExt;
 
-use crate::transport::strict_heads::{self, StrictHeads};
+use crate::transport::strict_heads;
+#[cfg(doc)]
+use crate::transport::strict_heads::StrictHeads;
 
 /// Largest request head served here; larger ones (big cookies) go to hyper.
 const MAX_HEAD: usize = 16 * 1024;
@@ -57,19 +60,25 @@ const MAX_HEADERS: usize = 48;
 /// Largest non-stream response body a stream route may answer with (its
 /// errors are short JSON documents).
 const MAX_ERROR_BODY: usize = 64 * 1024;
-/// Most frames gathered into one write. Each waits in the stream's task
-/// while it is written (a `Bytes` handle, 32 bytes, no copy), so the bound
-/// keeps a writing stream's state small; more queued frames simply take
-/// another write.
-const GATHER: usize = 4;
+/// Most frames one write system call carries (three slices each when
+/// chunked, well under the kernel's limit of 1024); more take another call.
+const FRAMES_PER_WRITE: usize = 16;
+/// What is left to write, if no more than this, is first gathered into one
+/// buffer on the stack and written as one slice: for frames this small the
+/// kernel's per-slice cost of a vectored write is more than the copy
+/// (measured: docs/performance.md). Larger frames go out uncopied.
+const COPY_AT_MOST: usize = 512;
 
 /// What became of the connection's first request.
 pub enum Served {
     /// The connection carried a stream and is finished.
     Stream,
-    /// Not a stream request: serve the connection with hyper (the bytes
-    /// already read are replayed first).
-    Other(StrictHeads<TcpStream>),
+    /// Not a stream request: serve the connection with hyper, with `read`,
+    /// the bytes already read from `socket`, replayed first
+    /// ([`StrictHeads::rewound`]). Handed back in pieces, not wrapped: the
+    /// caller keeps this value in every connection's task, where a bigger
+    /// one would cost every stream memory.
+    Other { read: Vec<u8>, socket: TcpStream },
     /// The request head did not arrive within the header read timeout; the
     /// connection is closed.
     HeadTimeout,
@@ -95,7 +104,7 @@ pub async fn serve(
         Ok(Ok(None)) => None,
     };
     let Some((mut request, version)) = request else {
-        return Served::Other(StrictHeads::rewound(head, socket));
+        return Served::Other { read: head, socket };
     };
     request.extensions_mut().insert(ConnectInfo(peer));
     let response = match app.oneshot(request).await {
@@ -204,14 +213,13 @@ async fn respond(
         tokio::select! {
             frame = body.frame() => {
                 let Some(Ok(frame)) = frame else { break };
-                let mut batch = Batch::default();
+                let mut batch = Batch::Empty;
                 batch.push(frame.into_data().ok());
                 // Frames already queued go out in the same write.
-                while !batch.is_full() {
-                    let Some(Some(Ok(frame))) = body.frame().now_or_never() else { break };
+                while let Some(Some(Ok(frame))) = body.frame().now_or_never() {
                     batch.push(frame.into_data().ok());
                 }
-                write_frames(&mut writer, batch.frames(), chunked).await?;
+                write_frames(&mut writer, batch, chunked).await?;
             }
             read = reader.read(&mut discard) => match read {
                 Ok(0) | Err(_) => return Ok(()),
@@ -255,29 +263,40 @@ fn head(parts: &http::response::Parts, length: Option<usize>, chunked: bool) -> 
     out
 }
 
-/// Frames taken from the body together, written in one go.
-#[derive(Default)]
-struct Batch {
-    frames: [Bytes; GATHER],
-    len: usize,
+/// Frames taken from the body together, written in one go. One frame, the
+/// usual case, is held as it is; only several take a vector of handles
+/// (never copies of the frames). The batch lives only while it is written
+/// and is about the size of the `Vec` the writer used to fill, so an idle
+/// stream's task is no bigger than before.
+enum Batch {
+    Empty,
+    One(Bytes),
+    Many(Vec<Bytes>),
 }
 
 impl Batch {
     /// Adds a frame's data; an empty one is dropped (as a chunk it would
     /// end the body).
     fn push(&mut self, data: Option<Bytes>) {
-        if let Some(data) = data.filter(|d| !d.is_empty()) {
-            self.frames[self.len] = data;
-            self.len += 1;
-        }
-    }
-
-    fn is_full(&self) -> bool {
-        self.len == GATHER
+        let Some(data) = data.filter(|d| !d.is_empty()) else {
+            return;
+        };
+        *self = match std::mem::replace(self, Batch::Empty) {
+            Batch::Empty => Batch::One(data),
+            Batch::One(first) => Batch::Many(vec![first, data]),
+            Batch::Many(mut frames) => {
+                frames.push(data);
+                Batch::Many(frames)
+            }
+        };
     }
 
     fn frames(&self) -> &[Bytes] {
-        &self.frames[..self.len]
+        match self {
+            Batch::Empty => &[],
+            Batch::One(frame) => std::slice::from_ref(frame),
+            Batch::Many(frames) => frames,
+        }
     }
 }
 
@@ -319,36 +338,92 @@ impl ChunkHeader {
     }
 }
 
-/// Writes `frames` whole (each as one chunk if `chunked`) with vectored
-/// writes of the frames themselves, uncopied. A write that takes only part
-/// of the bytes is continued at the first byte it did not take. The chunk
-/// headers are formatted afresh on each attempt rather than kept: they cost
-/// a few instructions, and keeping them would enlarge every stream's state.
-async fn write_frames<W: AsyncWrite + Unpin>(
+/// Writes the batch whole (each frame as one chunk if `chunked`) with
+/// vectored writes of the frames themselves, uncopied. A write that takes
+/// only part of the bytes is continued at the first byte it did not take.
+fn write_frames<W: AsyncWrite + Unpin>(
     writer: &mut W,
-    frames: &[Bytes],
+    batch: Batch,
     chunked: bool,
-) -> io::Result<()> {
-    let mut written = 0;
-    std::future::poll_fn(|cx| loop {
-        let mut headers = [ChunkHeader::EMPTY; GATHER];
-        if chunked {
-            for (header, frame) in headers.iter_mut().zip(frames) {
-                *header = ChunkHeader::new(frame.len());
+) -> WriteFrames<'_, W> {
+    WriteFrames {
+        writer,
+        batch,
+        chunked,
+        written: 0,
+    }
+}
+
+/// The future of [`write_frames`]: the batch and how many of its bytes
+/// (chunk framing included) are written. The chunk headers are formatted
+/// afresh for each system call rather than kept: they cost a few
+/// instructions, and keeping them would enlarge every stream's state.
+struct WriteFrames<'a, W> {
+    writer: &'a mut W,
+    batch: Batch,
+    chunked: bool,
+    written: usize,
+}
+
+impl<W: AsyncWrite + Unpin> Future for WriteFrames<'_, W> {
+    type Output = io::Result<()>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let (frames, chunked) = (this.batch.frames(), this.chunked);
+        loop {
+            // Skip the frames written whole; this call carries the next ones.
+            let (mut first, mut skip) = (0, this.written);
+            while let Some(frame) = frames.get(first) {
+                let len = wire_len(frame.len(), chunked);
+                if skip < len {
+                    break;
+                }
+                skip -= len;
+                first += 1;
+            }
+            let pending = &frames[first..frames.len().min(first + FRAMES_PER_WRITE)];
+            if pending.is_empty() {
+                return Poll::Ready(Ok(()));
+            }
+            let mut headers = [ChunkHeader::EMPTY; FRAMES_PER_WRITE];
+            if chunked {
+                for (header, frame) in headers.iter_mut().zip(pending) {
+                    *header = ChunkHeader::new(frame.len());
+                }
+            }
+            let mut slices = [IoSlice::new(&[]); 3 * FRAMES_PER_WRITE];
+            let count = unwritten(&headers, pending, chunked, skip, &mut slices);
+            let slices = &slices[..count];
+            let mut small = [0u8; COPY_AT_MOST];
+            let left: usize = slices.iter().map(|s| s.len()).sum();
+            let writer = Pin::new(&mut *this.writer);
+            let result = if left <= COPY_AT_MOST && slices.len() > 1 {
+                let mut filled = 0;
+                for slice in slices {
+                    small[filled..filled + slice.len()].copy_from_slice(slice);
+                    filled += slice.len();
+                }
+                ready!(writer.poll_write(cx, &small[..filled]))
+            } else {
+                ready!(writer.poll_write_vectored(cx, slices))
+            };
+            match result {
+                Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Ok(n) => this.written += n,
+                Err(error) => return Poll::Ready(Err(error)),
             }
         }
-        let mut slices = [IoSlice::new(&[]); 3 * GATHER];
-        let count = unwritten(&headers, frames, chunked, written, &mut slices);
-        if count == 0 {
-            return Poll::Ready(Ok(()));
-        }
-        match ready!(Pin::new(&mut *writer).poll_write_vectored(cx, &slices[..count])) {
-            Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
-            Ok(n) => written += n,
-            Err(error) => return Poll::Ready(Err(error)),
-        }
-    })
-    .await
+    }
+}
+
+/// Bytes a frame of `len` bytes takes on the wire.
+fn wire_len(len: usize, chunked: bool) -> usize {
+    if chunked {
+        ChunkHeader::new(len).len + len + 2
+    } else {
+        len
+    }
 }
 
 /// Fills `slices` with what remains of the frames (with their chunk headers
@@ -386,7 +461,6 @@ fn unwritten<'a>(
 #[allow(clippy::expect_used)]
 mod tests {
     use super::*;
-    use std::task::Context;
 
     fn streams(path: &str) -> bool {
         path == "/stream"
@@ -422,13 +496,17 @@ mod tests {
         }
     }
 
-    fn written(frames: &[Option<Bytes>], chunked: bool) -> Vec<u8> {
-        let mut batch = Batch::default();
+    fn batch(frames: &[Option<Bytes>]) -> Batch {
+        let mut batch = Batch::Empty;
         for frame in frames {
             batch.push(frame.clone());
         }
+        batch
+    }
+
+    fn written(frames: &[Option<Bytes>], chunked: bool) -> Vec<u8> {
         let mut out = Vec::new();
-        futures_util::FutureExt::now_or_never(write_frames(&mut out, batch.frames(), chunked))
+        futures_util::FutureExt::now_or_never(write_frames(&mut out, batch(frames), chunked))
             .expect("a Vec is always ready")
             .expect("a Vec takes every byte");
         out
@@ -519,34 +597,38 @@ mod tests {
     #[tokio::test]
     async fn a_partial_vectored_write_continues_where_it_stopped() {
         let frames = [
-            Bytes::from_static(b"id: 1\ndata: first\n\n"),
-            Bytes::from(vec![b'x'; 300]),
-            Bytes::from_static(b"data: z\n\n"),
+            Some(Bytes::from_static(b"id: 1\ndata: first\n\n")),
+            Some(Bytes::from(vec![b'x'; 300])),
+            Some(Bytes::from_static(b"data: z\n\n")),
         ];
-        for chunked in [true, false] {
-            let mut whole = Vec::new();
-            write_frames(&mut whole, &frames, chunked)
-                .await
-                .expect("a Vec takes it all");
-            for per_call in [1, 2, 3, 5, 7, 64] {
-                let mut trickle = Trickle {
-                    out: Vec::new(),
-                    per_call,
-                    calls: 0,
-                };
-                write_frames(&mut trickle, &frames, chunked)
-                    .await
-                    .expect("every byte is taken in the end");
-                assert_eq!(
-                    trickle.out, whole,
-                    "{per_call} bytes per write, chunked: {chunked}"
-                );
+        // More frames than one system call carries, to cross that boundary
+        // too.
+        let many: Vec<_> = (0..2 * FRAMES_PER_WRITE + 3)
+            .map(|i| Some(Bytes::from(format!("data: {i}\n\n"))))
+            .collect();
+        let big = [
+            Some(Bytes::from(vec![b'y'; 3 * COPY_AT_MOST])),
+            Some(Bytes::from_static(b"data: after\n\n")),
+        ];
+        for frames in [&frames[..], &frames[..1], &many, &big] {
+            for chunked in [true, false] {
+                let whole = written(frames, chunked);
+                for per_call in [1, 2, 3, 5, 7, 64, 1000] {
+                    let mut trickle = Trickle {
+                        out: Vec::new(),
+                        per_call,
+                        calls: 0,
+                    };
+                    write_frames(&mut trickle, batch(frames), chunked)
+                        .await
+                        .expect("every byte is taken in the end");
+                    assert_eq!(
+                        trickle.out, whole,
+                        "{per_call} bytes per write, chunked: {chunked}"
+                    );
+                }
             }
         }
-        let mut chunked = Vec::new();
-        write_frames(&mut chunked, &frames, true)
-            .await
-            .expect("a Vec takes it all");
         let expected = [
             &b"13\r\nid: 1\ndata: first\n\n\r\n"[..],
             b"12c\r\n",
@@ -554,6 +636,8 @@ mod tests {
             b"\r\n9\r\ndata: z\n\n\r\n",
         ]
         .concat();
-        assert_eq!(chunked, expected);
+        assert_eq!(written(&frames, true), expected);
+        let expected: Vec<u8> = many.iter().flatten().flat_map(|f| f.to_vec()).collect();
+        assert_eq!(written(&many, false), expected);
     }
 }
