@@ -228,7 +228,7 @@ async fn run(
         let app = app.clone();
         let Some(protocols) = &protocols else {
             // Plain HTTP/1.1, the default: streams on the lean path of
-            // stream_conn.rs, every other request on hyper.
+            // transport/stream_path.rs, every other request on hyper.
             let (http, watcher) = (http.clone(), graceful.watcher());
             let header_read_timeout = config.header_read_timeout;
             let hub = hub.clone();
@@ -244,9 +244,9 @@ async fn run(
                 match served {
                     Served::Stream => {}
                     Served::HeadTimeout => hub.metrics().limit_rejected(Limit::HeaderReadTimeout),
-                    Served::Other(io) => {
+                    Served::Other { read, socket } => {
                         let service = connection_service(app, peer);
-                        let io = TokioIo::new(StrictHeads::new(io));
+                        let io = TokioIo::new(StrictHeads::rewound(read, socket));
                         let connection = watcher.watch(http.serve_connection(io, service));
                         if let Err(error) = connection.await {
                             count_refusal(&hub, &error);
@@ -390,7 +390,10 @@ async fn serve_h2c(
             let limit = Limit::HeaderReadTimeout;
             protocols.hub.metrics().limit_rejected(limit);
         }
-        Served::Other(io) => serve_negotiated(io, false, peer, protocols, app, watcher).await,
+        Served::Other { read, socket } => {
+            let io = StrictHeads::rewound(read, socket);
+            serve_http1(io, peer, protocols, app, watcher).await
+        }
     }
 }
 
@@ -405,20 +408,37 @@ async fn serve_negotiated<I>(
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    if !h2 {
+        return serve_http1(StrictHeads::new(io), peer, protocols, app, watcher).await;
+    }
     let service = connection_service(app, peer);
-    let result = if h2 {
-        watcher
-            .watch(protocols.http2.serve_connection(TokioIo::new(io), service))
-            .await
-    } else {
-        let io = TokioIo::new(StrictHeads::new(io));
-        watcher
-            .watch(protocols.http1.serve_connection(io, service))
-            .await
-    };
+    let result = watcher
+        .watch(protocols.http2.serve_connection(TokioIo::new(io), service))
+        .await;
     if let Err(error) = result {
         count_refusal(&protocols.hub, &error);
         tracing::debug!(%error, %peer, h2, "connection ended with an error");
+    }
+}
+
+/// Serves an HTTP/1.1 connection with hyper, its reads checked for strict
+/// heads (and any bytes already read replayed first).
+async fn serve_http1<I>(
+    io: StrictHeads<I>,
+    peer: SocketAddr,
+    protocols: &Protocols,
+    app: Router,
+    watcher: Watcher,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = connection_service(app, peer);
+    let result = watcher
+        .watch(protocols.http1.serve_connection(TokioIo::new(io), service))
+        .await;
+    if let Err(error) = result {
+        count_refusal(&protocols.hub, &error);
+        tracing::debug!(%error, %peer, h2 = false, "connection ended with an error");
     }
 }
 

@@ -13,11 +13,17 @@
 //! - a well-formed `GET` of a stream route, without a body, goes through the
 //!   same axum router as every other request, and its response is written
 //!   here: the head, then each frame as one chunk (frames queued together go
-//!   out in one write), with no buffer kept between writes;
+//!   out in one vectored write of chunk headers and the shared frames
+//!   themselves, uncopied), with no buffer kept between writes;
 //! - anything else (another method or route, a malformed or oversized head,
 //!   a request with a body) goes to hyper with the bytes already read put
-//!   back in front of the socket, so hyper serves it exactly as if it had
-//!   read them itself: its limits, errors and keep-alive apply unchanged.
+//!   back in front of the socket ([`StrictHeads::rewound`]), so hyper serves
+//!   it exactly as if it had read them itself: its limits, errors and
+//!   keep-alive apply unchanged.
+//!
+//! Which heads are strict enough (every line ending with CR LF) is decided
+//! by the same scanner that guards hyper's connections
+//! ([`strict_heads::head_is_strict`]).
 //!
 //! A stream's connection is closed when the stream ends (`Connection:
 //! close`): an `EventSource` reconnects on a new connection anyway. A client
@@ -25,10 +31,11 @@
 //! the stream waits for frames; whatever a client sends after its request is
 //! discarded.
 
-use std::io;
+use std::future::Future;
+use std::io::{self, IoSlice};
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -38,9 +45,13 @@ use bytes::Bytes;
 use futures_util::FutureExt;
 use http::{header, HeaderValue, Method, Request, Response, Version};
 use http_body_util::BodyExt;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tower::ServiceExt;
+
+use crate::transport::strict_heads;
+#[cfg(doc)]
+use crate::transport::strict_heads::StrictHeads;
 
 /// Largest request head served here; larger ones (big cookies) go to hyper.
 const MAX_HEAD: usize = 16 * 1024;
@@ -49,13 +60,25 @@ const MAX_HEADERS: usize = 48;
 /// Largest non-stream response body a stream route may answer with (its
 /// errors are short JSON documents).
 const MAX_ERROR_BODY: usize = 64 * 1024;
+/// Most frames one write system call carries (three slices each when
+/// chunked, well under the kernel's limit of 1024); more take another call.
+const FRAMES_PER_WRITE: usize = 16;
+/// What is left to write, if no more than this, is first gathered into one
+/// buffer on the stack and written as one slice: for frames this small the
+/// kernel's per-slice cost of a vectored write is more than the copy
+/// (measured: docs/performance.md). Larger frames go out uncopied.
+const COPY_AT_MOST: usize = 512;
 
 /// What became of the connection's first request.
 pub enum Served {
     /// The connection carried a stream and is finished.
     Stream,
-    /// Not a stream request: serve the connection with hyper.
-    Other(Rewound),
+    /// Not a stream request: serve the connection with hyper, with `read`,
+    /// the bytes already read from `socket`, replayed first
+    /// ([`StrictHeads::rewound`]). Handed back in pieces, not wrapped: the
+    /// caller keeps this value in every connection's task, where a bigger
+    /// one would cost every stream memory.
+    Other { read: Vec<u8>, socket: TcpStream },
     /// The request head did not arrive within the header read timeout; the
     /// connection is closed.
     HeadTimeout,
@@ -81,7 +104,7 @@ pub async fn serve(
         Ok(Ok(None)) => None,
     };
     let Some((mut request, version)) = request else {
-        return Served::Other(Rewound::new(head, socket));
+        return Served::Other { read: head, socket };
     };
     request.extensions_mut().insert(ConnectInfo(peer));
     let response = match app.oneshot(request).await {
@@ -124,8 +147,8 @@ async fn read_head(socket: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<Opti
 /// body; `None` leaves it to hyper.
 fn parse(head: &[u8], is_stream_route: fn(&str) -> bool) -> Option<(Request<Body>, Version)> {
     // httparse, like hyper, takes a lone LF as a line end; the hub refuses
-    // such heads (see framing.rs), so they go the way that refuses them.
-    if has_bare_line_end(head) {
+    // such heads (see strict_heads.rs), so they go the way that refuses them.
+    if !strict_heads::head_is_strict(head) {
         return None;
     }
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
@@ -155,15 +178,6 @@ fn parse(head: &[u8], is_stream_route: fn(&str) -> bool) -> Option<(Request<Body
         request = request.header(name, HeaderValue::from_bytes(h.value).ok()?);
     }
     Some((request.body(Body::empty()).ok()?, version))
-}
-
-/// Whether a line of the head ends with a lone LF, or a CR stands alone.
-fn has_bare_line_end(head: &[u8]) -> bool {
-    head.iter().enumerate().any(|(i, &b)| match b {
-        b'\n' => i == 0 || head[i - 1] != b'\r',
-        b'\r' => head.get(i + 1) != Some(&b'\n'),
-        _ => false,
-    })
 }
 
 /// Writes the response: a stream frame by frame until it ends or the client
@@ -199,13 +213,13 @@ async fn respond(
         tokio::select! {
             frame = body.frame() => {
                 let Some(Ok(frame)) = frame else { break };
-                let mut out = Vec::new();
-                put_frame(&mut out, frame.into_data().ok(), chunked);
+                let mut batch = Batch::Empty;
+                batch.push(frame.into_data().ok());
                 // Frames already queued go out in the same write.
                 while let Some(Some(Ok(frame))) = body.frame().now_or_never() {
-                    put_frame(&mut out, frame.into_data().ok(), chunked);
+                    batch.push(frame.into_data().ok());
                 }
-                writer.write_all(&out).await?;
+                write_frames(&mut writer, batch, chunked).await?;
             }
             read = reader.read(&mut discard) => match read {
                 Ok(0) | Err(_) => return Ok(()),
@@ -249,87 +263,198 @@ fn head(parts: &http::response::Parts, length: Option<usize>, chunked: bool) -> 
     out
 }
 
-fn put_frame(out: &mut Vec<u8>, data: Option<Bytes>, chunked: bool) {
-    let Some(data) = data.filter(|d| !d.is_empty()) else {
-        return;
-    };
-    if chunked {
-        out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
-        out.extend_from_slice(&data);
-        out.extend_from_slice(b"\r\n");
-    } else {
-        out.extend_from_slice(&data);
-    }
+/// Frames taken from the body together, written in one go. One frame, the
+/// usual case, is held as it is; only several take a vector of handles
+/// (never copies of the frames). The batch lives only while it is written
+/// and is about the size of the `Vec` the writer used to fill, so an idle
+/// stream's task is no bigger than before.
+enum Batch {
+    Empty,
+    One(Bytes),
+    Many(Vec<Bytes>),
 }
 
-/// A socket with the bytes already read from it put back in front.
-pub struct Rewound {
-    prefix: Vec<u8>,
-    read: usize,
-    socket: TcpStream,
-}
-
-impl Rewound {
-    fn new(prefix: Vec<u8>, socket: TcpStream) -> Rewound {
-        Rewound {
-            prefix,
-            read: 0,
-            socket,
-        }
-    }
-}
-
-impl AsyncRead for Rewound {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        if this.read < this.prefix.len() {
-            let rest = &this.prefix[this.read..];
-            let n = rest.len().min(buf.remaining());
-            buf.put_slice(&rest[..n]);
-            this.read += n;
-            if this.read == this.prefix.len() {
-                // Done with it: free it for the rest of the connection.
-                this.prefix = Vec::new();
-                this.read = 0;
+impl Batch {
+    /// Adds a frame's data; an empty one is dropped (as a chunk it would
+    /// end the body).
+    fn push(&mut self, data: Option<Bytes>) {
+        let Some(data) = data.filter(|d| !d.is_empty()) else {
+            return;
+        };
+        *self = match std::mem::replace(self, Batch::Empty) {
+            Batch::Empty => Batch::One(data),
+            Batch::One(first) => Batch::Many(vec![first, data]),
+            Batch::Many(mut frames) => {
+                frames.push(data);
+                Batch::Many(frames)
             }
-            return Poll::Ready(Ok(()));
+        };
+    }
+
+    fn frames(&self) -> &[Bytes] {
+        match self {
+            Batch::Empty => &[],
+            Batch::One(frame) => std::slice::from_ref(frame),
+            Batch::Many(frames) => frames,
         }
-        Pin::new(&mut this.socket).poll_read(cx, buf)
     }
 }
 
-impl AsyncWrite for Rewound {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().socket).poll_write(cx, buf)
+/// A chunk-size line: the length in hex, then CR LF, on the stack.
+struct ChunkHeader {
+    buf: [u8; 18],
+    len: usize,
+}
+
+impl ChunkHeader {
+    const EMPTY: ChunkHeader = ChunkHeader {
+        buf: [0; 18],
+        len: 0,
+    };
+
+    fn new(length: usize) -> ChunkHeader {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut digits = [0u8; 16];
+        let (mut n, mut count) = (length as u64, 0);
+        loop {
+            digits[count] = HEX[(n & 0xf) as usize];
+            count += 1;
+            n >>= 4;
+            if n == 0 {
+                break;
+            }
+        }
+        let mut header = ChunkHeader::EMPTY;
+        for (slot, digit) in header.buf.iter_mut().zip(digits[..count].iter().rev()) {
+            *slot = *digit;
+        }
+        header.buf[count..count + 2].copy_from_slice(b"\r\n");
+        header.len = count + 2;
+        header
     }
 
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().socket).poll_write_vectored(cx, bufs)
+    fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
     }
+}
 
-    fn is_write_vectored(&self) -> bool {
-        self.socket.is_write_vectored()
+/// Writes the batch whole (each frame as one chunk if `chunked`) with
+/// vectored writes of the frames themselves, uncopied. A write that takes
+/// only part of the bytes is continued at the first byte it did not take.
+fn write_frames<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    batch: Batch,
+    chunked: bool,
+) -> WriteFrames<'_, W> {
+    WriteFrames {
+        writer,
+        batch,
+        chunked,
+        written: 0,
     }
+}
 
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().socket).poll_flush(cx)
-    }
+/// The future of [`write_frames`]: the batch and how many of its bytes
+/// (chunk framing included) are written. The chunk headers are formatted
+/// afresh for each system call rather than kept: they cost a few
+/// instructions, and keeping them would enlarge every stream's state.
+struct WriteFrames<'a, W> {
+    writer: &'a mut W,
+    batch: Batch,
+    chunked: bool,
+    written: usize,
+}
 
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().socket).poll_shutdown(cx)
+impl<W: AsyncWrite + Unpin> Future for WriteFrames<'_, W> {
+    type Output = io::Result<()>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let (frames, chunked) = (this.batch.frames(), this.chunked);
+        loop {
+            // Skip the frames written whole; this call carries the next ones.
+            let (mut first, mut skip) = (0, this.written);
+            while let Some(frame) = frames.get(first) {
+                let len = wire_len(frame.len(), chunked);
+                if skip < len {
+                    break;
+                }
+                skip -= len;
+                first += 1;
+            }
+            let pending = &frames[first..frames.len().min(first + FRAMES_PER_WRITE)];
+            if pending.is_empty() {
+                return Poll::Ready(Ok(()));
+            }
+            let mut headers = [ChunkHeader::EMPTY; FRAMES_PER_WRITE];
+            if chunked {
+                for (header, frame) in headers.iter_mut().zip(pending) {
+                    *header = ChunkHeader::new(frame.len());
+                }
+            }
+            let mut slices = [IoSlice::new(&[]); 3 * FRAMES_PER_WRITE];
+            let count = unwritten(&headers, pending, chunked, skip, &mut slices);
+            let slices = &slices[..count];
+            let mut small = [0u8; COPY_AT_MOST];
+            let left: usize = slices.iter().map(|s| s.len()).sum();
+            let writer = Pin::new(&mut *this.writer);
+            let result = if left <= COPY_AT_MOST && slices.len() > 1 {
+                let mut filled = 0;
+                for slice in slices {
+                    small[filled..filled + slice.len()].copy_from_slice(slice);
+                    filled += slice.len();
+                }
+                ready!(writer.poll_write(cx, &small[..filled]))
+            } else {
+                ready!(writer.poll_write_vectored(cx, slices))
+            };
+            match result {
+                Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Ok(n) => this.written += n,
+                Err(error) => return Poll::Ready(Err(error)),
+            }
+        }
     }
+}
+
+/// Bytes a frame of `len` bytes takes on the wire.
+fn wire_len(len: usize, chunked: bool) -> usize {
+    if chunked {
+        ChunkHeader::new(len).len + len + 2
+    } else {
+        len
+    }
+}
+
+/// Fills `slices` with what remains of the frames (with their chunk headers
+/// and CR LFs if `chunked`) after the first `written` bytes; returns how
+/// many slices it filled.
+fn unwritten<'a>(
+    headers: &'a [ChunkHeader],
+    frames: &'a [Bytes],
+    chunked: bool,
+    mut written: usize,
+    slices: &mut [IoSlice<'a>],
+) -> usize {
+    let parts = frames.iter().zip(headers).flat_map(|(frame, header)| {
+        let framing: [&[u8]; 2] = if chunked {
+            [header.as_bytes(), b"\r\n"]
+        } else {
+            [&[], &[]]
+        };
+        [framing[0], &frame[..], framing[1]]
+    });
+    let mut count = 0;
+    for part in parts {
+        if written >= part.len() {
+            written -= part.len();
+            continue;
+        }
+        slices[count] = IoSlice::new(&part[written..]);
+        written = 0;
+        count += 1;
+    }
+    count
 }
 
 #[cfg(test)]
@@ -371,11 +496,148 @@ mod tests {
         }
     }
 
+    fn batch(frames: &[Option<Bytes>]) -> Batch {
+        let mut batch = Batch::Empty;
+        for frame in frames {
+            batch.push(frame.clone());
+        }
+        batch
+    }
+
+    fn written(frames: &[Option<Bytes>], chunked: bool) -> Vec<u8> {
+        let mut out = Vec::new();
+        futures_util::FutureExt::now_or_never(write_frames(&mut out, batch(frames), chunked))
+            .expect("a Vec is always ready")
+            .expect("a Vec takes every byte");
+        out
+    }
+
     #[test]
     fn chunks_carry_their_length_in_hex() {
-        let mut out = Vec::new();
-        put_frame(&mut out, Some(Bytes::from(vec![b'a'; 26])), true);
-        put_frame(&mut out, Some(Bytes::new()), true);
+        let out = written(
+            &[Some(Bytes::from(vec![b'a'; 26])), Some(Bytes::new())],
+            true,
+        );
         assert_eq!(out, [&b"1a\r\n"[..], &[b'a'; 26], b"\r\n"].concat());
+    }
+
+    #[test]
+    fn chunk_headers_are_hex_lengths() {
+        for (length, header) in [
+            (1, &b"1\r\n"[..]),
+            (15, b"f\r\n"),
+            (16, b"10\r\n"),
+            (0xabc, b"abc\r\n"),
+            (usize::MAX, b"ffffffffffffffff\r\n"),
+        ] {
+            assert_eq!(ChunkHeader::new(length).as_bytes(), header);
+        }
+    }
+
+    #[test]
+    fn frames_without_chunking_are_written_as_they_are() {
+        let frames = [
+            Some(Bytes::from_static(b"data: a\n\n")),
+            None,
+            Some(Bytes::from_static(b"data: b\n\n")),
+        ];
+        assert_eq!(written(&frames, false), b"data: a\n\ndata: b\n\n");
+    }
+
+    /// Takes at most `per_call` bytes per write, and is not ready every
+    /// other call: a writer as slow as a full socket.
+    struct Trickle {
+        out: Vec<u8>,
+        per_call: usize,
+        calls: usize,
+    }
+
+    impl AsyncWrite for Trickle {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            self.poll_write_vectored(cx, &[IoSlice::new(buf)])
+        }
+
+        fn poll_write_vectored(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            bufs: &[IoSlice<'_>],
+        ) -> Poll<io::Result<usize>> {
+            let this = self.get_mut();
+            this.calls += 1;
+            if this.calls.is_multiple_of(2) {
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            let mut room = this.per_call;
+            for buf in bufs {
+                let n = buf.len().min(room);
+                this.out.extend_from_slice(&buf[..n]);
+                room -= n;
+            }
+            Poll::Ready(Ok(this.per_call - room))
+        }
+
+        fn is_write_vectored(&self) -> bool {
+            true
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_partial_vectored_write_continues_where_it_stopped() {
+        let frames = [
+            Some(Bytes::from_static(b"id: 1\ndata: first\n\n")),
+            Some(Bytes::from(vec![b'x'; 300])),
+            Some(Bytes::from_static(b"data: z\n\n")),
+        ];
+        // More frames than one system call carries, to cross that boundary
+        // too.
+        let many: Vec<_> = (0..2 * FRAMES_PER_WRITE + 3)
+            .map(|i| Some(Bytes::from(format!("data: {i}\n\n"))))
+            .collect();
+        let big = [
+            Some(Bytes::from(vec![b'y'; 3 * COPY_AT_MOST])),
+            Some(Bytes::from_static(b"data: after\n\n")),
+        ];
+        for frames in [&frames[..], &frames[..1], &many, &big] {
+            for chunked in [true, false] {
+                let whole = written(frames, chunked);
+                for per_call in [1, 2, 3, 5, 7, 64, 1000] {
+                    let mut trickle = Trickle {
+                        out: Vec::new(),
+                        per_call,
+                        calls: 0,
+                    };
+                    write_frames(&mut trickle, batch(frames), chunked)
+                        .await
+                        .expect("every byte is taken in the end");
+                    assert_eq!(
+                        trickle.out, whole,
+                        "{per_call} bytes per write, chunked: {chunked}"
+                    );
+                }
+            }
+        }
+        let expected = [
+            &b"13\r\nid: 1\ndata: first\n\n\r\n"[..],
+            b"12c\r\n",
+            &[b'x'; 300],
+            b"\r\n9\r\ndata: z\n\n\r\n",
+        ]
+        .concat();
+        assert_eq!(written(&frames, true), expected);
+        let expected: Vec<u8> = many.iter().flatten().flat_map(|f| f.to_vec()).collect();
+        assert_eq!(written(&many, false), expected);
     }
 }

@@ -14,6 +14,13 @@
 //! chunk sizes without looking inside. Where the framing is invalid hyper
 //! answers 400 and closes on its own; the scanner then stops checking.
 //!
+//! The lean stream path (`stream_path.rs`) applies the same rule to the
+//! head it reads itself, through [`head_is_strict`], so the rule lives here
+//! alone. When it hands a connection to hyper, the bytes it already read are
+//! given back through [`StrictHeads::rewound`]: they are replayed in front
+//! of the socket and scanned like any other, and this type is the only
+//! place a connection's writes are forwarded.
+//!
 //! Cost: a few dozen bytes of state per connection and one pass over the
 //! bytes of each head; body bytes are only counted.
 
@@ -255,18 +262,34 @@ impl HeadScanner {
     }
 }
 
+/// Whether a complete request head (up to and including its empty line)
+/// follows the rule [`StrictHeads`] enforces: every line ends with CR LF.
+pub fn head_is_strict(head: &[u8]) -> bool {
+    HeadScanner::default().scan(head).is_ok()
+}
+
 /// A connection whose reads pass through a [`HeadScanner`]: a head with a
 /// bare line end fails the read, and hyper closes the connection.
 pub struct StrictHeads<IO> {
     io: IO,
     scanner: HeadScanner,
+    /// Bytes already read from `io` by someone else, read again first.
+    replay: Vec<u8>,
+    replayed: usize,
 }
 
 impl<IO> StrictHeads<IO> {
     pub fn new(io: IO) -> StrictHeads<IO> {
+        StrictHeads::rewound(Vec::new(), io)
+    }
+
+    /// `io` with `read`, the bytes already read from it, put back in front.
+    pub fn rewound(read: Vec<u8>, io: IO) -> StrictHeads<IO> {
         StrictHeads {
             io,
             scanner: HeadScanner::default(),
+            replay: read,
+            replayed: 0,
         }
     }
 }
@@ -279,7 +302,21 @@ impl<IO: AsyncRead + Unpin> AsyncRead for StrictHeads<IO> {
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         let before = buf.filled().len();
-        match Pin::new(&mut this.io).poll_read(cx, buf) {
+        let read = if this.replayed < this.replay.len() {
+            let rest = &this.replay[this.replayed..];
+            let n = rest.len().min(buf.remaining());
+            buf.put_slice(&rest[..n]);
+            this.replayed += n;
+            if this.replayed == this.replay.len() {
+                // Done with it: free it for the rest of the connection.
+                this.replay = Vec::new();
+                this.replayed = 0;
+            }
+            Poll::Ready(Ok(()))
+        } else {
+            Pin::new(&mut this.io).poll_read(cx, buf)
+        };
+        match read {
             Poll::Ready(Ok(())) => match this.scanner.scan(&buf.filled()[before..]) {
                 Ok(()) => Poll::Ready(Ok(())),
                 Err(Refused) => {
@@ -416,6 +453,27 @@ mod tests {
         // Other long headers are fine.
         let cookie = format!("GET / HTTP/1.1\r\nCookie: {}\r\n\r\n", "c".repeat(4000));
         assert_eq!(verdict(cookie.as_bytes()), Ok(()));
+    }
+
+    #[test]
+    fn a_whole_head_is_strict_only_with_crlf_line_ends() {
+        assert!(head_is_strict(b"GET /s HTTP/1.1\r\nHost: x\r\n\r\n"));
+        assert!(!head_is_strict(b"GET /s HTTP/1.1\nHost: x\r\n\r\n"));
+        assert!(!head_is_strict(b"GET /s HTTP/1.1\r\nHost: x\rY: z\r\n\r\n"));
+    }
+
+    #[tokio::test]
+    async fn replayed_bytes_are_read_first_and_scanned_like_the_rest() {
+        use tokio::io::AsyncReadExt;
+        let rest = &b"Host: x\r\n\r\n"[..];
+        let mut io = StrictHeads::rewound(b"GET / HTTP/1.1\r\n".to_vec(), rest);
+        let mut read = Vec::new();
+        let done = io.read_to_end(&mut read).await;
+        assert!(done.is_ok(), "{done:?}");
+        assert_eq!(read, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+        let mut io = StrictHeads::rewound(b"GET / HTTP/1.1\n".to_vec(), rest);
+        let refused = io.read_to_end(&mut Vec::new()).await;
+        assert!(refused.is_err_and(|e| e.kind() == io::ErrorKind::InvalidData));
     }
 
     #[test]
