@@ -68,6 +68,12 @@ const FRAMES_PER_WRITE: usize = 16;
 /// kernel's per-slice cost of a vectored write is more than the copy
 /// (measured: docs/performance.md). Larger frames go out uncopied.
 const COPY_AT_MOST: usize = 512;
+/// Several frames taken together, if their bytes on the wire come to no
+/// more than this, are copied into one buffer and written as one slice: a
+/// burst of small frames is then one plain write (as many slices of a few
+/// dozen bytes each cost the kernel more than the copy; measured:
+/// docs/performance.md). The buffer is allocated for that write only.
+const GATHER_AT_MOST: usize = 64 * 1024;
 
 /// What became of the connection's first request.
 pub enum Served {
@@ -291,6 +297,29 @@ impl Batch {
         };
     }
 
+    /// What is written: several frames whose bytes on the wire fit in
+    /// [`GATHER_AT_MOST`] as one buffer, anything else as it is.
+    fn into_write(self, chunked: bool) -> Write {
+        let Batch::Many(frames) = self else {
+            return Write::Frames(self);
+        };
+        let total: usize = frames.iter().map(|f| wire_len(f.len(), chunked)).sum();
+        if total > GATHER_AT_MOST {
+            return Write::Frames(Batch::Many(frames));
+        }
+        let mut out = Vec::with_capacity(total);
+        for frame in &frames {
+            if chunked {
+                out.extend_from_slice(ChunkHeader::new(frame.len()).as_bytes());
+            }
+            out.extend_from_slice(frame);
+            if chunked {
+                out.extend_from_slice(b"\r\n");
+            }
+        }
+        Write::Gathered(out)
+    }
+
     fn frames(&self) -> &[Bytes] {
         match self {
             Batch::Empty => &[],
@@ -298,6 +327,14 @@ impl Batch {
             Batch::Many(frames) => frames,
         }
     }
+}
+
+/// A batch as it goes to the socket.
+enum Write {
+    /// Frames written uncopied (small leftovers through a stack buffer).
+    Frames(Batch),
+    /// Several small frames copied together, chunk framing included.
+    Gathered(Vec<u8>),
 }
 
 /// A chunk-size line: the length in hex, then CR LF, on the stack.
@@ -348,7 +385,7 @@ fn write_frames<W: AsyncWrite + Unpin>(
 ) -> WriteFrames<'_, W> {
     WriteFrames {
         writer,
-        batch,
+        write: batch.into_write(chunked),
         chunked,
         written: 0,
     }
@@ -360,7 +397,7 @@ fn write_frames<W: AsyncWrite + Unpin>(
 /// instructions, and keeping them would enlarge every stream's state.
 struct WriteFrames<'a, W> {
     writer: &'a mut W,
-    batch: Batch,
+    write: Write,
     chunked: bool,
     written: usize,
 }
@@ -370,7 +407,20 @@ impl<W: AsyncWrite + Unpin> Future for WriteFrames<'_, W> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        let (frames, chunked) = (this.batch.frames(), this.chunked);
+        let frames = match &this.write {
+            Write::Frames(batch) => batch.frames(),
+            Write::Gathered(bytes) => {
+                while let Some(left) = bytes.get(this.written..).filter(|l| !l.is_empty()) {
+                    match ready!(Pin::new(&mut *this.writer).poll_write(cx, left)) {
+                        Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                        Ok(n) => this.written += n,
+                        Err(error) => return Poll::Ready(Err(error)),
+                    }
+                }
+                return Poll::Ready(Ok(()));
+            }
+        };
+        let chunked = this.chunked;
         loop {
             // Skip the frames written whole; this call carries the next ones.
             let (mut first, mut skip) = (0, this.written);
@@ -610,7 +660,18 @@ mod tests {
             Some(Bytes::from(vec![b'y'; 3 * COPY_AT_MOST])),
             Some(Bytes::from_static(b"data: after\n\n")),
         ];
-        for frames in [&frames[..], &frames[..1], &many, &big] {
+        // Too much to gather into one buffer: written uncopied.
+        let huge = [
+            Some(Bytes::from(vec![b'h'; GATHER_AT_MOST / 2])),
+            Some(Bytes::from_static(b"data: between\n\n")),
+            Some(Bytes::from(vec![b'i'; GATHER_AT_MOST / 2])),
+        ];
+        assert!(matches!(
+            batch(&huge).into_write(true),
+            Write::Frames(Batch::Many(_))
+        ));
+        assert!(matches!(batch(&many).into_write(true), Write::Gathered(_)));
+        for frames in [&frames[..], &frames[..1], &many, &big, &huge] {
             for chunked in [true, false] {
                 let whole = written(frames, chunked);
                 for per_call in [1, 2, 3, 5, 7, 64, 1000] {
