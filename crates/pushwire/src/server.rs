@@ -1,4 +1,6 @@
-//! The accept loop and shutdown.
+//! The accept loop and shutdown; each accepted connection is served by
+//! [`crate::transport::connection`] (TLS, h2c, hyper) or, for a plain
+//! HTTP/1.1 stream, by [`crate::transport::stream_path`].
 //!
 //! We serve connections ourselves on hyper's HTTP/1 builder instead of
 //! `axum::serve`: it costs less memory per open stream, lets us set the
@@ -24,26 +26,26 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ConnectInfo;
 use axum::Router;
-use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
-use tokio::net::{TcpListener, TcpStream};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tower::ServiceExt;
 
 use crate::app::{App, AppError};
 use crate::config::ServeConfig;
 use crate::engines::redis::presence::Cluster;
 use crate::http::is_stream_route;
 use crate::limits::Limit;
+use crate::transport::connection::{
+    connection_service, count_refusal, serve_h2c, serve_tls, Protocols,
+};
 use crate::transport::stream_path::{self, Served};
 use crate::transport::strict_heads::StrictHeads;
-use crate::transport::tls::{Tls, TlsError, ALPN_H2};
+use crate::transport::tls::{Tls, TlsError};
 use pushwire_core::hub::Hub;
 
 #[derive(Debug, thiserror::Error)]
@@ -148,19 +150,6 @@ pub async fn start(config: ServeConfig) -> Result<Server, ServerError> {
         tls,
     })
 }
-
-/// What the per-connection tasks of the TLS and h2c paths share.
-struct Protocols {
-    http1: http1::Builder,
-    http2: http2::Builder<TokioExecutor>,
-    /// Bounds the TLS handshake and the wait for the first bytes (h2c).
-    first_bytes_timeout: Duration,
-    /// Where connections ended for a limit are counted.
-    hub: Arc<Hub>,
-}
-
-/// The first bytes an HTTP/2 client sends (RFC 9113, section 3.4).
-const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 async fn run(
     listener: TcpListener,
@@ -293,171 +282,5 @@ async fn run(
     let _ = maintenance.await;
     if let Some(presence) = presence {
         let _ = presence.await;
-    }
-}
-
-/// Counts a connection hyper ended for a limit: a head over twice
-/// `--max-header-bytes` (hyper answered 431), or headers not complete within
-/// `--header-read-timeout` (which also ends keep-alive connections left idle
-/// that long).
-fn count_refusal(hub: &Hub, error: &hyper::Error) {
-    if error.is_parse_too_large() {
-        hub.metrics().limit_rejected(Limit::HeaderSize);
-    } else if error.is_timeout() {
-        hub.metrics().limit_rejected(Limit::HeaderReadTimeout);
-    }
-}
-
-/// The service of one connection: the router, with the peer's address for
-/// the handlers that check where a request came from.
-fn connection_service(
-    app: Router,
-    peer: SocketAddr,
-) -> impl hyper::service::Service<
-    http::Request<Incoming>,
-    Response = axum::response::Response,
-    Error = std::convert::Infallible,
-    Future = tower::util::Oneshot<Router, http::Request<Incoming>>,
-> {
-    hyper::service::service_fn(move |mut req: http::Request<Incoming>| {
-        req.extensions_mut().insert(ConnectInfo(peer));
-        app.clone().oneshot(req)
-    })
-}
-
-/// Serves one TLS connection: handshake (bounded in time, abandoned on
-/// shutdown), then HTTP/2 if ALPN chose `h2`, else HTTP/1.1.
-async fn serve_tls(
-    socket: TcpStream,
-    peer: SocketAddr,
-    acceptor: tokio_rustls::TlsAcceptor,
-    protocols: &Protocols,
-    app: Router,
-    watcher: Watcher,
-    stop: &CancellationToken,
-) {
-    let handshake = tokio::time::timeout(protocols.first_bytes_timeout, acceptor.accept(socket));
-    let stream = tokio::select! {
-        _ = stop.cancelled() => return,
-        done = handshake => match done {
-            Ok(Ok(stream)) => stream,
-            Ok(Err(error)) => {
-                tracing::debug!(%error, %peer, "TLS handshake failed");
-                return;
-            }
-            Err(_) => {
-                tracing::debug!(%peer, "TLS handshake timed out");
-                return;
-            }
-        },
-    };
-    let h2 = stream.get_ref().1.alpn_protocol() == Some(ALPN_H2);
-    serve_negotiated(stream, h2, peer, protocols, app, watcher).await;
-}
-
-/// Serves one plain-text connection with `--h2c`: HTTP/2 when it starts
-/// with the HTTP/2 preface, HTTP/1.1 otherwise.
-async fn serve_h2c(
-    socket: TcpStream,
-    peer: SocketAddr,
-    protocols: &Protocols,
-    app: Router,
-    watcher: Watcher,
-    stop: &CancellationToken,
-) {
-    let sniff = tokio::time::timeout(protocols.first_bytes_timeout, h2_preface(&socket));
-    let h2 = tokio::select! {
-        _ = stop.cancelled() => return,
-        sniffed = sniff => match sniffed {
-            Ok(Ok(h2)) => h2,
-            Ok(Err(error)) => {
-                tracing::debug!(%error, %peer, "connection failed before its first request");
-                return;
-            }
-            Err(_) => {
-                tracing::debug!(%peer, "no request within the header read timeout");
-                return;
-            }
-        },
-    };
-    if h2 {
-        return serve_negotiated(socket, true, peer, protocols, app, watcher).await;
-    }
-    let timeout = protocols.first_bytes_timeout;
-    match stream_path::serve(socket, peer, app.clone(), timeout, is_stream_route).await {
-        Served::Stream => {}
-        Served::HeadTimeout => {
-            let limit = Limit::HeaderReadTimeout;
-            protocols.hub.metrics().limit_rejected(limit);
-        }
-        Served::Other { read, socket } => {
-            let io = StrictHeads::rewound(read, socket);
-            serve_http1(io, peer, protocols, app, watcher).await
-        }
-    }
-}
-
-/// Serves a connection whose protocol is decided: HTTP/2 or HTTP/1.1.
-async fn serve_negotiated<I>(
-    io: I,
-    h2: bool,
-    peer: SocketAddr,
-    protocols: &Protocols,
-    app: Router,
-    watcher: Watcher,
-) where
-    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    if !h2 {
-        return serve_http1(StrictHeads::new(io), peer, protocols, app, watcher).await;
-    }
-    let service = connection_service(app, peer);
-    let result = watcher
-        .watch(protocols.http2.serve_connection(TokioIo::new(io), service))
-        .await;
-    if let Err(error) = result {
-        count_refusal(&protocols.hub, &error);
-        tracing::debug!(%error, %peer, h2, "connection ended with an error");
-    }
-}
-
-/// Serves an HTTP/1.1 connection with hyper, its reads checked for strict
-/// heads (and any bytes already read replayed first).
-async fn serve_http1<I>(
-    io: StrictHeads<I>,
-    peer: SocketAddr,
-    protocols: &Protocols,
-    app: Router,
-    watcher: Watcher,
-) where
-    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let service = connection_service(app, peer);
-    let result = watcher
-        .watch(protocols.http1.serve_connection(TokioIo::new(io), service))
-        .await;
-    if let Err(error) = result {
-        count_refusal(&protocols.hub, &error);
-        tracing::debug!(%error, %peer, h2 = false, "connection ended with an error");
-    }
-}
-
-/// Whether the connection starts with the HTTP/2 preface. Peeks, so the
-/// bytes stay for whichever protocol then reads them; returns as soon as
-/// they differ from the preface (the first byte, for any HTTP/1 method but
-/// `P…`).
-async fn h2_preface(socket: &TcpStream) -> std::io::Result<bool> {
-    let mut buf = [0u8; H2_PREFACE.len()];
-    loop {
-        let n = socket.peek(&mut buf).await?;
-        if n == 0 || buf[..n] != H2_PREFACE[..n] {
-            return Ok(false);
-        }
-        if n == H2_PREFACE.len() {
-            return Ok(true);
-        }
-        // A prefix of the preface: peeking again would return at once, so
-        // give the rest of it time to arrive.
-        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
