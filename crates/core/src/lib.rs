@@ -16,7 +16,8 @@
 //!
 //! [`hub`] ties them together for the edge: publish, open a stream with
 //! resume, close, counts, history. [`announce`] makes the Mercure
-//! subscription events; [`metrics`] counts what happens.
+//! subscription events; [`grants`] reads what a verified token allows;
+//! [`metrics`] counts what happens.
 //!
 //! The crate's manifest has no HTTP, server or storage dependency: the
 //! edge translates requests into these calls and these errors into
@@ -25,6 +26,7 @@
 pub mod announce;
 pub mod event;
 pub mod frame;
+pub mod grants;
 pub mod hub;
 pub mod limits;
 pub mod log;
