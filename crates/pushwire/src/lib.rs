@@ -5,8 +5,9 @@
 //!   engine;
 //! - [`http`]: the router, extractors and the one mapping from core errors
 //!   to HTTP responses; handlers only translate;
-//! - [`transport`]: the accept loop's helpers: the lean HTTP/1.1 stream
-//!   path, the strict request-head filter, TLS;
+//! - [`transport`]: below the router: serving one connection (HTTP/1.1,
+//!   TLS, h2c), the lean HTTP/1.1 stream path, the strict request-head
+//!   filter, TLS certificates;
 //! - [`auth`]: who may publish, manage and read (keys, JWTs);
 //! - [`limits`]: what one client, user or publisher may take;
 //! - [`config`]: flags, environment and TOML, parsed once;

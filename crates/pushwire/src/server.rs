@@ -1,6 +1,6 @@
 //! The accept loop and shutdown; each accepted connection is served by
-//! [`crate::transport::connection`] (TLS, h2c, hyper) or, for a plain
-//! HTTP/1.1 stream, by [`crate::transport::stream_path`].
+//! `transport/connection.rs` (TLS, h2c, hyper) or, for a plain HTTP/1.1
+//! stream, by `transport/stream_path.rs`.
 //!
 //! We serve connections ourselves on hyper's HTTP/1 builder instead of
 //! `axum::serve`: it costs less memory per open stream, lets us set the
