@@ -344,6 +344,34 @@ impl ServeConfig {
         }
     }
 
+    /// The configuration as `check-config` shows it: the publisher key,
+    /// shared JWT secrets (HS* keys) and the password of `redis-url`
+    /// replaced by `<redacted>`, so the output can be pasted into a ticket.
+    /// Public keys (PEM text or a file path) are not secret and stay.
+    pub fn redacted(&self) -> ServeConfig {
+        const REDACTED: &str = "<redacted>";
+        let mut shown = self.clone();
+        let hidden = |value: &Option<String>| value.as_ref().map(|_| REDACTED.to_owned());
+        shown.publisher_key = hidden(&self.publisher_key);
+        if self.jwt_alg.to_ascii_uppercase().starts_with("HS") {
+            shown.publisher_jwt_key = hidden(&self.publisher_jwt_key);
+            shown.subscriber_jwt_key = hidden(&self.subscriber_jwt_key);
+        }
+        shown.redis_url = self.redis_url.as_ref().map(|text| {
+            match url::Url::parse(text) {
+                Ok(mut url) if url.password().is_some() => {
+                    // `set_password` fails only for URLs that cannot carry one.
+                    let _ = url.set_password(Some("redacted"));
+                    url.to_string()
+                }
+                Ok(_) => text.clone(),
+                // Not a URL (check() refuses it anyway): nothing to pick apart.
+                Err(_) => REDACTED.to_owned(),
+            }
+        });
+        shown
+    }
+
     fn check(&self) -> Result<(), ConfigError> {
         let invalid = |m: &str| Err(ConfigError::Invalid(m.to_owned()));
         self.field_limits().check().map_err(ConfigError::Invalid)?;
@@ -422,6 +450,14 @@ impl ServeConfig {
         if self.redis_presence_ttl < std::time::Duration::from_secs(1) {
             return invalid("redis-presence-ttl must be at least 1s");
         }
+        // Every directive must parse: a filter that silently fell back to
+        // `info` would hide the very lines its author asked for.
+        if let Err(error) = tracing_subscriber::EnvFilter::builder().parse(&self.log) {
+            return invalid(&format!(
+                "log: `{}` is not a valid filter: {error}",
+                self.log
+            ));
+        }
         for origin in self.cors_origins.iter().chain(&self.api_cors_origins) {
             if origin != "*" && http::HeaderValue::from_str(origin).is_err() {
                 return invalid(&format!("`{origin}` is not a valid origin"));
@@ -445,6 +481,52 @@ mod tests {
     fn load(args: &[&str]) -> Result<ServeConfig, ConfigError> {
         let matches = Cli::command().try_get_matches_from(args)?;
         ServeConfig::from_matches(&matches)
+    }
+
+    #[test]
+    fn every_log_directive_must_parse() {
+        let error = |args: &[&str]| load(args).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(load(&["x", "--log", "warn,pushwire=debug"]).is_ok());
+        for bad in ["[[[", "warn,pushwire=bogus"] {
+            let message = error(&["x", "--log", bad]);
+            assert!(message.starts_with("log: "), "{bad}: {message}");
+            assert!(message.contains(bad), "{bad}: {message}");
+        }
+    }
+
+    #[test]
+    fn check_config_shows_no_secret() -> Result<(), Box<dyn std::error::Error>> {
+        let c = load(&[
+            "x",
+            "--publisher-key",
+            "pk-secret",
+            "--publisher-jwt-key",
+            "jwt-secret-of-thirty-two-bytes-or-more",
+            "--redis-url",
+            "redis://user:redis-secret@10.0.0.5:6379/2",
+        ])?;
+        let text = toml::to_string(&c.redacted())?;
+        for secret in ["pk-secret", "jwt-secret", "redis-secret"] {
+            assert!(!text.contains(secret), "{secret} in {text}");
+        }
+        assert!(text.contains("publisher-key = \"<redacted>\""), "{text}");
+        assert!(
+            text.contains("redis://user:redacted@10.0.0.5:6379/2"),
+            "{text}"
+        );
+        // What is not secret stays as it was, and nothing else changes.
+        let mut rs = ServeConfig::defaults();
+        rs.jwt_alg = "RS256".into();
+        rs.publisher_jwt_key = Some("/etc/pw/pub.pem".into());
+        assert_eq!(
+            rs.redacted().publisher_jwt_key.as_deref(),
+            Some("/etc/pw/pub.pem")
+        );
+        assert_eq!(
+            toml::to_string(&ServeConfig::defaults().redacted())?,
+            toml::to_string(&ServeConfig::defaults())?
+        );
+        Ok(())
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The `pushwire` command: `serve`, `check-config`, `publish`, `subscribe`.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -122,7 +123,7 @@ fn main() -> ExitCode {
                 }
             };
             if matches!(cli.command, Command::CheckConfig(_)) {
-                return match toml::to_string(&config) {
+                return match toml::to_string(&config.redacted()) {
                     Ok(text) => {
                         print!("{text}");
                         ExitCode::SUCCESS
@@ -148,8 +149,15 @@ fn main() -> ExitCode {
 }
 
 fn init_logs(config: &ServeConfig) {
+    // The filter was checked with the rest of the configuration.
     let filter = EnvFilter::try_new(&config.log).unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    // Colours only for a person at a terminal: never into files or the
+    // journal, and never when NO_COLOR is set (https://no-color.org).
+    let ansi = std::io::stdout().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none_or(|value| value.is_empty());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi);
     match config.log_format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),

@@ -132,6 +132,52 @@ fn bad_configuration_exits_with_code_2_and_says_why() {
 }
 
 #[test]
+fn a_bad_log_filter_stops_the_hub_with_code_2() {
+    for bad in ["[[[", "warn,pushwire=bogus"] {
+        let out = Command::new(BIN)
+            .args([
+                "serve",
+                "--storage",
+                "memory",
+                "--listen",
+                "127.0.0.1:0",
+                "--log",
+                bad,
+            ])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{bad}: {stderr}");
+        assert!(
+            stderr.contains("log: ") && stderr.contains(bad),
+            "{bad}: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn check_config_prints_secrets_redacted() {
+    let out = Command::new(BIN)
+        .args(["check-config", "--publisher-key", "pk-secret"])
+        .args([
+            "--publisher-jwt-key",
+            "a-shared-jwt-secret-of-32-bytes-at-least",
+        ])
+        .args(["--redis-url", "redis://:redis-secret@127.0.0.1:6379/0"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.contains("publisher-key = \"<redacted>\""),
+        "{stdout}"
+    );
+    for secret in ["pk-secret", "jwt-secret", "redis-secret"] {
+        assert!(!stdout.contains(secret), "{secret} in {stdout}");
+    }
+}
+
+#[test]
 fn flags_beat_environment_beats_file_beats_defaults() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("pushwire.toml");
