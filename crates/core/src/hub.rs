@@ -15,6 +15,7 @@
 //! implements.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -175,6 +176,19 @@ pub struct Hub {
     started: Instant,
     /// The other nodes; `None` on a single node.
     peers: Option<Arc<dyn Peers>>,
+    /// Set once shutdown begins: readiness then says no, so that a load
+    /// balancer stops sending new clients before the streams end.
+    draining: AtomicBool,
+}
+
+/// Why the hub should not be given new clients now.
+#[derive(Debug, thiserror::Error)]
+pub enum NotReady {
+    #[error("shutting down")]
+    ShuttingDown,
+    /// The history cannot take publishes; the message says why.
+    #[error("history: {0}")]
+    History(StoreError),
 }
 
 impl Hub {
@@ -201,6 +215,7 @@ impl Hub {
             metrics,
             started: Instant::now(),
             peers: None,
+            draining: AtomicBool::new(false),
         })
     }
 
@@ -442,7 +457,23 @@ impl Hub {
 
     /// Ends every stream (shutdown): clients reconnect, elsewhere or later.
     pub fn end_all_streams(&self) {
+        self.begin_draining();
         self.registry.end_all(End::Shutdown);
+    }
+
+    /// Shutdown has begun: from now on [`Hub::ready`] says no, while open
+    /// streams and requests are still served.
+    pub fn begin_draining(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether this node should be given new clients: not while shutting
+    /// down, and not while its history cannot take publishes.
+    pub async fn ready(&self) -> Result<(), NotReady> {
+        if self.draining.load(Ordering::Relaxed) {
+            return Err(NotReady::ShuttingDown);
+        }
+        self.log.ready().await.map_err(NotReady::History)
     }
 
     /// Heartbeats and retention until `stop` is cancelled.

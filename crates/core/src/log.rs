@@ -162,6 +162,13 @@ pub trait EventLog: Send + Sync {
 
     /// Drops events beyond the retention limits; returns how many went.
     fn trim(&self, now_ms: u64) -> BoxFuture<'_, Result<usize, StoreError>>;
+
+    /// Whether the history can take a publish now, as far as the engine can
+    /// tell without writing (what readiness reports): the error says what
+    /// is wrong. An engine with nothing that can fail is always ready.
+    fn ready(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(std::future::ready(Ok(())))
+    }
 }
 
 /// Milliseconds since the Unix epoch.

@@ -259,6 +259,11 @@ pub struct ServeConfig {
     #[serde(with = "humantime_serde")]
     pub history_max_age: Duration,
 
+    /// On shutdown, how long `/readyz` answers 503 while everything is still served, before streams end: give it the time a load balancer takes to notice.
+    #[arg(long, env = "PUSHWIRE_DRAIN_DELAY", default_value = "0s", value_parser = humantime::parse_duration)]
+    #[serde(with = "humantime_serde")]
+    pub drain_delay: Duration,
+
     /// Time open connections get to finish on shutdown.
     #[arg(long, env = "PUSHWIRE_SHUTDOWN_GRACE", default_value = "5s", value_parser = humantime::parse_duration)]
     #[serde(with = "humantime_serde")]

@@ -18,9 +18,11 @@
 //! Every HTTP/1.1 connection reads through [`StrictHeads`]: a request head
 //! whose lines do not end with CR LF closes it (see [`crate::transport::strict_heads`]).
 //!
-//! Shutdown: stop accepting, end every stream (clients reconnect, to another
-//! node or to this one once it is back, and resume from `Last-Event-ID`),
-//! let in-flight requests finish within the grace period, return.
+//! Shutdown: `/readyz` turns to 503 at once and, for `--drain-delay`,
+//! everything else is still served; then stop accepting, end every stream
+//! (clients reconnect, to another node or to this one once it is back, and
+//! resume from `Last-Event-ID`), let in-flight requests finish within the
+//! grace period, return.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -158,8 +160,24 @@ async fn run(
     cluster: Option<Arc<Cluster>>,
     config: ServeConfig,
     tls: Option<Arc<Tls>>,
-    stop: CancellationToken,
+    requested: CancellationToken,
 ) {
+    // A stop request first drains: readiness turns to 503 at once, while
+    // everything is still served for --drain-delay; only then does `stop`,
+    // which everything below follows, end streams and connections.
+    let stop = CancellationToken::new();
+    {
+        let (hub, stop, delay) = (hub.clone(), stop.clone(), config.drain_delay);
+        tokio::spawn(async move {
+            requested.cancelled().await;
+            hub.begin_draining();
+            if !delay.is_zero() {
+                tracing::info!(?delay, "draining: /readyz answers 503 before streams end");
+                tokio::time::sleep(delay).await;
+            }
+            stop.cancel();
+        });
+    }
     let maintenance = {
         let hub = hub.clone();
         let stop = stop.clone();

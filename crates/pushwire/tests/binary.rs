@@ -6,6 +6,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
 use pushwire_testkit::prelude::*;
+use serde_json::json;
 
 /// The hub binary under test.
 const BIN: &str = pushwire_testkit::hub_binary!();
@@ -21,6 +22,41 @@ async fn sigterm_ends_streams_and_exits_zero() {
     let mut tab = SseClient::connect(hub.addr, "/sse/subscribe/u1").await;
     tokio::task::block_in_place(|| hub.terminate());
     assert!(tab.wait_end(WAIT).await, "stream not ended cleanly");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_first_drains_readiness_then_ends_streams() {
+    let hub = spawn_hub(&["--drain-delay", "2s"]);
+    let ready = get(hub.addr, "/readyz").await;
+    assert_eq!(ready.status, 200);
+    assert_eq!(ready.json()["status"], "ready");
+    let mut tab = SseClient::connect(hub.addr, "/sse/subscribe/u1").await;
+    hub.signal("TERM");
+    eventually("readiness turns to 503", || async {
+        get(hub.addr, "/readyz").await.status == 503
+    })
+    .await;
+    let reply = get(hub.addr, "/readyz").await;
+    assert_eq!(reply.json()["error"]["code"], "not_ready");
+    assert_eq!(reply.json()["error"]["message"], "shutting down");
+    // Still serving during the delay: the stream stays open and publishes
+    // reach it; liveness still says ok.
+    assert_eq!(get(hub.addr, "/healthz").await.status, 200);
+    publish(hub.addr, json!({ "to": "all", "data": "during the drain" })).await;
+    assert_eq!(tab.next().await.data, "during the drain");
+    assert!(!tab.ended);
+    // Then the streams end and the process exits cleanly.
+    assert!(tab.wait_end(WAIT).await, "stream not ended after the drain");
+    let mut hub = hub;
+    let deadline = std::time::Instant::now() + WAIT;
+    let status = loop {
+        if let Some(status) = hub.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(std::time::Instant::now() < deadline, "hub did not exit");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert!(status.success(), "hub exited with {status:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -213,8 +213,20 @@ async fn redis_outage_refuses_publishes_keeps_streams_and_loses_nothing() -> Tes
     };
     let mut alice_got = datas(alice.take(5).await);
     let mut bob_got = datas(bob.take(5).await);
+    for node in &nodes {
+        assert_eq!(get(node.addr, "/readyz").await.status, 200);
+    }
 
     redis.kill();
+    // Readiness says so, naming Redis, so a load balancer can act on it.
+    for node in &nodes {
+        let reply = get(node.addr, "/readyz").await;
+        assert_eq!(
+            (reply.status, error_code(&reply)),
+            (503, "not_ready".to_owned())
+        );
+        assert!(reply.body.contains("Redis"), "{}", reply.body);
+    }
     for (i, node) in nodes.iter().enumerate() {
         let reply = try_publish(
             node.addr,
@@ -254,6 +266,12 @@ async fn redis_outage_refuses_publishes_keeps_streams_and_loses_nothing() -> Tes
     );
 
     redis.restart();
+    for node in &nodes {
+        eventually("the node is ready again", || async {
+            get(node.addr, "/readyz").await.status == 200
+        })
+        .await;
+    }
     for i in 0..5 {
         let data = format!("after{i}");
         let body = json!({ "to": "all", "data": data });

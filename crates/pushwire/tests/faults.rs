@@ -134,6 +134,7 @@ async fn disk_fault(
 ) -> FaultRun {
     let mut hub = durable_hub(dir, &[]);
     let addr = hub.addr;
+    assert_eq!(get(addr, "/readyz").await.status, 200);
     let mut stream = SseClient::connect(addr, "/sse/subscribe/disk").await;
     assert_eq!(stream.status, 200);
     let mut acked = Vec::new();
@@ -176,6 +177,18 @@ async fn disk_fault(
     }
     assert_running(&mut hub);
     assert_eq!(get(addr, "/healthz").await.status, 200);
+    // Alive but not ready: a load balancer takes the node out, naming why.
+    let ready = get(addr, "/readyz").await;
+    assert_eq!(ready.status, 503, "{}", ready.body);
+    assert_eq!(ready.json()["error"]["code"], "not_ready");
+    assert!(
+        ready.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("history: "),
+        "{}",
+        ready.body
+    );
     let delivered = stream.take(acked.len()).await;
     let ids: Vec<String> = delivered.iter().filter_map(|e| e.id.clone()).collect();
     let want: Vec<String> = acked.iter().map(|(id, _)| id.clone()).collect();
@@ -199,6 +212,7 @@ async fn disk_fault(
         }
     };
     assert_eq!(seq(&id), last + 1, "ids continue where they stopped");
+    assert_eq!(get(addr, "/readyz").await.status, 200, "ready again");
     acked.push((id.clone(), "after".to_owned()));
     let next = stream.next().await;
     assert_eq!(

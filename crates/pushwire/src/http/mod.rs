@@ -5,7 +5,7 @@
 //! - `seed`: the seed service's management calls, as thin aliases;
 //! - `api`: the JSON API under `/api/v1`;
 //! - `mercure`: the Mercure protocol at `/.well-known/mercure`;
-//! - `admin`: the demo page, `/metrics`, `/healthz`;
+//! - `admin`: the demo page, `/metrics`, `/healthz`, `/readyz`;
 //! - `limits`: the client address, header size and publish rate checks;
 //! - `openapi`: the OpenAPI document of the JSON API, from the handlers' annotations;
 //! - `errors`: the one error-to-response mapping.
@@ -150,6 +150,7 @@ pub fn router(state: Arc<AppState>, config: &ServeConfig) -> Router {
         .route("/", get(admin::demo_page))
         .route("/metrics", get(admin::metrics))
         .route("/healthz", get(admin::healthz))
+        .route("/readyz", get(admin::readyz))
         .route("/api/openapi.json", get(openapi::document))
         .merge(streams)
         .merge(manage)

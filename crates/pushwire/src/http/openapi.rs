@@ -39,6 +39,7 @@ use super::{admin, api, streams};
         api::events,
         streams::api_stream,
         admin::healthz,
+        admin::readyz,
     ),
     components(schemas(ErrorBody)),
     modifiers(&Conventions),

@@ -66,7 +66,7 @@ use pushwire_core::record::decode;
 
 use head::{lock, Head};
 use recovery::{describe_open_error, open_file, recover};
-use writer::{catch_file_size_signal, Command, DbSlot, Writer};
+use writer::{catch_file_size_signal, Command, DbSlot, Health, Writer};
 
 pub use writer::{MAX_GROUP, REOPEN_EVERY};
 
@@ -86,6 +86,8 @@ const META_FORMAT: &str = "format";
 pub struct EmbeddedLog {
     path: PathBuf,
     db: DbSlot,
+    /// Whether the last write failed (readiness).
+    health: Health,
     head: Arc<Mutex<Head>>,
     commands: Option<Sender<Command>>,
     writer: Option<JoinHandle<()>>,
@@ -163,6 +165,7 @@ impl EmbeddedLog {
             &recovered,
             path.clone(),
         );
+        let health = writer.health();
         let (commands, queue) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("pushwire-history".to_owned())
@@ -171,6 +174,7 @@ impl EmbeddedLog {
         Ok(EmbeddedLog {
             path,
             db,
+            health,
             head,
             commands: Some(commands),
             writer: Some(thread),
@@ -207,6 +211,14 @@ impl Drop for EmbeddedLog {
 }
 
 impl EventLog for EmbeddedLog {
+    /// Ready while the last commit (a publish, or the retention pass every
+    /// second) succeeded and the file is open: after a failed write, not
+    /// ready until a commit succeeds again.
+    fn ready(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        let ready = self.health.check().and_then(|()| self.db.get().map(|_| ()));
+        Box::pin(std::future::ready(ready))
+    }
+
     fn append(&self, drafts: Vec<Draft>) -> BoxFuture<'_, Result<Vec<Arc<Event>>, StoreError>> {
         let (reply, answer) = oneshot::channel();
         let sent = self.send(Command::Append { drafts, reply });

@@ -108,6 +108,24 @@ impl DbSlot {
     }
 }
 
+/// The outcome of the writer's last commit, shared with readiness: the
+/// error while the last write failed, nothing once a commit succeeds. The
+/// retention pass commits every second, so this follows the disk by itself
+/// even when nobody publishes.
+#[derive(Clone, Default)]
+pub(super) struct Health(Arc<Mutex<Option<StoreError>>>);
+
+impl Health {
+    fn lock(&self) -> MutexGuard<'_, Option<StoreError>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Ok unless the last write failed; then its error.
+    pub(super) fn check(&self) -> Result<(), StoreError> {
+        self.lock().clone().map_or(Ok(()), Err)
+    }
+}
+
 /// One queued request, split into the work and where its answer goes.
 enum Job {
     Append(Vec<Draft>),
@@ -158,6 +176,8 @@ pub(super) struct Writer {
     /// A failed handle taken out of the slot that a read still held when
     /// the writer wanted to close it.
     retired: Option<Arc<Database>>,
+    /// What readiness reports.
+    health: Health,
 }
 
 /// A write failed and the file is not yet open again.
@@ -207,7 +227,13 @@ impl Writer {
             path,
             failure: None,
             retired: None,
+            health: Health::default(),
         }
+    }
+
+    /// What readiness reads: the outcome of this writer's last commit.
+    pub(super) fn health(&self) -> Health {
+        self.health.clone()
     }
 
     pub(super) fn run(mut self, queue: Receiver<Command>) {
@@ -291,6 +317,7 @@ impl Writer {
     /// timer must not keep trying).
     fn failed(&mut self, error: StoreError) {
         self.unsynced = false;
+        *self.health.lock() = Some(error.clone());
         self.failure = Some(Failure {
             error,
             at: Instant::now(),
@@ -413,6 +440,7 @@ impl Writer {
                 return;
             }
         };
+        *self.health.lock() = None;
         if matches!(durability, Durability::Immediate) {
             self.last_durable = Instant::now();
             self.unsynced = false;
@@ -660,6 +688,7 @@ mod tests {
             path: log.path.clone(),
             failure: None,
             retired: None,
+            health: Health::default(),
         };
         let mut answers = Vec::new();
         let mut group = Vec::new();

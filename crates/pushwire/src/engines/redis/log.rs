@@ -36,10 +36,13 @@ use pushwire_core::log::{now_ms, Cursor, EventLog, Fanout, Retention, StoreError
 use pushwire_core::record::{decode, encode};
 
 use super::tail::Tail;
-use super::{Keys, RedisNode, COMMAND_TIMEOUT};
+use super::{unavailable, Keys, RedisNode, COMMAND_TIMEOUT};
 
 /// Most events one `trim` removes; the rest go on the next call.
 const MAX_TRIM_PER_CALL: usize = 100_000;
+/// How long readiness waits for Redis to answer: shorter than a load
+/// balancer's probe timeout, so that a hung Redis reads as not ready.
+const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// KEYS: events, ids, epoch. ARGV: max_events, an epoch for a new history,
 /// then per event: publisher id (or empty), time, record. Refuses the whole
@@ -328,6 +331,29 @@ impl Drop for RedisLog {
 }
 
 impl EventLog for RedisLog {
+    /// Ready when Redis answers a `PING` within [`READY_TIMEOUT`] and the
+    /// tail has found its position (before that, new streams wait).
+    fn ready(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        async move {
+            if !*self.following.borrow() {
+                return Err(StoreError::Unavailable(
+                    "this node has not yet found its place in the Redis history".to_owned(),
+                ));
+            }
+            let mut conn = self.redis.conn();
+            let ping = redis::cmd("PING");
+            let ping = ping.query_async::<String>(&mut conn);
+            match tokio::time::timeout(READY_TIMEOUT, ping).await {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(e)) => Err(unavailable("Redis refused PING", e)),
+                Err(_) => Err(StoreError::Unavailable(format!(
+                    "Redis did not answer PING within {READY_TIMEOUT:?}"
+                ))),
+            }
+        }
+        .boxed()
+    }
+
     fn append(&self, drafts: Vec<Draft>) -> BoxFuture<'_, Result<Vec<Arc<Event>>, StoreError>> {
         self.append_now(drafts).boxed()
     }

@@ -155,7 +155,7 @@ impl RedisNode {
     }
 }
 
-fn unavailable(what: &str, error: impl std::fmt::Display) -> StoreError {
+pub(super) fn unavailable(what: &str, error: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(format!("{what}: {error}"))
 }
 
