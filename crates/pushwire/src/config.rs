@@ -217,11 +217,12 @@ pub struct ServeConfig {
         default_value = "*",
         value_delimiter = ','
     )]
+    #[serde(deserialize_with = "comma_list")]
     pub cors_origins: Vec<String>,
 
     /// Origins allowed to call publish and management routes from a browser (comma-separated; none by default).
     #[arg(long, env = "PUSHWIRE_API_CORS_ORIGINS", value_delimiter = ',')]
-    #[serde(default)]
+    #[serde(default, deserialize_with = "comma_list")]
     pub api_cors_origins: Vec<String>,
 
     /// History engine.
@@ -278,6 +279,32 @@ pub struct ServeConfig {
     pub log: String,
 }
 
+/// The entries of a comma list, trimmed, empty ones dropped.
+fn trimmed(entries: Vec<String>) -> Vec<String> {
+    entries
+        .iter()
+        .flat_map(|entry| entry.split(','))
+        .map(str::trim)
+        .filter(|entry| !entry.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// A list option in the TOML file: an array of strings, or one string that
+/// is comma-separated as the flag is (`cors-origins = "a, b"`).
+fn comma_list<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum List {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match List::deserialize(deserializer)? {
+        List::One(text) => trimmed(vec![text]),
+        List::Many(entries) => trimmed(entries),
+    })
+}
+
 impl ServeConfig {
     /// Builds the configuration from parsed arguments, then merges the TOML
     /// file named by `--config` under whatever was given explicitly.
@@ -312,6 +339,10 @@ impl ServeConfig {
                 .try_into()
                 .map_err(|e: toml::de::Error| file_error(e.message().to_owned()))?;
             config.config = Some(path);
+        }
+        // `a, b` means `a` and `b`, wherever the list came from.
+        for list in [&mut config.cors_origins, &mut config.api_cors_origins] {
+            *list = trimmed(std::mem::take(list));
         }
         config.check()?;
         Ok(config)
@@ -486,6 +517,43 @@ mod tests {
     fn load(args: &[&str]) -> Result<ServeConfig, ConfigError> {
         let matches = Cli::command().try_get_matches_from(args)?;
         ServeConfig::from_matches(&matches)
+    }
+
+    #[test]
+    fn comma_lists_read_the_same_from_flags_and_file() -> Result<(), Box<dyn std::error::Error>> {
+        let want = vec![
+            "https://a.example".to_owned(),
+            "https://b.example".to_owned(),
+        ];
+        let flag = load(&[
+            "x",
+            "--cors-origins",
+            "https://a.example, https://b.example",
+        ])?;
+        assert_eq!(flag.cors_origins, want);
+        let dir = tempfile::tempdir()?;
+        let file = dir.path().join("pushwire.toml");
+        for text in [
+            "cors-origins = \"https://a.example, https://b.example\"\n",
+            "cors-origins = [\"https://a.example\", \" https://b.example\"]\n",
+        ] {
+            std::fs::write(&file, text)?;
+            let c = load(&["x", "--config", &file.to_string_lossy()])?;
+            assert_eq!(c.cors_origins, want, "{text}");
+        }
+        std::fs::write(
+            &file,
+            "api-cors-origins = \"https://a.example,https://b.example\"\n",
+        )?;
+        let c = load(&["x", "--config", &file.to_string_lossy()])?;
+        assert_eq!(c.api_cors_origins, want);
+        // Anything else is still refused.
+        std::fs::write(&file, "cors-origins = 5\n")?;
+        let error = load(&["x", "--config", &file.to_string_lossy()])
+            .err()
+            .map(|e| e.to_string());
+        assert!(error.is_some(), "a number is not a list of origins");
+        Ok(())
     }
 
     #[test]
