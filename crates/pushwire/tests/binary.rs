@@ -170,20 +170,28 @@ fn bad_configuration_exits_with_code_2_and_says_why() {
 #[test]
 fn a_bad_log_filter_stops_the_hub_with_code_2() {
     for bad in ["[[[", "warn,pushwire=bogus"] {
-        let out = Command::new(BIN)
-            .args([
-                "serve",
-                "--storage",
-                "memory",
-                "--listen",
-                "127.0.0.1:0",
-                "--log",
-                bad,
-            ])
-            .output()
+        let mut hub = Command::new(BIN)
+            .args(["serve", "--storage", "memory", "--listen", "127.0.0.1:0"])
+            .args(["--log", bad])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
             .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{bad}: {stderr}");
+        // A hub that accepted the filter would run on: bounded, it fails.
+        let deadline = std::time::Instant::now() + WAIT;
+        let status = loop {
+            if let Some(status) = hub.try_wait().unwrap() {
+                break status;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = hub.kill();
+                panic!("the hub started with --log {bad:?}");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(&mut hub.stderr.take().unwrap(), &mut stderr).unwrap();
+        assert_eq!(status.code(), Some(2), "{bad}: {stderr}");
         assert!(
             stderr.contains("log: ") && stderr.contains(bad),
             "{bad}: {stderr}"
