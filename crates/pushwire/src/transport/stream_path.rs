@@ -470,7 +470,10 @@ impl<W: AsyncWrite + Unpin> Future for WriteFrames<'_, W> {
 /// Bytes a frame of `len` bytes takes on the wire.
 fn wire_len(len: usize, chunked: bool) -> usize {
     if chunked {
-        ChunkHeader::new(len).len + len + 2
+        // The chunk-size line: one hex digit per started 4 bits (at least
+        // one), then CR LF; counted, not formatted.
+        let digits = (usize::BITS - len.leading_zeros()).div_ceil(4).max(1) as usize;
+        digits + 2 + len + 2
     } else {
         len
     }
@@ -573,6 +576,25 @@ mod tests {
 
     #[test]
     fn chunk_headers_are_hex_lengths() {
+        for len in [
+            0,
+            1,
+            15,
+            16,
+            255,
+            256,
+            4095,
+            4096,
+            65_535,
+            1 << 20,
+            usize::MAX >> 1,
+        ] {
+            assert_eq!(
+                wire_len(len, true),
+                ChunkHeader::new(len).len + len + 2,
+                "{len}"
+            );
+        }
         for (length, header) in [
             (1, &b"1\r\n"[..]),
             (15, b"f\r\n"),
