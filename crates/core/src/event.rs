@@ -21,6 +21,7 @@ use crate::frame::encode_event;
 #[cfg(test)]
 use crate::limits::MAX_EVENT_TYPE_LEN;
 use crate::limits::{FieldLimits, Limit};
+use crate::text::has_forbidden;
 
 /// Largest `retry` a publisher may ask browsers to wait, in milliseconds (one day).
 pub const MAX_RETRY_MS: u64 = 86_400_000;
@@ -30,6 +31,8 @@ pub const MAX_RETRY_MS: u64 = 86_400_000;
 pub enum EventError {
     #[error("field `{field}` must not contain CR, LF or NUL")]
     LineBreak { field: &'static str },
+    #[error("field `{field}` must not contain control characters or invisible format characters (Unicode category Cf)")]
+    Invisible { field: &'static str },
     #[error("field `{field}` is longer than {max} bytes ({})", limit.option())]
     TooLong {
         field: &'static str,
@@ -46,6 +49,8 @@ pub enum EventError {
     Empty { field: &'static str },
     #[error("id must not start with `#`")]
     IdStartsWithHash,
+    #[error("id must not be `earliest`: subscribers send it to ask for the whole history")]
+    IdReserved,
     #[error("id must not consist of digits only: such ids are the hub's own")]
     IdAllDigits,
     #[error("retry must be at most {MAX_RETRY_MS} milliseconds")]
@@ -105,6 +110,9 @@ impl Draft {
             if id.bytes().all(|b| b.is_ascii_digit()) {
                 return Err(EventError::IdAllDigits);
             }
+            if id == "earliest" {
+                return Err(EventError::IdReserved);
+            }
         }
         if let Some(event) = &self.event {
             check_field(
@@ -139,7 +147,8 @@ pub fn hub_sequence(id: &str) -> Option<u64> {
 }
 
 /// A value that goes on one SSE line: not empty, at most `max` bytes (the
-/// `limit`), no line breaks or NUL.
+/// `limit`), no line breaks, NUL or other character identifiers may not
+/// carry ([`crate::text`]).
 pub fn check_field(
     field: &'static str,
     value: &str,
@@ -154,6 +163,9 @@ pub fn check_field(
     }
     if value.bytes().any(|b| matches!(b, b'\r' | b'\n' | 0)) {
         return Err(EventError::LineBreak { field });
+    }
+    if has_forbidden(value) {
+        return Err(EventError::Invisible { field });
     }
     Ok(())
 }
@@ -288,7 +300,8 @@ fn check_list(
 }
 
 /// A name used to route (user id, prefix, topic): not empty, bounded, and
-/// free of control characters so it is safe in logs and URLs.
+/// free of control and invisible characters ([`crate::text`]) so it is safe
+/// in logs and URLs and means what it shows.
 fn check_name(
     field: &'static str,
     value: &str,
@@ -301,8 +314,11 @@ fn check_name(
     if value.len() > max {
         return Err(EventError::TooLong { field, max, limit });
     }
-    if value.chars().any(char::is_control) {
+    if value.bytes().any(|b| matches!(b, b'\r' | b'\n' | 0)) {
         return Err(EventError::LineBreak { field });
+    }
+    if has_forbidden(value) {
+        return Err(EventError::Invisible { field });
     }
     Ok(())
 }

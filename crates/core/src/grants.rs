@@ -201,10 +201,16 @@ fn classic_entry(entry: &Value, base: &str) -> Result<(Selector, Option<Arc<Valu
     }
 }
 
-/// Grants of an access token: the `authorization_details` entries of type
-/// `mercure`. Entries of other types belong to other resource servers and
-/// are skipped; a `mercure` entry that does not parse makes the whole token
-/// invalid (the protocol forbids acting on the remaining entries).
+/// The `type` of the authorization details this hub reads, compared byte
+/// for byte: the type URI of the current draft, and `mercure`, the short
+/// name of its earlier revisions, which issuers still mint. Entries of any
+/// other type belong to other resource servers.
+pub const DETAIL_TYPES: [&str; 2] = ["https://mercure.rocks/authorization-detail", "mercure"];
+
+/// Grants of an access token: its `authorization_details` entries whose
+/// type is one of [`DETAIL_TYPES`]. Entries of other types are skipped; an
+/// entry of ours that does not parse makes the whole token invalid (the
+/// draft forbids acting on the remaining entries: "Authorization Details").
 fn access_grants(claims: &Map<String, Value>, base: &str) -> Result<Grants, String> {
     let mut grants = Grants::default();
     let details = match present(claims, "authorization_details") {
@@ -223,7 +229,7 @@ fn access_grants(claims: &Map<String, Value>, base: &str) -> Result<Grants, Stri
             .as_object()
             .ok_or_else(|| at("must be an object".to_owned()))?;
         match detail.get("type") {
-            Some(Value::String(kind)) if kind == "mercure" => {
+            Some(Value::String(kind)) if DETAIL_TYPES.contains(&kind.as_str()) => {
                 add_mercure_detail(&mut grants, detail, base).map_err(at)?;
             }
             Some(Value::String(_)) => {}
@@ -233,10 +239,20 @@ fn access_grants(claims: &Map<String, Value>, base: &str) -> Result<Grants, Stri
     Ok(grants)
 }
 
-/// One `{"type": "mercure", "actions": [..], "topics": [..], "payload": {..}}`
-/// entry: non-empty `actions` among `publish` and `subscribe`, non-empty
-/// `topics` of `{"match", "matchType"}` objects with `matchType` `Exact`
-/// (the default) or `URLPattern`, spelled exactly.
+/// One `{"type": .., "actions": [..], "topics": [..], "payload": {..}}`
+/// entry ("Authorization Details", "Topic Matcher List"):
+///
+/// - `actions`: a non-empty array of strings; `publish` and `subscribe`
+///   grant, other strings are ignored (actions of later specifications
+///   grant nothing here and must not break the token), anything but a
+///   string is invalid;
+/// - `topics`: a non-empty array of `{"match", "match_type"}` objects, with
+///   `match_type` `exact` (the default) or `urlpattern`, case-sensitive; any
+///   other value is invalid, since skipping a grant that cannot be evaluated
+///   would change what the token allows. `matchType` with `Exact` or
+///   `URLPattern` (the spelling of the draft's earlier revision) is read
+///   when `match_type` is absent; both at once is invalid;
+/// - `payload`: a JSON object, given to the subscriptions it covers.
 fn add_mercure_detail(
     grants: &mut Grants,
     detail: &Map<String, Value>,
@@ -252,7 +268,7 @@ fn add_mercure_detail(
         match action.as_str() {
             Some("publish") => publish = true,
             Some("subscribe") => subscribe = true,
-            Some(other) => return Err(format!("unknown action `{}`", shown(other))),
+            Some(_) => {}
             None => return Err("`actions` must hold strings".to_owned()),
         }
     }
@@ -266,11 +282,10 @@ fn add_mercure_detail(
         Some(payload @ Value::Object(_)) => Some(Arc::new(payload.clone())),
         Some(_) => return Err("`payload` must be a JSON object".to_owned()),
     };
-    grants.reserve(
-        topics
-            .len()
-            .saturating_mul(usize::from(publish) + usize::from(subscribe)),
-    )?;
+    // Every matcher is compiled to be validated, even in an entry whose
+    // actions grant nothing here, so each counts at least once.
+    let uses = (usize::from(publish) + usize::from(subscribe)).max(1);
+    grants.reserve(topics.len().saturating_mul(uses))?;
     for (j, topic) in topics.iter().enumerate() {
         let topic = topic
             .as_object()
@@ -279,20 +294,7 @@ fn add_mercure_detail(
             .get("match")
             .and_then(Value::as_str)
             .ok_or_else(|| format!("topics[{j}] needs a string `match`"))?;
-        let kind = match topic.get("matchType") {
-            None => MatchKind::Exact,
-            Some(Value::String(name)) if name == "Exact" => MatchKind::Exact,
-            Some(Value::String(name)) if name == "URLPattern" => MatchKind::UrlPattern,
-            Some(other) => {
-                let name = other
-                    .as_str()
-                    .map_or_else(|| other.to_string(), str::to_owned);
-                return Err(format!(
-                    "topics[{j}]: unknown `matchType` `{}` (`Exact` or `URLPattern`)",
-                    shown(&name)
-                ));
-            }
-        };
+        let kind = matcher_type(topic).map_err(|e| format!("topics[{j}]: {e}"))?;
         let selector =
             Selector::parse(kind, text, base).map_err(|e| format!("topics[{j}]: {e}"))?;
         if publish {
@@ -303,6 +305,35 @@ fn add_mercure_detail(
         }
     }
     Ok(())
+}
+
+/// The matcher type of one topic matcher object of an access token.
+fn matcher_type(topic: &Map<String, Value>) -> Result<MatchKind, String> {
+    let name = |value: &Value| {
+        value
+            .as_str()
+            .map_or_else(|| value.to_string(), str::to_owned)
+    };
+    match (topic.get("match_type"), topic.get("matchType")) {
+        (Some(_), Some(_)) => Err("has both `match_type` and `matchType`".to_owned()),
+        (None, None) => Ok(MatchKind::Exact),
+        (Some(value), None) => MatchKind::from_draft_name(value.as_str().unwrap_or_default())
+            .filter(|kind| *kind != MatchKind::UriTemplate)
+            .ok_or_else(|| {
+                format!(
+                    "unknown `match_type` `{}` (`exact` or `urlpattern`)",
+                    shown(&name(value))
+                )
+            }),
+        (None, Some(value)) => match value.as_str() {
+            Some("Exact") => Ok(MatchKind::Exact),
+            Some("URLPattern") => Ok(MatchKind::UrlPattern),
+            _ => Err(format!(
+                "unknown `matchType` `{}` (`Exact` or `URLPattern`)",
+                shown(&name(value))
+            )),
+        },
+    }
 }
 
 /// Token-supplied text made fit for a log line: at most 40 characters,
@@ -384,6 +415,68 @@ mod tests {
                 .starts_with("authorization_details[1]: topics[0]"),
             "{bad}"
         );
+    }
+
+    /// The current draft's "Authorization Details" and "Topic Matcher List".
+    #[test]
+    fn current_draft_details_read_type_uri_match_type_and_ignore_unknown_actions() {
+        let detail = |kind: &str, actions: Value, topics: Value| {
+            claims(json!({"authorization_details": [{"type": kind, "actions": actions, "topics": topics}]}))
+        };
+        let uri = DETAIL_TYPES[0];
+        let grants = access(
+            &detail(
+                uri,
+                json!(["publish", "subscribe", "audit"]),
+                json!([{"match": "https://example.com/books/:id", "match_type": "urlpattern"}, {"match": "a"}]),
+            ),
+            BASE,
+        )
+        .unwrap();
+        assert!(grants.may_publish("https://example.com/books/7"));
+        assert!(grants.may_subscribe("a") && !grants.may_publish("b"));
+        // A detail whose actions are all unknown grants nothing but is valid.
+        let nothing = access(&detail(uri, json!(["audit"]), json!([{"match": "*"}])), BASE).unwrap();
+        assert!(!nothing.may_publish("a") && !nothing.may_subscribe("a"));
+        // `*` is the wildcard whatever the match type.
+        let all = access(
+            &detail(uri, json!(["publish"]), json!([{"match": "*", "match_type": "urlpattern"}])),
+            BASE,
+        )
+        .unwrap();
+        assert!(all.publish_all());
+        // The short type of the draft's earlier revisions still reads; a
+        // type differing by case is another resource server's.
+        assert!(access(&detail("mercure", json!(["publish"]), json!([{"match": "*"}])), BASE)
+            .unwrap()
+            .publish_all());
+        assert!(!access(
+            &detail("https://mercure.rocks/Authorization-Detail", json!(["publish"]), json!([{"match": "*"}])),
+            BASE
+        )
+        .unwrap()
+        .publish_all());
+        for (actions, topics, why) in [
+            (json!(["publish", 1]), json!([{"match": "a"}]), "strings"),
+            (json!([]), json!([{"match": "a"}]), "non-empty"),
+            (json!(["publish"]), json!([{"match": "a", "match_type": "URLPattern"}]), "match_type"),
+            (json!(["publish"]), json!([{"match": "a", "match_type": "regexp"}]), "match_type"),
+            (json!(["publish"]), json!([{"match": "a", "match_type": "uritemplate"}]), "match_type"),
+            (json!(["audit"]), json!([{"match": "a", "match_type": "regexp"}]), "match_type"),
+            (json!(["publish"]), json!([{"match": "a", "match_type": "exact", "matchType": "Exact"}]), "both"),
+            (json!(["publish"]), json!(["a"]), "object"),
+            (json!(["publish"]), json!([{"match_type": "exact"}]), "`match`"),
+        ] {
+            let error = access(&detail(uri, actions, topics), BASE).unwrap_err();
+            assert!(error.to_string().contains(why), "{why}: {error}");
+        }
+        // The earlier revision's `matchType` spelling.
+        let legacy = access(
+            &detail(uri, json!(["publish"]), json!([{"match": "https://e.com/:id", "matchType": "URLPattern"}])),
+            BASE,
+        )
+        .unwrap();
+        assert!(legacy.may_publish("https://e.com/1"));
     }
 
     #[test]

@@ -35,3 +35,4 @@ pub mod outbox;
 pub mod record;
 pub mod registry;
 pub mod route;
+pub mod text;

@@ -192,6 +192,11 @@ pub struct ServeConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jwt_audience: Option<String>,
 
+    /// Issuer identifiers (`iss`) of the OAuth authorization servers that issue current-draft tokens for this hub (comma-separated). Access tokens must then carry one of them in `iss`; the protected resource metadata advertises them.
+    #[arg(long, env = "PUSHWIRE_AUTHORIZATION_SERVERS", value_delimiter = ',')]
+    #[serde(default, deserialize_with = "comma_list")]
+    pub authorization_servers: Vec<String>,
+
     /// Refuse subscribers without a valid token (by default anonymous subscribers get public updates).
     #[arg(long, env = "PUSHWIRE_REQUIRE_SUBSCRIBER_AUTH", value_parser = clap::builder::BoolishValueParser::new())]
     #[serde(default)]
@@ -341,7 +346,11 @@ impl ServeConfig {
             config.config = Some(path);
         }
         // `a, b` means `a` and `b`, wherever the list came from.
-        for list in [&mut config.cors_origins, &mut config.api_cors_origins] {
+        for list in [
+            &mut config.cors_origins,
+            &mut config.api_cors_origins,
+            &mut config.authorization_servers,
+        ] {
             *list = trimmed(std::mem::take(list));
         }
         config.check()?;
@@ -365,6 +374,7 @@ impl ServeConfig {
             subscriber_key: self.subscriber_jwt_key.clone(),
             audience: self.jwt_audience.clone(),
             base_url: self.hub_url.clone(),
+            issuers: self.authorization_servers.clone(),
         }
     }
 
@@ -453,6 +463,15 @@ impl ServeConfig {
             .map_err(|e| ConfigError::Invalid(e.to_string()))?;
         if url::Url::parse(&self.hub_url).is_err() {
             return invalid("hub-url must be an absolute URL");
+        }
+        if let Some(server) = self
+            .authorization_servers
+            .iter()
+            .find(|s| url::Url::parse(s).map_or(true, |u| u.scheme() != "https"))
+        {
+            return invalid(&format!(
+                "authorization-servers: `{server}` is not an issuer identifier (an https:// URL, RFC 8414)"
+            ));
         }
         if self.h2_max_streams == 0 {
             return invalid("h2-max-streams must be at least 1");

@@ -625,6 +625,7 @@ async fn current_draft_tokens_need_the_access_token_type_and_audience() -> TestR
             },
             &json!({
                 "aud": aud,
+                "exp": 4_102_444_800u64,
                 "authorization_details": [{
                     "type": "mercure",
                     "actions": actions,

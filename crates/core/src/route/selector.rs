@@ -35,13 +35,37 @@ pub enum MatchKind {
 }
 
 impl MatchKind {
-    /// The protocol's name of this kind (`Exact`, `URITemplate`, `URLPattern`).
+    /// The classic protocol's name of this kind (`Exact`, `URITemplate`,
+    /// `URLPattern`).
     pub fn name(self) -> &'static str {
         match self {
             MatchKind::Exact => "Exact",
             MatchKind::UriTemplate => "URITemplate",
             MatchKind::UrlPattern => "URLPattern",
         }
+    }
+
+    /// The current draft's name of this kind ("Matcher Types"): `exact`,
+    /// `urlpattern`. URI templates are not a matcher type of that draft;
+    /// they keep the classic protocol's lowercase name, `uritemplate`,
+    /// which the draft's registry rules would allow.
+    pub fn draft_name(self) -> &'static str {
+        match self {
+            MatchKind::Exact => "exact",
+            MatchKind::UriTemplate => "uritemplate",
+            MatchKind::UrlPattern => "urlpattern",
+        }
+    }
+
+    /// The kind a current-draft name stands for, compared case-sensitively.
+    pub fn from_draft_name(name: &str) -> Option<MatchKind> {
+        [
+            MatchKind::Exact,
+            MatchKind::UriTemplate,
+            MatchKind::UrlPattern,
+        ]
+        .into_iter()
+        .find(|kind| kind.draft_name() == name)
     }
 }
 
@@ -51,7 +75,7 @@ pub enum SelectorError {
     Empty,
     #[error("a topic selector is limited to {MAX_SELECTOR_LEN} bytes")]
     TooLong,
-    #[error("a topic selector must not contain control characters")]
+    #[error("a topic selector must not contain control characters or invisible format characters (Unicode category Cf)")]
     ControlCharacter,
     #[error("invalid URI template `{text}`: {reason}")]
     Template { text: String, reason: String },
@@ -247,7 +271,7 @@ fn check(text: &str) -> Result<(), SelectorError> {
     if text.len() > MAX_SELECTOR_LEN {
         return Err(SelectorError::TooLong);
     }
-    if text.chars().any(char::is_control) {
+    if crate::text::has_forbidden(text) {
         return Err(SelectorError::ControlCharacter);
     }
     Ok(())

@@ -71,6 +71,10 @@ pub struct JwtSettings {
     /// The hub's own URL, against which relative URL patterns in grants are
     /// resolved.
     pub base_url: String,
+    /// Issuer identifiers of the authorization servers the hub trusts
+    /// (`--authorization-servers`). When any is given, an access token's
+    /// `iss` must be one of them.
+    pub issuers: Vec<String>,
 }
 
 /// The side of the hub a token is presented to. Each role has its own key,
@@ -114,6 +118,8 @@ pub enum TokenError {
     WrongType { found: String },
     #[error("the token's `aud` does not name this hub's audience")]
     WrongAudience,
+    #[error("the token's `iss` is not one of the authorization servers this hub trusts")]
+    WrongIssuer,
     #[error("access tokens (`typ: at+jwt`) must name the hub in `aud`, and this hub has no audience configured (start it with --jwt-audience)")]
     AudienceNotConfigured,
     #[error("the token's claims are invalid: {0}")]
@@ -176,6 +182,7 @@ pub struct Verifier {
     validation: Validation,
     audience: Option<String>,
     base_url: String,
+    issuers: Vec<String>,
 }
 
 impl fmt::Debug for Verifier {
@@ -187,6 +194,7 @@ impl fmt::Debug for Verifier {
             .field("subscriber_key", &self.subscriber.is_some())
             .field("audience", &self.audience)
             .field("base_url", &self.base_url)
+            .field("issuers", &self.issuers)
             .finish()
     }
 }
@@ -225,6 +233,7 @@ impl Verifier {
             validation,
             audience: settings.audience.clone(),
             base_url: settings.base_url.clone(),
+            issuers: settings.issuers.clone(),
         })
     }
 
@@ -267,6 +276,12 @@ impl Verifier {
             .claims;
 
         let expires_at = numeric_date(&claims, "exp")?;
+        // RFC 9068 requires `exp` of access tokens, and the current draft
+        // has the hub refuse one without ("Token Validation"): a token that
+        // never expires cannot be bounded. Classic tokens may omit it.
+        if generation == Generation::Access && expires_at.is_none() {
+            return Err(invalid("access tokens (`typ: at+jwt`) must carry `exp`"));
+        }
         if expires_at.is_some_and(|exp| now >= exp.saturating_add(CLOCK_LEEWAY_SECS)) {
             return Err(TokenError::Expired);
         }
@@ -276,6 +291,7 @@ impl Verifier {
             return Err(TokenError::NotYetValid);
         }
         self.check_audience(&claims, generation)?;
+        self.check_issuer(&claims, generation)?;
 
         let subject = match claims.get("sub") {
             None | Some(Value::Null) => None,
@@ -315,6 +331,26 @@ impl Verifier {
                 }
             }
             (Generation::Classic, _, _) => Ok(()),
+        }
+    }
+}
+
+impl Verifier {
+    /// When the hub trusts authorization servers, an access token must have
+    /// been issued by one of them (RFC 9068; the current draft's "Token
+    /// Validation"). Classic tokens predate issuers and are not checked.
+    fn check_issuer(
+        &self,
+        claims: &Map<String, Value>,
+        generation: Generation,
+    ) -> Result<(), TokenError> {
+        if generation == Generation::Classic || self.issuers.is_empty() {
+            return Ok(());
+        }
+        match claims.get("iss") {
+            Some(Value::String(iss)) if self.issuers.iter().any(|trusted| trusted == iss) => Ok(()),
+            None | Some(Value::Null) | Some(Value::String(_)) => Err(TokenError::WrongIssuer),
+            Some(_) => Err(invalid("`iss` must be a string")),
         }
     }
 }

@@ -24,6 +24,7 @@ fn settings(algorithm: &str, key: &str) -> JwtSettings {
         subscriber_key: Some(key.to_owned()),
         audience: None,
         base_url: "https://hub.example.com/".to_owned(),
+        issuers: Vec::new(),
     }
 }
 
@@ -59,13 +60,22 @@ fn classic(claims: Value) -> String {
     )
 }
 
-/// A current-draft HS256 access token.
-fn access(claims: Value) -> String {
+/// A current-draft HS256 access token, with an `exp` ten minutes ahead
+/// unless the claims set one (the draft requires it).
+fn access(mut claims: Value) -> String {
+    if let Some(map) = claims.as_object_mut() {
+        map.entry("exp").or_insert(json!(now() + 600));
+    }
+    access_as_given(&claims)
+}
+
+/// A current-draft HS256 access token with exactly these claims.
+fn access_as_given(claims: &Value) -> String {
     mint_with(
         Algorithm::HS256,
         &EncodingKey::from_secret(SECRET.as_bytes()),
         Some("at+jwt"),
-        &claims,
+        claims,
     )
 }
 
@@ -593,8 +603,13 @@ fn classic_aud_is_checked_only_when_both_sides_have_one() {
 
 // Access tokens (current draft).
 
-fn mercure_detail(actions: &[&str], topics: Value) -> Value {
+fn mercure_detail(actions: &[impl serde::Serialize], topics: Value) -> Value {
     json!({"type": "mercure", "actions": actions, "topics": topics})
+}
+
+/// An authorization detail of the type the current draft names.
+fn draft_detail(actions: &[&str], topics: Value) -> Value {
+    json!({"type": "https://mercure.rocks/authorization-detail", "actions": actions, "topics": topics})
 }
 
 #[test]
@@ -631,7 +646,7 @@ fn access_token_typ_is_read_case_insensitively() {
             Algorithm::HS256,
             &hs_key(),
             Some(typ),
-            &json!({"aud": AUDIENCE, "authorization_details": [
+            &json!({"aud": AUDIENCE, "exp": now() + 600, "authorization_details": [
                 mercure_detail(&["publish"], json!([{"match": "*"}]))
             ]}),
         );
@@ -725,9 +740,10 @@ fn one_malformed_mercure_entry_rejects_the_whole_token() {
     for bad in [
         json!("mercure"),
         json!({"actions": ["publish"], "topics": [{"match": "a"}]}),
-        mercure_detail(&[], json!([{"match": "a"}])),
-        mercure_detail(&["publish", "delete"], json!([{"match": "a"}])),
-        mercure_detail(&["Publish"], json!([{"match": "a"}])),
+        mercure_detail(&[] as &[&str], json!([{"match": "a"}])),
+        mercure_detail(&[json!("publish"), json!(7)], json!([{"match": "a"}])),
+        mercure_detail(&["publish"], json!([{"match": "a", "match_type": "regexp"}])),
+        mercure_detail(&["publish"], json!([{"match": "a", "match_type": "Exact"}])),
         json!({"type": "mercure", "actions": "publish", "topics": [{"match": "a"}]}),
         json!({"type": "mercure", "actions": ["publish"]}),
         mercure_detail(&["publish"], json!([])),
@@ -762,6 +778,90 @@ fn one_malformed_mercure_entry_rejects_the_whole_token() {
         hs256_with_audience().verify(Role::Publisher, &token),
         Err(TokenError::InvalidClaims(_))
     ));
+}
+
+/// "Authorization Details": unrecognised actions grant nothing and do not
+/// invalidate the token.
+#[test]
+fn unrecognized_actions_are_ignored() {
+    for actions in [&["publish", "delete"][..], &["Publish", "publish"], &["audit"]] {
+        let token = access(json!({"aud": AUDIENCE, "authorization_details": [
+            draft_detail(actions, json!([{"match": "https://example.com/a"}])),
+        ]}));
+        let grants = hs256_with_audience()
+            .verify(Role::Publisher, &token)
+            .unwrap()
+            .grants;
+        assert_eq!(
+            grants.may_publish("https://example.com/a"),
+            actions.contains(&"publish"),
+            "{actions:?}"
+        );
+        assert!(!grants.may_subscribe("https://example.com/a"));
+    }
+}
+
+/// The reproduction: a publisher token exactly as the current
+/// draft writes one.
+#[test]
+fn draft_type_uri_with_url_pattern_grants_publish() {
+    let token = access(json!({
+        "aud": AUDIENCE,
+        "authorization_details": [draft_detail(&["publish"], json!([
+            {"match": "https://example.com/books/:id", "match_type": "urlpattern"},
+        ]))],
+    }));
+    let grants = hs256_with_audience()
+        .verify(Role::Publisher, &token)
+        .unwrap()
+        .grants;
+    assert!(grants.may_publish("https://example.com/books/1"));
+    assert!(!grants.may_publish("https://example.com/authors/1"));
+}
+
+/// "Token Validation": access tokens must carry `exp`; classic ones need not.
+#[test]
+fn access_token_without_exp_is_refused() {
+    let token = access_as_given(&json!({"aud": AUDIENCE, "authorization_details": [
+        draft_detail(&["publish"], json!([{"match": "*"}])),
+    ]}));
+    assert!(matches!(
+        hs256_with_audience().verify(Role::Publisher, &token),
+        Err(TokenError::InvalidClaims(reason)) if reason.contains("exp")
+    ));
+    assert!(hs256().verify(Role::Publisher, &classic(json!({}))).is_ok());
+}
+
+/// "Token Validation": with trusted authorization servers, `iss` must name
+/// one of them; classic tokens are not checked.
+#[test]
+fn access_token_issuer_must_be_trusted_when_servers_are_configured() {
+    let verifier = Verifier::new(&JwtSettings {
+        audience: Some(AUDIENCE.to_owned()),
+        issuers: vec!["https://auth.example.com".to_owned()],
+        ..settings("HS256", SECRET)
+    })
+    .unwrap();
+    let with_iss = |iss: Value| access(json!({"aud": AUDIENCE, "iss": iss}));
+    assert!(verifier
+        .verify(Role::Publisher, &with_iss(json!("https://auth.example.com")))
+        .is_ok());
+    for iss in [json!("https://auth.example.com/"), json!("https://evil.example"), Value::Null] {
+        assert_eq!(
+            verifier.verify(Role::Publisher, &with_iss(iss.clone())).unwrap_err(),
+            TokenError::WrongIssuer,
+            "{iss}"
+        );
+    }
+    assert!(matches!(
+        verifier.verify(Role::Publisher, &with_iss(json!(1))),
+        Err(TokenError::InvalidClaims(_))
+    ));
+    assert!(verifier.verify(Role::Publisher, &classic(json!({}))).is_ok());
+    // Without configured servers, `iss` is not checked.
+    assert!(hs256_with_audience()
+        .verify(Role::Publisher, &with_iss(json!("https://anyone.example")))
+        .is_ok());
 }
 
 #[test]
