@@ -1,23 +1,47 @@
 //! Presence of topic subscribers: who listens to which selector, announced
 //! as events when a subscription starts and ends (the Mercure protocol's
-//! "subscription events") and listed on demand (its subscriptions API).
+//! "subscription events") and listed on demand (its subscriptions API); and
+//! the namespace the hub keeps for those events.
 //!
-//! Each announcement is an ordinary private event on the topic
-//! `/.well-known/mercure/subscriptions/{selector}/{subscriber}`, stored in the
-//! history like any other, so a client that watches presence resumes it with
+//! Each announcement is an ordinary private event, stored in the history
+//! like any other, so a client that watches presence resumes it with
 //! `Last-Event-ID` and loses nothing. Private: only subscribers whose grants
-//! select that topic read it.
+//! select its topic read it. The two generations of the protocol name a
+//! subscription differently, so each subscription is announced once per
+//! form, each with its own document:
+//!
+//! - classic: `/.well-known/mercure/subscriptions/{topic}/{subscriber}`,
+//!   documents with `topic` and `matchType`;
+//! - current draft ("Subscription Events"):
+//!   `/.well-known/mercure/subscriptions/{match_type}/{match}/{subscriber}`,
+//!   documents with `match_type`.
+//!
+//! Invariant: no publisher can speak in the namespace (see
+//! [`is_reserved_topic`]), so every event there is the hub's own.
 
 use serde_json::{json, Value};
+use url::Url;
 
 use crate::event::{Draft, Target};
 use crate::route::Selector;
+
+/// The path of the hub's URL: everything below it is the hub's own.
+pub const HUB_PATH: &str = "/.well-known/mercure";
 
 /// Where subscription topics live; publishers may not use this namespace.
 pub const SUBSCRIPTIONS_PATH: &str = "/.well-known/mercure/subscriptions";
 
 /// The JSON-LD context of presence documents.
-const CONTEXT: &str = "https://mercure.rocks/";
+pub const CONTEXT: &str = "https://mercure.rocks/";
+
+/// The two ways the protocol's generations name a subscription.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Form {
+    /// `{topic}/{subscriber}`, with `topic` and `matchType` (`Exact`, ...).
+    Classic,
+    /// `{match_type}/{match}/{subscriber}`, with `match_type` (`exact`, ...).
+    Draft,
+}
 
 /// One subscriber: a stream and the selectors it listens to.
 #[derive(Debug, Clone)]
@@ -34,48 +58,73 @@ pub struct Subscription {
     pub payload: Option<Value>,
 }
 
+impl Subscription {
+    /// The collection of this subscription's selector, in `form`:
+    /// `.../subscriptions/{topic}` or `.../subscriptions/{match_type}/{match}`.
+    pub fn collection(&self, form: Form) -> String {
+        let selector = self.selector.as_str();
+        match form {
+            Form::Classic => format!("{SUBSCRIPTIONS_PATH}/{}", encode(selector)),
+            Form::Draft => format!(
+                "{SUBSCRIPTIONS_PATH}/{}/{}",
+                self.selector.kind().draft_name(),
+                encode(selector)
+            ),
+        }
+    }
+}
+
 impl Subscriber {
-    /// The announcements for this subscriber's start (`active`) or end.
+    /// The announcements for this subscriber's start (`active`) or end:
+    /// one per subscription and form.
     pub fn announcements(&self, active: bool) -> Vec<Draft> {
         self.subscriptions
             .iter()
-            .map(|s| Draft {
+            .flat_map(|s| [Form::Classic, Form::Draft].map(|form| (s, form)))
+            .map(|(s, form)| Draft {
                 private: true,
                 ..Draft::new(
-                    Target::Topics(vec![topic(s.selector.as_str(), &self.id)]),
-                    self.document(s, active).to_string(),
+                    Target::Topics(vec![self.topic(s, form)]),
+                    self.document(s, active, form).to_string(),
                 )
             })
             .collect()
     }
 
-    /// The JSON-LD document describing one subscription.
-    pub fn document(&self, subscription: &Subscription, active: bool) -> Value {
+    /// The topic announcing one subscription in `form`: each part
+    /// percent-encoded as a whole, once, as an RFC 6570 simple expansion
+    /// encodes it.
+    pub fn topic(&self, subscription: &Subscription, form: Form) -> String {
+        format!("{}/{}", subscription.collection(form), encode(&self.id))
+    }
+
+    /// The JSON-LD document describing one subscription in `form`.
+    pub fn document(&self, subscription: &Subscription, active: bool, form: Form) -> Value {
+        let selector = &subscription.selector;
         let mut doc = json!({
             "@context": CONTEXT,
-            "id": topic(subscription.selector.as_str(), &self.id),
+            "id": self.topic(subscription, form),
             "type": "Subscription",
-            "topic": subscription.selector.as_str(),
-            "match": subscription.selector.as_str(),
-            "matchType": subscription.selector.kind().name(),
+            "match": selector.as_str(),
             "subscriber": self.id,
             "active": active,
         });
-        if let (Some(payload), Some(map)) = (&subscription.payload, doc.as_object_mut()) {
-            map.insert("payload".to_owned(), payload.clone());
+        if let Some(map) = doc.as_object_mut() {
+            match form {
+                Form::Classic => {
+                    map.insert("topic".to_owned(), json!(selector.as_str()));
+                    map.insert("matchType".to_owned(), json!(selector.kind().name()));
+                }
+                Form::Draft => {
+                    map.insert("match_type".to_owned(), json!(selector.kind().draft_name()));
+                }
+            }
+            if let Some(payload) = &subscription.payload {
+                map.insert("payload".to_owned(), payload.clone());
+            }
         }
         doc
     }
-}
-
-/// The topic announcing one subscription: each part percent-encoded as a
-/// whole, as an RFC 6570 simple expansion encodes it.
-pub fn topic(selector: &str, subscriber: &str) -> String {
-    format!(
-        "{SUBSCRIPTIONS_PATH}/{}/{}",
-        encode(selector),
-        encode(subscriber)
-    )
 }
 
 /// Percent-encodes everything but RFC 3986's unreserved characters.
@@ -88,79 +137,179 @@ pub fn encode(text: &str) -> String {
     percent_encoding::utf8_percent_encode(text, RESERVED).to_string()
 }
 
-/// Whether a topic is in the namespace the hub reserves for its own events,
-/// resolved the way a URL would be: `/.well-known/mercure` or below, as a
-/// path, whatever scheme and host precede it.
-pub fn is_reserved_topic(topic: &str) -> bool {
-    let path = match topic.find("://") {
-        Some(at) => {
-            let rest = &topic[at + 3..];
-            rest.find('/').map_or("", |p| &rest[p..])
-        }
-        None => topic,
-    };
-    let path = path.split(['?', '#']).next().unwrap_or("");
-    // Every publish asks this of every topic: a path that neither names
-    // `mercure` nor percent-encodes anything cannot resolve into the
-    // namespace, and needs no decoding.
-    if !path.contains('%') && !path.contains("mercure") {
+/// Whether a topic is in the namespace the hub reserves for its own events.
+///
+/// The topic is read the way a URL pattern sees it: resolved as a URL
+/// reference against the hub's URL by the WHATWG URL parser (relative
+/// references, scheme-relative `//host/...`, backslashes in special
+/// schemes, dot segments and their percent-encoded forms, case of scheme and
+/// host, default ports), then its path has the percent-encoded unreserved
+/// characters decoded, dot segments removed again, and runs of slashes
+/// taken as one. It is reserved when that path is [`HUB_PATH`] or below,
+/// whatever the scheme and authority (the current draft's "Publication" and
+/// "Reserved Hub Namespace"; the slash rule is stricter than the draft,
+/// since servers commonly treat `//` as `/`). A topic that is no URL
+/// reference at all (it fails to parse even against the base) names no hub
+/// path and is not reserved.
+pub fn is_reserved_topic(topic: &str, hub_url: &Url) -> bool {
+    let Ok(url) = Url::options().base_url(Some(hub_url)).parse(topic) else {
         return false;
-    }
-    let decoded = percent_encoding::percent_decode_str(path).decode_utf8_lossy();
-    let normalized = normalize_dots(&decoded);
-    normalized == "/.well-known/mercure" || normalized.starts_with("/.well-known/mercure/")
+    };
+    let path = decode_unreserved(url.path());
+    let path = normalize_path(&path);
+    path == HUB_PATH
+        || path
+            .strip_prefix(HUB_PATH)
+            .is_some_and(|rest| rest.starts_with('/'))
 }
 
-/// Removes `.` and `..` segments, as URL resolution does.
-fn normalize_dots(path: &str) -> String {
+/// Decodes the percent-encoded octets that stand for unreserved characters
+/// (`A-Z a-z 0-9 - . _ ~`, RFC 3986 §2.3), which mean the same encoded or
+/// not, and keeps every other escape.
+fn decode_unreserved(path: &str) -> String {
+    let bytes = path.as_bytes();
+    let mut out = String::with_capacity(path.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let decoded = (bytes[i] == b'%')
+            .then(|| path.get(i + 1..i + 3))
+            .flatten()
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok())
+            .filter(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'));
+        match decoded {
+            Some(b) => {
+                out.push(char::from(b));
+                i += 3;
+            }
+            None => {
+                let len = path[i..].chars().next().map_or(1, char::len_utf8);
+                out.push_str(&path[i..i + len]);
+                i += len;
+            }
+        }
+    }
+    out
+}
+
+/// Removes `.` and `..` segments and empty segments, so that `/a//b/../c`
+/// is `/a/c`.
+fn normalize_path(path: &str) -> String {
     let mut out: Vec<&str> = Vec::new();
     for segment in path.split('/') {
         match segment {
-            "." => {}
+            "" | "." => {}
             ".." => {
-                if out.len() > 1 {
-                    out.pop();
-                }
+                out.pop();
             }
             s => out.push(s),
         }
     }
-    out.join("/")
+    let mut normalized = String::with_capacity(path.len());
+    for segment in out {
+        normalized.push('/');
+        normalized.push_str(segment);
+    }
+    normalized
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    use crate::route::MatchKind;
+
+    const HUB: &str = "https://hub.example.com/.well-known/mercure";
+
+    fn reserved(topic: &str) -> bool {
+        is_reserved_topic(topic, &Url::parse(HUB).unwrap_or_else(|_| unreachable!()))
+    }
+
+    fn subscriber(selector: Selector) -> Subscriber {
+        Subscriber {
+            id: "urn:uuid:s".into(),
+            subscriptions: vec![Subscription {
+                selector,
+                payload: Some(json!({"user": 7})),
+            }],
+        }
+    }
+
     #[test]
     fn topics_encode_each_part_once() {
+        let s = subscriber(
+            Selector::classic("https://example.com/{id}").unwrap_or_else(|_| unreachable!()),
+        );
+        let sub = &s.subscriptions[0];
         assert_eq!(
-            topic("https://example.com/{id}", "urn:uuid:1"),
-            "/.well-known/mercure/subscriptions/https%3A%2F%2Fexample.com%2F%7Bid%7D/urn%3Auuid%3A1"
+            s.topic(sub, Form::Classic),
+            "/.well-known/mercure/subscriptions/https%3A%2F%2Fexample.com%2F%7Bid%7D/urn%3Auuid%3As"
+        );
+        assert_eq!(
+            s.topic(sub, Form::Draft),
+            "/.well-known/mercure/subscriptions/uritemplate/https%3A%2F%2Fexample.com%2F%7Bid%7D/urn%3Auuid%3As"
         );
         assert_eq!(encode("a%2F"), "a%252F");
     }
 
+    /// The draft's own example of a subscription event ("Subscription
+    /// Events").
     #[test]
-    fn announcements_are_private_json_ld() {
-        let subscriber = Subscriber {
-            id: "urn:uuid:s".into(),
+    fn the_draft_form_matches_the_drafts_example() {
+        let s = Subscriber {
+            id: "urn:uuid:bb3de268-05b0-4c65-b44e-8f9acefc29d6".into(),
             subscriptions: vec![Subscription {
-                selector: Selector::exact("/books/1").unwrap_or_else(|_| unreachable!()),
-                payload: Some(json!({"user": 7})),
+                selector: Selector::parse(
+                    MatchKind::UrlPattern,
+                    "https://example.com/:selector",
+                    HUB,
+                )
+                .unwrap_or_else(|_| unreachable!()),
+                payload: Some(json!({"foo": "bar"})),
             }],
         };
-        let drafts = subscriber.announcements(false);
-        assert_eq!(drafts.len(), 1);
-        assert!(drafts[0].private);
-        let doc: Value = serde_json::from_str(&drafts[0].data).unwrap_or_default();
-        assert_eq!(doc["type"], "Subscription");
-        assert_eq!(doc["active"], false);
-        assert_eq!(doc["payload"]["user"], 7);
+        let doc = s.document(&s.subscriptions[0], true, Form::Draft);
         assert_eq!(
             doc["id"],
+            "/.well-known/mercure/subscriptions/urlpattern/https%3A%2F%2Fexample.com%2F%3Aselector/urn%3Auuid%3Abb3de268-05b0-4c65-b44e-8f9acefc29d6"
+        );
+        assert_eq!(doc["type"], "Subscription");
+        assert_eq!(doc["match_type"], "urlpattern");
+        assert_eq!(doc["match"], "https://example.com/:selector");
+        assert_eq!(doc["active"], true);
+        assert_eq!(doc["payload"], json!({"foo": "bar"}));
+        assert!(doc.get("matchType").is_none() && doc.get("topic").is_none());
+    }
+
+    #[test]
+    fn announcements_are_private_json_ld_in_both_forms() {
+        let s = subscriber(Selector::exact("/books/1").unwrap_or_else(|_| unreachable!()));
+        let drafts = s.announcements(false);
+        assert_eq!(drafts.len(), 2);
+        let docs: Vec<Value> = drafts
+            .iter()
+            .map(|d| serde_json::from_str(&d.data).unwrap_or_default())
+            .collect();
+        assert!(drafts.iter().all(|d| d.private));
+        assert!(docs
+            .iter()
+            .all(|d| d["type"] == "Subscription" && d["active"] == false));
+        assert!(docs.iter().all(|d| d["payload"]["user"] == 7));
+        assert_eq!(
+            docs[0]["id"],
             "/.well-known/mercure/subscriptions/%2Fbooks%2F1/urn%3Auuid%3As"
         );
+        assert_eq!(docs[0]["matchType"], "Exact");
+        assert_eq!(
+            docs[1]["id"],
+            "/.well-known/mercure/subscriptions/exact/%2Fbooks%2F1/urn%3Auuid%3As"
+        );
+        assert_eq!(docs[1]["match_type"], "exact");
+        for (draft, doc) in drafts.iter().zip(&docs) {
+            assert_eq!(
+                draft.target,
+                Target::Topics(vec![doc["id"].as_str().unwrap_or_default().to_owned()])
+            );
+        }
     }
 
     #[test]
@@ -173,16 +322,36 @@ mod tests {
             "/%2Ewell-known/mercure/x",
             "/.well-known/./mercure/x",
             "/.well-known/%6Dercure",
+            "/.well-known/%6dercure/x",
+            // Relative references resolve against the hub's URL.
+            "mercure/subscriptions/a/b",
+            "./mercure/subscriptions/a/b",
+            "../.well-known/mercure/subscriptions/x/y",
+            "a/../../.well-known/mercure/subscriptions/x",
+            "?query",
+            "#fragment",
+            "//localhost/.well-known/mercure/subscriptions/x",
+            "https://hub.example.com//.well-known/mercure/subscriptions/x",
+            "https://hub.example.com/a\\..\\.well-known/mercure/subscriptions/x",
+            "HTTPS://HUB.EXAMPLE.COM:443/.well-known/mercure/x",
+            "https://hub.example.com/%2e%2E/.well-known/mercure/x",
+            "https://hub.example.com/.well-known/mercure/%2e%2e/mercure/x",
+            "foo:/.well-known/mercure/x",
         ] {
-            assert!(is_reserved_topic(t), "{t}");
+            assert!(reserved(t), "{t}");
         }
         for t in [
             "/.well-known/mercurex",
             "https://example.com/books/1",
             "urn:isbn:1",
             "/.well-known/other",
+            "subscriptions/a/b",
+            "/.well-known/Mercure/x",
+            "/.well-known/mercure%2Fx",
+            "https://example.com/.well-known/mercure/../x",
+            "books/1",
         ] {
-            assert!(!is_reserved_topic(t), "{t}");
+            assert!(!reserved(t), "{t}");
         }
     }
 }

@@ -59,6 +59,10 @@ pub struct Grants {
     /// The classic `mercure.payload`: the payload of subscriptions no grant
     /// gives one.
     payload: Option<Value>,
+    /// Read from a current-draft access token: its bearer follows the
+    /// current draft's rules where the generations differ (one topic per
+    /// update, the subscriptions API's document form).
+    current_draft: bool,
 }
 
 impl Grants {
@@ -71,6 +75,11 @@ impl Grants {
     /// be read).
     pub fn may_subscribe(&self, topic: &str) -> bool {
         self.subscribe.iter().any(|s| s.matches(topic))
+    }
+
+    /// Whether these grants come from a current-draft access token.
+    pub fn is_current_draft(&self) -> bool {
+        self.current_draft
     }
 
     /// Whether a publish grant is the wildcard `*`: the token may publish to
@@ -212,7 +221,10 @@ pub const DETAIL_TYPES: [&str; 2] = ["https://mercure.rocks/authorization-detail
 /// entry of ours that does not parse makes the whole token invalid (the
 /// draft forbids acting on the remaining entries: "Authorization Details").
 fn access_grants(claims: &Map<String, Value>, base: &str) -> Result<Grants, String> {
-    let mut grants = Grants::default();
+    let mut grants = Grants {
+        current_draft: true,
+        ..Grants::default()
+    };
     let details = match present(claims, "authorization_details") {
         None => return Ok(grants),
         Some(Value::Array(details)) => details,
@@ -247,8 +259,10 @@ fn access_grants(claims: &Map<String, Value>, base: &str) -> Result<Grants, Stri
 ///   grant nothing here and must not break the token), anything but a
 ///   string is invalid;
 /// - `topics`: a non-empty array of `{"match", "match_type"}` objects, with
-///   `match_type` `exact` (the default) or `urlpattern`, case-sensitive; any
-///   other value is invalid, since skipping a grant that cannot be evaluated
+///   `match_type` `exact` (the default) or `urlpattern`, case-sensitive, or
+///   `uritemplate`, the classic protocol's matcher, which this hub supports
+///   as an additional matcher type ("Matcher Types"); any other value is
+///   invalid, since skipping a grant that cannot be evaluated
 ///   would change what the token allows. `matchType` with `Exact` or
 ///   `URLPattern` (the spelling of the draft's earlier revision) is read
 ///   when `match_type` is absent; both at once is invalid;
@@ -318,10 +332,9 @@ fn matcher_type(topic: &Map<String, Value>) -> Result<MatchKind, String> {
         (Some(_), Some(_)) => Err("has both `match_type` and `matchType`".to_owned()),
         (None, None) => Ok(MatchKind::Exact),
         (Some(value), None) => MatchKind::from_draft_name(value.as_str().unwrap_or_default())
-            .filter(|kind| *kind != MatchKind::UriTemplate)
             .ok_or_else(|| {
                 format!(
-                    "unknown `match_type` `{}` (`exact` or `urlpattern`)",
+                    "unknown `match_type` `{}` (`exact`, `urlpattern` or `uritemplate`)",
                     shown(&name(value))
                 )
             }),
@@ -421,7 +434,9 @@ mod tests {
     #[test]
     fn current_draft_details_read_type_uri_match_type_and_ignore_unknown_actions() {
         let detail = |kind: &str, actions: Value, topics: Value| {
-            claims(json!({"authorization_details": [{"type": kind, "actions": actions, "topics": topics}]}))
+            claims(
+                json!({"authorization_details": [{"type": kind, "actions": actions, "topics": topics}]}),
+            )
         };
         let uri = DETAIL_TYPES[0];
         let grants = access(
@@ -436,22 +451,37 @@ mod tests {
         assert!(grants.may_publish("https://example.com/books/7"));
         assert!(grants.may_subscribe("a") && !grants.may_publish("b"));
         // A detail whose actions are all unknown grants nothing but is valid.
-        let nothing = access(&detail(uri, json!(["audit"]), json!([{"match": "*"}])), BASE).unwrap();
+        let nothing = access(
+            &detail(uri, json!(["audit"]), json!([{"match": "*"}])),
+            BASE,
+        )
+        .unwrap();
         assert!(!nothing.may_publish("a") && !nothing.may_subscribe("a"));
         // `*` is the wildcard whatever the match type.
         let all = access(
-            &detail(uri, json!(["publish"]), json!([{"match": "*", "match_type": "urlpattern"}])),
+            &detail(
+                uri,
+                json!(["publish"]),
+                json!([{"match": "*", "match_type": "urlpattern"}]),
+            ),
             BASE,
         )
         .unwrap();
         assert!(all.publish_all());
         // The short type of the draft's earlier revisions still reads; a
         // type differing by case is another resource server's.
-        assert!(access(&detail("mercure", json!(["publish"]), json!([{"match": "*"}])), BASE)
-            .unwrap()
-            .publish_all());
+        assert!(access(
+            &detail("mercure", json!(["publish"]), json!([{"match": "*"}])),
+            BASE
+        )
+        .unwrap()
+        .publish_all());
         assert!(!access(
-            &detail("https://mercure.rocks/Authorization-Detail", json!(["publish"]), json!([{"match": "*"}])),
+            &detail(
+                "https://mercure.rocks/Authorization-Detail",
+                json!(["publish"]),
+                json!([{"match": "*"}])
+            ),
             BASE
         )
         .unwrap()
@@ -459,20 +489,54 @@ mod tests {
         for (actions, topics, why) in [
             (json!(["publish", 1]), json!([{"match": "a"}]), "strings"),
             (json!([]), json!([{"match": "a"}]), "non-empty"),
-            (json!(["publish"]), json!([{"match": "a", "match_type": "URLPattern"}]), "match_type"),
-            (json!(["publish"]), json!([{"match": "a", "match_type": "regexp"}]), "match_type"),
-            (json!(["publish"]), json!([{"match": "a", "match_type": "uritemplate"}]), "match_type"),
-            (json!(["audit"]), json!([{"match": "a", "match_type": "regexp"}]), "match_type"),
-            (json!(["publish"]), json!([{"match": "a", "match_type": "exact", "matchType": "Exact"}]), "both"),
+            (
+                json!(["publish"]),
+                json!([{"match": "a", "match_type": "URLPattern"}]),
+                "match_type",
+            ),
+            (
+                json!(["publish"]),
+                json!([{"match": "a", "match_type": "regexp"}]),
+                "match_type",
+            ),
+            (
+                json!(["audit"]),
+                json!([{"match": "a", "match_type": "regexp"}]),
+                "match_type",
+            ),
+            (
+                json!(["publish"]),
+                json!([{"match": "a", "match_type": "exact", "matchType": "Exact"}]),
+                "both",
+            ),
             (json!(["publish"]), json!(["a"]), "object"),
-            (json!(["publish"]), json!([{"match_type": "exact"}]), "`match`"),
+            (
+                json!(["publish"]),
+                json!([{"match_type": "exact"}]),
+                "`match`",
+            ),
         ] {
             let error = access(&detail(uri, actions, topics), BASE).unwrap_err();
             assert!(error.to_string().contains(why), "{why}: {error}");
         }
+        // URI templates, the hub's additional matcher type.
+        let template = access(
+            &detail(
+                uri,
+                json!(["publish"]),
+                json!([{"match": "https://e.com/{id}", "match_type": "uritemplate"}]),
+            ),
+            BASE,
+        )
+        .unwrap();
+        assert!(template.may_publish("https://e.com/1"));
         // The earlier revision's `matchType` spelling.
         let legacy = access(
-            &detail(uri, json!(["publish"]), json!([{"match": "https://e.com/:id", "matchType": "URLPattern"}])),
+            &detail(
+                uri,
+                json!(["publish"]),
+                json!([{"match": "https://e.com/:id", "matchType": "URLPattern"}]),
+            ),
             BASE,
         )
         .unwrap();

@@ -56,6 +56,9 @@ pub struct HubConfig {
     pub presence: bool,
     /// Field lengths and topic counts events and streams are checked against.
     pub limits: FieldLimits,
+    /// The hub's public URL, against which topics are resolved to tell
+    /// whether they are in the hub's own namespace.
+    pub hub_url: url::Url,
 }
 
 /// How a stream starts, beyond what it listens to.
@@ -255,7 +258,10 @@ impl Hub {
             draft.validate(&self.config.limits)?;
             // Only the hub speaks in its own namespace (presence events).
             if let Target::Topics(topics) = &draft.target {
-                if let Some(t) = topics.iter().find(|t| is_reserved_topic(t)) {
+                if let Some(t) = topics
+                    .iter()
+                    .find(|t| is_reserved_topic(t, &self.config.hub_url))
+                {
                     return Err(EventError::ReservedTopic(t.clone()).into());
                 }
             }
@@ -668,6 +674,8 @@ mod tests {
             stream_lifetime: None,
             presence: false,
             limits: FieldLimits::default(),
+            hub_url: url::Url::parse("https://localhost/.well-known/mercure")
+                .unwrap_or_else(|_| unreachable!()),
         }
     }
 

@@ -40,9 +40,22 @@ mod tests {
     #[test]
     fn controls_and_invisible_format_characters_are_forbidden() {
         for c in [
-            '\0', '\t', '\n', '\r', '\u{7f}', '\u{80}', '\u{9f}', // C0, DEL, C1
-            '\u{ad}', '\u{200b}', '\u{200d}', '\u{200e}', '\u{202e}', '\u{2066}', '\u{feff}',
-            '\u{e0001}', '\u{e007f}', // format characters
+            '\0',
+            '\t',
+            '\n',
+            '\r',
+            '\u{7f}',
+            '\u{80}',
+            '\u{9f}', // C0, DEL, C1
+            '\u{ad}',
+            '\u{200b}',
+            '\u{200d}',
+            '\u{200e}',
+            '\u{202e}',
+            '\u{2066}',
+            '\u{feff}',
+            '\u{e0001}',
+            '\u{e007f}', // format characters
         ] {
             assert!(is_forbidden(c), "{:?}", c);
             assert!(has_forbidden(&format!("a{c}b")), "{:?}", c);
@@ -51,7 +64,14 @@ mod tests {
 
     #[test]
     fn visible_text_is_allowed() {
-        for text in ["https://example.com/books/1", "用户/小明", "café", "a b", "ü-ß", "😀"] {
+        for text in [
+            "https://example.com/books/1",
+            "用户/小明",
+            "café",
+            "a b",
+            "ü-ß",
+            "😀",
+        ] {
             assert!(!has_forbidden(text), "{text}");
         }
     }

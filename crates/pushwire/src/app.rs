@@ -15,6 +15,8 @@
 use std::num::NonZeroU32;
 use std::sync::Arc;
 
+use crate::http::metadata::ProtectedResource;
+
 use axum::Router;
 
 use crate::auth::jwt::{JwtConfigError, Verifier};
@@ -43,6 +45,9 @@ pub enum AppError {
     /// A token key does not suit the configured algorithm.
     #[error(transparent)]
     Jwt(#[from] JwtConfigError),
+    /// `--hub-url` is not an absolute URL (checked with the configuration).
+    #[error("hub-url must be an absolute URL: {0}")]
+    HubUrl(#[from] url::ParseError),
 }
 
 /// What the accept loop serves.
@@ -85,6 +90,7 @@ fn build_hub(config: &ServeConfig) -> Result<(Arc<Hub>, Option<Arc<Cluster>>), A
         stream_lifetime: config.stream_timeout,
         presence: config.subscriptions,
         limits: config.field_limits(),
+        hub_url: url::Url::parse(&config.hub_url)?,
     };
     let retention = Retention {
         max_events: config.history_max_events,
@@ -133,6 +139,7 @@ fn app_state(hub: Arc<Hub>, config: &ServeConfig) -> Result<AppState, AppError> 
         subscribers: SubscriberPolicy::new(subscriber_tokens, config.require_subscriber_auth),
         max_body: config.max_body,
         hub_url: config.hub_url.clone(),
+        protected_resource: ProtectedResource::of(config).map(Arc::new),
         presence: config.subscriptions,
         max_header_bytes: config.max_header_bytes,
         streams: StreamLimits::new(

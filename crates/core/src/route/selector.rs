@@ -46,9 +46,9 @@ impl MatchKind {
     }
 
     /// The current draft's name of this kind ("Matcher Types"): `exact`,
-    /// `urlpattern`. URI templates are not a matcher type of that draft;
-    /// they keep the classic protocol's lowercase name, `uritemplate`,
-    /// which the draft's registry rules would allow.
+    /// `urlpattern`. URI templates are not a matcher type of that draft; the
+    /// hub supports them as an additional type named `uritemplate` (a name
+    /// of the form the draft's registry asks for) and advertises it.
     pub fn draft_name(self) -> &'static str {
         match self {
             MatchKind::Exact => "exact",

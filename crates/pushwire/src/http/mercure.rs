@@ -24,9 +24,9 @@ use super::{
     presented_token, rated_publish_rights, rejected, ApiError, AppState, Params, State,
     LAST_EVENT_ID,
 };
-use crate::auth::AuthError;
+use crate::auth::{AuthError, PublishRights};
 use crate::limits::Limit;
-use pushwire_core::announce::{self, Subscriber, Subscription};
+use pushwire_core::announce::{self, Form, Subscriber, Subscription};
 use pushwire_core::event::Target;
 use pushwire_core::event::{Draft, EventError};
 use pushwire_core::hub::{SubscribeOptions, EARLIEST};
@@ -113,10 +113,15 @@ pub async fn subscribe(
 }
 
 /// The selectors of a subscription request, each parameter read as its
-/// generation of the protocol defines it. Any other parameter whose name
-/// starts with `match` is refused, so a misspelt selector fails loudly.
-/// Parsing stops at the first selector over `--max-topics-per-stream`, the
-/// limit the hub applies to every stream, so an endless list costs nothing.
+/// generation of the protocol defines it: `topic` (classic: `*`, a URI
+/// template when it holds `{`, else an exact topic), and the current
+/// draft's `match` and `match_<type>` ("Subscription", "Matcher Types"),
+/// with the types `exact`, `urlpattern` and this hub's additional
+/// `uritemplate`. Any other parameter whose name starts with `match`, in any
+/// case, is refused, as the draft requires, so a misspelt selector fails
+/// loudly. Parsing stops at the first selector over
+/// `--max-topics-per-stream`, the limit the hub applies to every stream, so
+/// an endless list costs nothing.
 fn requested_selectors(params: &Params, state: &AppState) -> Result<Vec<Selector>, ApiError> {
     let hub_url = state.hub_url.as_str();
     let max = state.field_limits.topics_per_stream;
@@ -124,16 +129,13 @@ fn requested_selectors(params: &Params, state: &AppState) -> Result<Vec<Selector
     for (name, value) in params.pairs() {
         let parsed = match name {
             "topic" => Selector::classic(value),
-            "match" | "matchExact" => Selector::parse(MatchKind::Exact, value, hub_url),
-            "match_urlpattern" | "matchURLPattern" => {
-                Selector::parse(MatchKind::UrlPattern, value, hub_url)
-            }
-            "matchURITemplate" => Selector::parse(MatchKind::UriTemplate, value, hub_url),
+            "match" => Selector::parse(MatchKind::Exact, value, hub_url),
             other if other.to_ascii_lowercase().starts_with("match") => {
-                return Err(ApiError::bad_request(
-                    "invalid_request",
-                    format!("`{other}` is not a topic selector parameter"),
-                ))
+                let kind = other
+                    .strip_prefix("match_")
+                    .and_then(MatchKind::from_draft_name)
+                    .ok_or_else(|| unknown_matcher(other))?;
+                Selector::parse(kind, value, hub_url)
             }
             _ => continue,
         };
@@ -157,6 +159,28 @@ fn requested_selectors(params: &Params, state: &AppState) -> Result<Vec<Selector
     Ok(selectors)
 }
 
+/// The refusal of a parameter in the reserved `match` namespace that names
+/// no matcher type of this hub, with the current spelling when the name is
+/// one of an earlier revision of the draft.
+fn unknown_matcher(name: &str) -> ApiError {
+    let current = match name {
+        "matchExact" => Some("match_exact"),
+        "matchURLPattern" => Some("match_urlpattern"),
+        "matchURITemplate" => Some("match_uritemplate"),
+        _ => None,
+    };
+    let message = match current {
+        Some(current) => format!(
+            "`{name}` is the spelling of an earlier revision of the Mercure draft; use `{current}`"
+        ),
+        None => format!(
+            "`{name}` is not a topic selector parameter: use `topic`, `match`, `match_exact`, \
+             `match_urlpattern` or `match_uritemplate`"
+        ),
+    };
+    ApiError::bad_request("invalid_request", message)
+}
+
 fn invalid_selector(e: SelectorError) -> ApiError {
     ApiError::bad_request("invalid_request", e.to_string())
 }
@@ -177,8 +201,19 @@ pub async fn publish(
     }
     let rights = rated_publish_rights(&parts, &state, presented_token(&parts.headers, &params))?;
 
+    let topics = update_topics(&params)?;
+    // The current draft has exactly one topic per update ("Publication");
+    // the classic protocol reads the others as alternates. A publisher that
+    // presents a current-draft token follows the current rule.
+    if topics.len() > 1 && matches!(&rights, PublishRights::Granted(g) if g.is_current_draft()) {
+        return Err(ApiError::bad_request(
+            "invalid_request",
+            "an update has exactly one `topic` field (current-draft token); alternate topics \
+             are a classic-protocol feature",
+        ));
+    }
     rights
-        .check_topics(&update_topics(&params)?)
+        .check_topics(&topics)
         .map_err(|e| rejected(&state, e))?;
     let draft = update_draft(&params)?;
     let events = state.hub.publish(vec![draft]).await?;
@@ -223,9 +258,94 @@ pub fn update_draft(params: &Params) -> Result<Draft, ApiError> {
     })
 }
 
-/// `GET /.well-known/mercure/subscriptions[/{selector}[/{subscriber}]]`:
-/// the open subscriptions as JSON-LD. The caller's token must select the
-/// requested path as a topic.
+/// What a subscriptions API path asks for, in the form of the generation
+/// that names it (see [`announce`]).
+#[derive(Debug, PartialEq, Eq)]
+enum Listing {
+    /// `/subscriptions`: every subscription.
+    All,
+    /// `/subscriptions/{topic}` (classic).
+    Topic(String),
+    /// `/subscriptions/{topic}/{subscriber}` (classic).
+    TopicSubscriber(String, String),
+    /// `/subscriptions/{match_type}/{match}` (current draft).
+    Matcher(MatchKind, String),
+    /// `/subscriptions/{match_type}/{match}/{subscriber}` (current draft).
+    MatcherSubscriber(MatchKind, String, String),
+}
+
+impl Listing {
+    /// Reads the path below `/.well-known/mercure/subscriptions`, each part
+    /// percent-decoded once (the announcement topics encode each once). Two
+    /// parts are the current draft's matcher collection when the first is a
+    /// matcher type name, else the classic single subscription: a classic
+    /// topic literally named `exact` or `urlpattern` is read the current
+    /// way. `None` for a path of neither form.
+    fn parse(rest: &str) -> Result<Option<Listing>, ApiError> {
+        let parts: Vec<String> = rest
+            .split('/')
+            .filter(|p| !p.is_empty())
+            .map(|p| {
+                percent_encoding::percent_decode_str(p)
+                    .decode_utf8()
+                    .map(|s| s.into_owned())
+                    .map_err(|_| {
+                        ApiError::bad_request("invalid_request", "path parts must be UTF-8")
+                    })
+            })
+            .collect::<Result<_, _>>()?;
+        let kind = |name: &str| MatchKind::from_draft_name(name);
+        Ok(match parts.as_slice() {
+            [] => Some(Listing::All),
+            [topic] => Some(Listing::Topic(topic.clone())),
+            [t, m] if kind(t).is_some() => kind(t).map(|k| Listing::Matcher(k, m.clone())),
+            [topic, subscriber] => {
+                Some(Listing::TopicSubscriber(topic.clone(), subscriber.clone()))
+            }
+            [t, m, subscriber] => {
+                kind(t).map(|k| Listing::MatcherSubscriber(k, m.clone(), subscriber.clone()))
+            }
+            _ => None,
+        })
+    }
+
+    /// The form its documents are written in; the whole collection is
+    /// written in the form of the caller's token generation.
+    fn form(&self, current_draft_caller: bool) -> Form {
+        match self {
+            Listing::All if current_draft_caller => Form::Draft,
+            Listing::All | Listing::Topic(_) | Listing::TopicSubscriber(..) => Form::Classic,
+            Listing::Matcher(..) | Listing::MatcherSubscriber(..) => Form::Draft,
+        }
+    }
+
+    fn selects(&self, subscriber: &Subscriber, subscription: &Subscription) -> bool {
+        let selector = &subscription.selector;
+        match self {
+            Listing::All => true,
+            Listing::Topic(topic) => selector.as_str() == topic,
+            Listing::TopicSubscriber(topic, id) => {
+                selector.as_str() == topic && subscriber.id == *id
+            }
+            Listing::Matcher(kind, text) => selector.kind() == *kind && selector.as_str() == text,
+            Listing::MatcherSubscriber(kind, text, id) => {
+                selector.kind() == *kind && selector.as_str() == text && subscriber.id == *id
+            }
+        }
+    }
+
+    fn is_single(&self) -> bool {
+        matches!(
+            self,
+            Listing::TopicSubscriber(..) | Listing::MatcherSubscriber(..)
+        )
+    }
+}
+
+/// `GET /.well-known/mercure/subscriptions[/...]`: the open subscriptions
+/// as JSON-LD, in both generations' forms (see [`Listing`]). The caller's
+/// token must grant reading the requested path as a topic ("Subscription
+/// API").
 pub async fn subscriptions(
     AxState(state): State,
     OriginalUri(uri): OriginalUri,
@@ -250,49 +370,46 @@ pub async fn subscriptions(
             AuthError::InsufficientScope(format!("reading `{path}` is not granted")).into(),
         );
     }
-
     let rest = path
         .strip_prefix(announce::SUBSCRIPTIONS_PATH)
         .unwrap_or_default();
-    let mut parts = rest.split('/').filter(|p| !p.is_empty()).map(|p| {
-        percent_encoding::percent_decode_str(p)
-            .decode_utf8()
-            .map(|s| s.into_owned())
-            .map_err(|_| ApiError::bad_request("invalid_request", "path parts must be UTF-8"))
-    });
-    let selector = parts.next().transpose()?;
-    let subscriber = parts.next().transpose()?;
+    let no_such = || {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no such active subscription",
+        )
+    };
+    let listing = Listing::parse(rest)?.ok_or_else(no_such)?;
+    let current_draft = reader
+        .claims
+        .as_ref()
+        .is_some_and(|c| c.grants.is_current_draft());
+    let form = listing.form(current_draft);
 
     let last_event_id = state
         .hub
         .last_event_id()
         .await?
         .map_or_else(|| EARLIEST.to_owned(), |id| id.to_string());
+    let last_event_id_key = match form {
+        Form::Classic => "lastEventID",
+        Form::Draft => "last_event_id",
+    };
     let mut found: Vec<Value> = Vec::new();
     for s in state.hub.subscribers() {
-        if subscriber.as_deref().is_some_and(|want| want != s.id) {
-            continue;
-        }
         for subscription in &s.subscriptions {
-            if selector
-                .as_deref()
-                .is_some_and(|want| want != subscription.selector.as_str())
-            {
-                continue;
+            if listing.selects(&s, subscription) {
+                found.push(s.document(subscription, true, form));
             }
-            found.push(s.document(subscription, true));
         }
     }
 
-    let document = if subscriber.is_some() {
+    let document = if listing.is_single() {
         let Some(Value::Object(mut one)) = found.into_iter().next() else {
-            return Err(ApiError::new(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                "no such active subscription",
-            ));
+            return Err(no_such());
         };
-        one.insert("lastEventID".to_owned(), json!(last_event_id));
+        one.insert(last_event_id_key.to_owned(), json!(last_event_id));
         Value::Object(one)
     } else {
         for doc in &mut found {
@@ -301,10 +418,10 @@ pub async fn subscriptions(
             }
         }
         json!({
-            "@context": "https://mercure.rocks/",
+            "@context": announce::CONTEXT,
             "id": path,
             "type": "Subscriptions",
-            "lastEventID": last_event_id,
+            last_event_id_key: last_event_id,
             "subscriptions": found,
         })
     };
@@ -316,4 +433,47 @@ pub async fn subscriptions(
         document.to_string(),
     )
         .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    #[test]
+    fn subscription_paths_read_in_the_form_that_names_them() {
+        let parse = |rest: &str| Listing::parse(rest).unwrap();
+        assert_eq!(parse(""), Some(Listing::All));
+        assert_eq!(parse("/a%2Fb"), Some(Listing::Topic("a/b".into())));
+        assert_eq!(
+            parse("/a/urn%3Auuid%3A1"),
+            Some(Listing::TopicSubscriber("a".into(), "urn:uuid:1".into()))
+        );
+        assert_eq!(
+            parse("/urlpattern/https%3A%2F%2Fe.com%2F%3Aid"),
+            Some(Listing::Matcher(
+                MatchKind::UrlPattern,
+                "https://e.com/:id".into()
+            ))
+        );
+        assert_eq!(
+            parse("/exact/a/s"),
+            Some(Listing::MatcherSubscriber(
+                MatchKind::Exact,
+                "a".into(),
+                "s".into()
+            ))
+        );
+        // Type names are case-sensitive; a three-part path needs one.
+        assert_eq!(
+            parse("/Exact/a"),
+            Some(Listing::TopicSubscriber("Exact".into(), "a".into()))
+        );
+        assert_eq!(parse("/Exact/a/s"), None);
+        assert_eq!(parse("/exact/a/s/t"), None);
+        // Each part is decoded once: `%2525` stays `%25`.
+        assert_eq!(parse("/a%2525"), Some(Listing::Topic("a%25".into())));
+        assert!(Listing::parse("/%FF").is_err());
+    }
 }

@@ -31,6 +31,7 @@ mod api;
 pub mod errors;
 mod limits;
 mod mercure;
+pub mod metadata;
 pub mod openapi;
 mod schema;
 mod seed;
@@ -63,6 +64,9 @@ pub struct AppState {
     pub publish_rate: PublishRateLimiter,
     /// What the core validates against (Mercure reads its selector count early).
     pub field_limits: FieldLimits,
+    /// The protected resource metadata, when the hub has a resource
+    /// identifier (see `metadata.rs`).
+    pub protected_resource: Option<Arc<metadata::ProtectedResource>>,
 }
 
 type State = axum::extract::State<Arc<AppState>>;
@@ -144,7 +148,19 @@ pub fn router(state: Arc<AppState>, config: &ServeConfig) -> Router {
             "/.well-known/mercure/subscriptions/{selector}/{subscriber}",
             get(mercure::subscriptions).options(preflight),
         )
+        .route(
+            "/.well-known/mercure/subscriptions/{match_type}/{selector}/{subscriber}",
+            get(mercure::subscriptions).options(preflight),
+        )
+        .layer(axum::middleware::map_response_with_state(
+            state.clone(),
+            metadata::challenge,
+        ))
         .layer(mercure_cors(&config.cors_origins));
+    let mercure = match &state.protected_resource {
+        Some(resource) => mercure.route(&resource.route, get(metadata::document)),
+        None => mercure,
+    };
 
     Router::new()
         .route("/", get(admin::demo_page))

@@ -742,7 +742,10 @@ fn one_malformed_mercure_entry_rejects_the_whole_token() {
         json!({"actions": ["publish"], "topics": [{"match": "a"}]}),
         mercure_detail(&[] as &[&str], json!([{"match": "a"}])),
         mercure_detail(&[json!("publish"), json!(7)], json!([{"match": "a"}])),
-        mercure_detail(&["publish"], json!([{"match": "a", "match_type": "regexp"}])),
+        mercure_detail(
+            &["publish"],
+            json!([{"match": "a", "match_type": "regexp"}]),
+        ),
         mercure_detail(&["publish"], json!([{"match": "a", "match_type": "Exact"}])),
         json!({"type": "mercure", "actions": "publish", "topics": [{"match": "a"}]}),
         json!({"type": "mercure", "actions": ["publish"]}),
@@ -784,7 +787,11 @@ fn one_malformed_mercure_entry_rejects_the_whole_token() {
 /// invalidate the token.
 #[test]
 fn unrecognized_actions_are_ignored() {
-    for actions in [&["publish", "delete"][..], &["Publish", "publish"], &["audit"]] {
+    for actions in [
+        &["publish", "delete"][..],
+        &["Publish", "publish"],
+        &["audit"],
+    ] {
         let token = access(json!({"aud": AUDIENCE, "authorization_details": [
             draft_detail(actions, json!([{"match": "https://example.com/a"}])),
         ]}));
@@ -844,11 +851,20 @@ fn access_token_issuer_must_be_trusted_when_servers_are_configured() {
     .unwrap();
     let with_iss = |iss: Value| access(json!({"aud": AUDIENCE, "iss": iss}));
     assert!(verifier
-        .verify(Role::Publisher, &with_iss(json!("https://auth.example.com")))
+        .verify(
+            Role::Publisher,
+            &with_iss(json!("https://auth.example.com"))
+        )
         .is_ok());
-    for iss in [json!("https://auth.example.com/"), json!("https://evil.example"), Value::Null] {
+    for iss in [
+        json!("https://auth.example.com/"),
+        json!("https://evil.example"),
+        Value::Null,
+    ] {
         assert_eq!(
-            verifier.verify(Role::Publisher, &with_iss(iss.clone())).unwrap_err(),
+            verifier
+                .verify(Role::Publisher, &with_iss(iss.clone()))
+                .unwrap_err(),
             TokenError::WrongIssuer,
             "{iss}"
         );
@@ -857,7 +873,9 @@ fn access_token_issuer_must_be_trusted_when_servers_are_configured() {
         verifier.verify(Role::Publisher, &with_iss(json!(1))),
         Err(TokenError::InvalidClaims(_))
     ));
-    assert!(verifier.verify(Role::Publisher, &classic(json!({}))).is_ok());
+    assert!(verifier
+        .verify(Role::Publisher, &classic(json!({})))
+        .is_ok());
     // Without configured servers, `iss` is not checked.
     assert!(hs256_with_audience()
         .verify(Role::Publisher, &with_iss(json!("https://anyone.example")))
