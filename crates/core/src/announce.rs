@@ -139,28 +139,64 @@ pub fn encode(text: &str) -> String {
 
 /// Whether a topic is in the namespace the hub reserves for its own events.
 ///
-/// The topic is read the way a URL pattern sees it: resolved as a URL
-/// reference against the hub's URL by the WHATWG URL parser (relative
-/// references, scheme-relative `//host/...`, backslashes in special
-/// schemes, dot segments and their percent-encoded forms, case of scheme and
-/// host, default ports), then its path has the percent-encoded unreserved
-/// characters decoded, dot segments removed again, and runs of slashes
-/// taken as one. It is reserved when that path is [`HUB_PATH`] or below,
-/// whatever the scheme and authority (the current draft's "Publication" and
-/// "Reserved Hub Namespace"; the slash rule is stricter than the draft,
-/// since servers commonly treat `//` as `/`). A topic that is no URL
-/// reference at all (it fails to parse even against the base) names no hub
-/// path and is not reserved.
+/// Subscribers match topics two ways, and the topic is refused when either
+/// would place it in the namespace:
+///
+/// - as a URL pattern sees it: resolved as a URL reference against the
+///   hub's URL by the WHATWG URL parser (relative references,
+///   scheme-relative `//host/...`, backslashes in special schemes, dot
+///   segments and their percent-encoded forms, case of scheme and host,
+///   default ports);
+/// - as exact matchers and URI templates see it: the text as written, whose
+///   path (after any `scheme://authority`) starts in the namespace, even if
+///   dot segments would lead a URL parser out of it again.
+///
+/// Either path has its percent-encoded unreserved characters decoded and
+/// runs of slashes taken as one; the resolved one also loses its dot
+/// segments. It is reserved when it is [`HUB_PATH`] or below, whatever the
+/// scheme and authority (the current draft's "Publication" and "Reserved
+/// Hub Namespace"; the slash and written-path rules are stricter than the
+/// draft, which a hub may be). A topic that is no URL reference names no
+/// hub path by resolution.
 pub fn is_reserved_topic(topic: &str, hub_url: &Url) -> bool {
-    let Ok(url) = Url::options().base_url(Some(hub_url)).parse(topic) else {
-        return false;
-    };
-    let path = decode_unreserved(url.path());
-    let path = normalize_path(&path);
+    let resolved = Url::options()
+        .base_url(Some(hub_url))
+        .parse(topic)
+        .is_ok_and(|url| in_namespace(&normalize_path(&decode_unreserved(url.path()))));
+    resolved || in_namespace(&collapse_slashes(&decode_unreserved(written_path(topic))))
+}
+
+fn in_namespace(path: &str) -> bool {
     path == HUB_PATH
         || path
             .strip_prefix(HUB_PATH)
             .is_some_and(|rest| rest.starts_with('/'))
+}
+
+/// The path of a topic as written: after `scheme://authority` or
+/// `//authority` when it has one, up to any query or fragment.
+fn written_path(topic: &str) -> &str {
+    fn after_authority(rest: &str) -> &str {
+        rest.find('/').map_or("", |at| &rest[at..])
+    }
+    let path = match topic.find("://") {
+        Some(at) => after_authority(&topic[at + 3..]),
+        None => match topic.strip_prefix("//") {
+            Some(rest) => after_authority(rest),
+            None => topic,
+        },
+    };
+    path.split(['?', '#']).next().unwrap_or_default()
+}
+
+fn collapse_slashes(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    for c in path.chars() {
+        if !(c == '/' && out.ends_with('/')) {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// Decodes the percent-encoded octets that stand for unreserved characters
@@ -215,6 +251,8 @@ fn normalize_path(path: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use proptest::prelude::*;
 
     use crate::route::MatchKind;
 
@@ -337,6 +375,10 @@ mod tests {
             "https://hub.example.com/%2e%2E/.well-known/mercure/x",
             "https://hub.example.com/.well-known/mercure/%2e%2e/mercure/x",
             "foo:/.well-known/mercure/x",
+            // As written, a URI template or exact matcher would place it in
+            // the namespace, although resolution leads out of it.
+            "https://example.com/.well-known/mercure/../x",
+            "/.well-known/mercure/subscriptions/a/../../../b",
         ] {
             assert!(reserved(t), "{t}");
         }
@@ -348,10 +390,146 @@ mod tests {
             "subscriptions/a/b",
             "/.well-known/Mercure/x",
             "/.well-known/mercure%2Fx",
-            "https://example.com/.well-known/mercure/../x",
             "books/1",
         ] {
             assert!(!reserved(t), "{t}");
+        }
+    }
+
+    /// Topics spelled with every trick that could move them in or out of
+    /// the namespace: most aim at it (a prefix, a few segments, a spelling
+    /// of `.well-known`, one of `mercure`, more segments), the rest are
+    /// random walks over the same parts.
+    fn tricky_topic() -> impl Strategy<Value = String> {
+        let prefix = || {
+            prop::sample::select(vec![
+                "",
+                "",
+                "",
+                "/",
+                "//",
+                "//localhost",
+                "https://hub.example.com",
+                "HTTPS://Hub.Example.COM:443",
+                "http://other.example",
+                "./",
+                "../",
+                "a/../",
+                "foo:",
+                "foo:/",
+                "https://hub.example.com/a\\..\\",
+            ])
+        };
+        let segment = || {
+            prop::sample::select(vec![
+                ".well-known",
+                "%2Ewell-known",
+                "%2ewell-known",
+                "mercure",
+                "%6Dercure",
+                "%6dercure",
+                "MERCURE",
+                "mercur%65",
+                ".",
+                "..",
+                "%2e",
+                "%2E%2E",
+                "",
+                "subscriptions",
+                "x",
+                "a%2Fb",
+                "exact",
+                "%2F",
+            ])
+        };
+        let well_known = prop::sample::select(vec![
+            ".well-known",
+            "%2Ewell-known",
+            "%2ewell-known",
+            ".well-knowN",
+        ]);
+        let mercure = prop::sample::select(vec![
+            "mercure",
+            "%6Dercure",
+            "mercur%65",
+            "MERCURE",
+            "mercurex",
+        ]);
+        let separator = || prop::sample::select(vec!["/", "/", "/", "/", "\\", "//"]);
+        let suffix = || prop::sample::select(vec!["", "?q", "#f", "?/.well-known/mercure"]);
+        let path = |parts: Vec<(&str, &str)>| {
+            parts
+                .into_iter()
+                .fold(String::new(), |mut out, (separator, segment)| {
+                    out.push_str(separator);
+                    out.push_str(segment);
+                    out
+                })
+        };
+        let aimed = (
+            prefix(),
+            prop::collection::vec((separator(), segment()), 0..3),
+            separator(),
+            well_known,
+            separator(),
+            mercure,
+            prop::collection::vec((separator(), segment()), 0..5),
+            suffix(),
+        )
+            .prop_map(move |(prefix, lead, s1, wk, s2, m, tail, suffix)| {
+                format!(
+                    "{prefix}{}{s1}{wk}{s2}{m}{}{suffix}",
+                    path(lead),
+                    path(tail)
+                )
+            });
+        let random = (
+            prefix(),
+            prop::collection::vec((separator(), segment()), 0..6),
+            suffix(),
+        )
+            .prop_map(move |(prefix, parts, suffix)| format!("{prefix}{}{suffix}", path(parts)));
+        prop_oneof![3 => aimed, 1 => random]
+    }
+
+    /// Selectors a watcher of the hub's own events would use, of every
+    /// kind, compiled once for all cases.
+    static NAMESPACE_SELECTORS: std::sync::LazyLock<Vec<Selector>> =
+        std::sync::LazyLock::new(namespace_selectors);
+
+    fn namespace_selectors() -> Vec<Selector> {
+        let pattern = |text| Selector::parse(MatchKind::UrlPattern, text, HUB);
+        let template = |text| Selector::parse(MatchKind::UriTemplate, text, HUB);
+        let exact = |text| Selector::parse(MatchKind::Exact, text, HUB);
+        [
+            pattern("/.well-known/mercure"),
+            pattern("/.well-known/mercure/*"),
+            pattern("/.well-known/mercure/subscriptions/:a/:b"),
+            pattern("https://hub.example.com/.well-known/mercure/*"),
+            pattern("*://*/.well-known/mercure/*"),
+            template("/.well-known/mercure{/rest*}"),
+            template("/.well-known/mercure/{+rest}"),
+            template("/.well-known/mercure/subscriptions/{a}/{b}"),
+            template("https://hub.example.com/.well-known/mercure/{+rest}"),
+            template("{scheme}://{host}/.well-known/mercure/{+rest}"),
+            exact("/.well-known/mercure"),
+            exact("https://hub.example.com/.well-known/mercure/subscriptions/x/x"),
+        ]
+        .into_iter()
+        .map(|s| s.unwrap_or_else(|e| panic!("{e}")))
+        .collect()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(20_000))]
+
+        /// If any selector in the namespace could match a topic, publishing
+        /// it is refused: nobody can forge the hub's own events.
+        #[test]
+        fn a_topic_any_namespace_selector_matches_is_reserved(topic in tricky_topic()) {
+            if let Some(selector) = NAMESPACE_SELECTORS.iter().find(|s| s.matches(&topic)) {
+                prop_assert!(reserved(&topic), "{topic} is matched by {selector:?} but not reserved");
+            }
         }
     }
 }

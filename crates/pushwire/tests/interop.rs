@@ -1,6 +1,9 @@
 //! Interoperability with a client we did not write: the npm package
 //! `eventsource` (a WHATWG EventSource for Node), driven by
-//! tests/interop/subscribe.mjs, against the hub's Mercure endpoint. The
+//! tests/interop/subscribe.mjs, against the hub's Mercure endpoint in both
+//! generations of the protocol (classic `topic=` with `mercure`-claim
+//! tokens; the current draft's `match=`/`match_urlpattern=` with access
+//! tokens). The
 //! script prints each event it dispatches as a JSON line; these tests
 //! publish from Rust and compare ids, types and data byte for byte.
 //!
@@ -27,11 +30,39 @@ const PUBLISHER_KEY: &str = "interop-publisher-secret";
 const SUBSCRIBER_KEY: &str = "interop-subscriber-secret";
 const BOOKS: &str = "https://example.com/books/{id}";
 
+/// The hub's resource identifier, which current-draft tokens name in `aud`.
+const RESOURCE: &str = "https://hub.example.com/.well-known/mercure";
+
 fn hub_config() -> ServeConfig {
     let mut c = pushwire_testkit::config();
     c.publisher_jwt_key = Some(PUBLISHER_KEY.into());
     c.subscriber_jwt_key = Some(SUBSCRIBER_KEY.into());
+    c.jwt_audience = Some(RESOURCE.into());
     c
+}
+
+/// A current-draft access token: `typ: at+jwt`, `aud`, `exp` and one
+/// authorization detail of the draft's type.
+fn access_token(key: &str, action: &str, topics: Value) -> String {
+    let header = Header {
+        typ: Some("at+jwt".into()),
+        ..Header::default()
+    };
+    let exp = pushwire_core::log::now_ms() / 1000 + 3600;
+    jsonwebtoken::encode(
+        &header,
+        &json!({
+            "aud": RESOURCE,
+            "exp": exp,
+            "authorization_details": [{
+                "type": "https://mercure.rocks/authorization-detail",
+                "actions": [action],
+                "topics": topics,
+            }],
+        }),
+        &EncodingKey::from_secret(key.as_bytes()),
+    )
+    .expect("sign a token")
 }
 
 fn sign(key: &str, claims: Value) -> String {
@@ -159,7 +190,11 @@ struct NodeSubscriber {
 /// What a subscription asks for.
 #[derive(Default)]
 struct Subscription<'a> {
+    /// Classic selectors (`topic=`).
     topics: &'a [&'a str],
+    /// Current-draft selectors (`match=`, `match_urlpattern=`).
+    matches: &'a [&'a str],
+    url_patterns: &'a [&'a str],
     count: usize,
     token: Option<&'a str>,
     last_event_id: Option<&'a str>,
@@ -182,6 +217,12 @@ impl NodeSubscriber {
             .arg((WAIT * 3).as_millis().to_string());
         for topic in s.topics {
             command.args(["--topic", topic]);
+        }
+        for exact in s.matches {
+            command.args(["--match", exact]);
+        }
+        for pattern in s.url_patterns {
+            command.args(["--match-urlpattern", pattern]);
         }
         for kind in s.types {
             command.args(["--type", kind]);
@@ -458,6 +499,110 @@ async fn eventsource_client_with_bearer_token_receives_private_updates() {
     );
     authorized.finished().await;
     anonymous.finished().await;
+    server.shutdown().await;
+}
+
+/// The current draft end to end with a client nobody here wrote: `match`
+/// and `match_urlpattern` selectors, an access token, a publisher that
+/// presents an access token and names one topic per update, and a resume
+/// from the id the client last saw.
+#[tokio::test(flavor = "multi_thread")]
+async fn eventsource_client_speaks_the_current_draft() {
+    let server = start(hub_config()).await;
+    let addr = server.addr();
+    let reader = access_token(
+        SUBSCRIBER_KEY,
+        "subscribe",
+        json!([{"match": "https://example.com/books/:id", "match_type": "urlpattern"}]),
+    );
+    let publisher = access_token(PUBLISHER_KEY, "publish", json!([{"match": "*"}]));
+    let publish_draft = |fields: Vec<(&'static str, String)>| {
+        let publisher = publisher.clone();
+        async move {
+            let body = form_urlencoded::Serializer::new(String::new())
+                .extend_pairs(fields)
+                .finish();
+            let reply: Reply = pushwire_testkit::request(
+                addr,
+                "POST",
+                "/.well-known/mercure",
+                &[
+                    ("Content-Type", "application/x-www-form-urlencoded"),
+                    ("Authorization", &format!("Bearer {publisher}")),
+                ],
+                body.as_bytes(),
+            )
+            .await;
+            assert_eq!(reply.status, 200, "publish: {}", reply.body);
+            reply.body
+        }
+    };
+    let mut node = NodeSubscriber::spawn(
+        addr,
+        Subscription {
+            matches: &["https://example.com/news"],
+            url_patterns: &["https://example.com/books/:id"],
+            token: Some(&reader),
+            types: &["headline"],
+            count: 3,
+            ..Default::default()
+        },
+    );
+    node.wait_open(1).await;
+    let private = publish_draft(vec![
+        ("topic", "https://example.com/books/1".into()),
+        ("data", "private\nbook".into()),
+        ("private", "on".into()),
+    ])
+    .await;
+    let news = publish_draft(vec![
+        ("topic", "https://example.com/news".into()),
+        ("type", "headline".into()),
+        ("data", "public".into()),
+    ])
+    .await;
+    publish_draft(vec![
+        ("topic", "https://example.com/elsewhere".into()),
+        ("data", "no".into()),
+    ])
+    .await;
+    let last = publish_draft(vec![
+        ("topic", "https://example.com/books/2".into()),
+        ("data", "public book".into()),
+    ])
+    .await;
+    assert_eq!(
+        node.take(3).await,
+        vec![
+            Received::new(&private, "message", "private\nbook"),
+            Received::new(&news, "headline", "public"),
+            Received::new(&last, "message", "public book"),
+        ]
+    );
+    node.finished().await;
+
+    // The same client resumes after the private update: the two after it
+    // that match, the typed one included.
+    let mut resumed = NodeSubscriber::spawn(
+        addr,
+        Subscription {
+            matches: &["https://example.com/news"],
+            url_patterns: &["https://example.com/books/:id"],
+            token: Some(&reader),
+            last_event_id: Some(&private),
+            types: &["headline"],
+            count: 2,
+            ..Default::default()
+        },
+    );
+    assert_eq!(
+        resumed.take(2).await,
+        vec![
+            Received::new(&news, "headline", "public"),
+            Received::new(&last, "message", "public book"),
+        ]
+    );
+    resumed.finished().await;
     server.shutdown().await;
 }
 

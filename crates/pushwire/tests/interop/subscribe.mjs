@@ -7,6 +7,10 @@
 //     --topic 'https://example.com/books/{id}' --count 2 \
 //     [--token JWT] [--last-event-id ID] [--type NAME]... [--timeout-ms 15000]
 //
+// Selectors of either generation of the protocol, in any mix: --topic
+// (classic), --match and --match-urlpattern (current draft), each
+// repeatable; at least one is required.
+//
 // --token goes out as `Authorization: Bearer` through the client's `fetch`
 // option; --last-event-id as the `Last-Event-ID` header of the first
 // request (the client sends its own on reconnection). Events with a type
@@ -29,6 +33,8 @@ try {
     options: {
       hub: { type: "string" },
       topic: { type: "string", multiple: true, default: [] },
+      match: { type: "string", multiple: true, default: [] },
+      "match-urlpattern": { type: "string", multiple: true, default: [] },
       token: { type: "string" },
       "last-event-id": { type: "string" },
       type: { type: "string", multiple: true, default: [] },
@@ -43,12 +49,16 @@ try {
 const count = Number(options.count);
 const timeoutMs = Number(options["timeout-ms"]);
 if (!options.hub) usage("--hub is required");
-if (options.topic.length === 0) usage("at least one --topic is required");
+if (options.topic.length + options.match.length + options["match-urlpattern"].length === 0) {
+  usage("at least one --topic, --match or --match-urlpattern is required");
+}
 if (!Number.isInteger(count) || count < 1) usage("--count must be a positive integer");
 if (!Number.isFinite(timeoutMs) || timeoutMs <= 0) usage("--timeout-ms must be positive");
 
 const url = new URL(options.hub);
 for (const topic of options.topic) url.searchParams.append("topic", topic);
+for (const match of options.match) url.searchParams.append("match", match);
+for (const pattern of options["match-urlpattern"]) url.searchParams.append("match_urlpattern", pattern);
 
 const token = options.token;
 const firstLastEventId = options["last-event-id"];
