@@ -524,3 +524,46 @@ fn the_environment_variable_holds_one_key_and_check_config_hides_them_all() {
         "{stdout}"
     );
 }
+
+#[test]
+fn a_key_server_that_cannot_be_reached_at_start_is_logged_by_its_url() {
+    use std::io::{BufRead, BufReader};
+    let closed = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap()
+    };
+    let url = format!("http://{closed}/keys/jwks.json");
+    let mut child = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
+        .args(["--storage", "memory", "--subscriber-jwks-url", &url])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (lines, received) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if lines.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let (mut logged, mut listening) = (false, false);
+    let deadline = std::time::Instant::now() + WAIT;
+    while !(logged && listening) {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let Ok(line) = received.recv_timeout(left) else {
+            break;
+        };
+        let log: Value = serde_json::from_str(&line).unwrap_or_default();
+        if log["level"] == "ERROR" && log["fields"]["url"] == url.as_str() {
+            logged = true;
+        }
+        listening |= log["fields"]["addr"].is_string();
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(logged, "no error naming {url}");
+    assert!(listening, "the hub did not start");
+}
