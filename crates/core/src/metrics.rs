@@ -18,6 +18,43 @@ struct LimitLabel {
     limit: &'static str,
 }
 
+/// How a fetch of a JWK set (the token keys a hub reads from a URL) ended:
+/// the one label of `pushwire_jwks_fetches_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JwksFetch {
+    /// A JWK set was read and replaced the previous one.
+    Ok,
+    /// No answer: connection refused, DNS, TLS, timeout, unreadable file.
+    Unreachable,
+    /// An answer other than 2xx.
+    HttpError,
+    /// An answer that is not a JWK set, or too large.
+    Invalid,
+}
+
+impl JwksFetch {
+    pub const ALL: [JwksFetch; 4] = [
+        JwksFetch::Ok,
+        JwksFetch::Unreachable,
+        JwksFetch::HttpError,
+        JwksFetch::Invalid,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            JwksFetch::Ok => "ok",
+            JwksFetch::Unreachable => "unreachable",
+            JwksFetch::HttpError => "http_error",
+            JwksFetch::Invalid => "invalid",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabel {
+    outcome: &'static str,
+}
+
 pub struct Metrics {
     registry: Registry,
     pub streams_open: Gauge,
@@ -34,6 +71,7 @@ pub struct Metrics {
     pub events_trimmed: Counter,
     pub publish_seconds: Histogram,
     limit_rejections: Family<LimitLabel, Counter>,
+    jwks_fetches: Family<OutcomeLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -131,6 +169,19 @@ impl Metrics {
             "Requests and connections refused by a per-client, per-user, per-publisher or per-request limit",
             limit_rejections.clone(),
         );
+        let jwks_fetches = Family::<OutcomeLabel, Counter>::default();
+        for outcome in JwksFetch::ALL {
+            jwks_fetches
+                .get_or_create(&OutcomeLabel {
+                    outcome: outcome.label(),
+                })
+                .inc_by(0);
+        }
+        registry.register(
+            "jwks_fetches",
+            "Fetches of the JWK sets that verify tokens, by outcome",
+            jwks_fetches.clone(),
+        );
         Metrics {
             registry,
             streams_open,
@@ -147,7 +198,17 @@ impl Metrics {
             events_trimmed,
             publish_seconds,
             limit_rejections,
+            jwks_fetches,
         }
+    }
+
+    /// Counts one fetch of a JWK set.
+    pub fn jwks_fetched(&self, outcome: JwksFetch) {
+        self.jwks_fetches
+            .get_or_create(&OutcomeLabel {
+                outcome: outcome.label(),
+            })
+            .inc();
     }
 
     /// Counts one refusal by `limit`.

@@ -19,7 +19,7 @@ use crate::http::metadata::ProtectedResource;
 
 use axum::Router;
 
-use crate::auth::jwt::{JwtConfigError, Verifier};
+use crate::auth::jwt::{JwtConfigError, Role, Verifier};
 use crate::auth::{PublisherPolicy, SubscriberPolicy};
 use crate::config::{ServeConfig, Storage};
 use crate::engines::embedded::EmbeddedLog;
@@ -59,6 +59,9 @@ pub struct App {
     pub tls: Option<Arc<Tls>>,
     /// Every route, with the state its handlers share.
     pub router: Router,
+    /// The token verifier the policies share; its JWK sets are fetched by
+    /// [`Verifier::start_key_sets`] once the runtime serves.
+    pub verifier: Arc<Verifier>,
 }
 
 impl App {
@@ -70,12 +73,14 @@ impl App {
             (Some(cert), Some(key)) => Some(Arc::new(Tls::load(cert, key)?)),
             _ => None,
         };
-        let state = Arc::new(app_state(hub.clone(), config)?);
+        let verifier = Arc::new(Verifier::new(&config.jwt_settings())?);
+        let state = Arc::new(app_state(hub.clone(), verifier.clone(), config));
         Ok(App {
             hub,
             cluster,
             tls,
             router: router(state, config),
+            verifier,
         })
     }
 }
@@ -129,11 +134,12 @@ fn build_hub(config: &ServeConfig) -> Result<(Arc<Hub>, Option<Arc<Cluster>>), A
 
 /// What the handlers share: the hub, who may publish and read, and the
 /// limits they enforce.
-fn app_state(hub: Arc<Hub>, config: &ServeConfig) -> Result<AppState, AppError> {
-    let verifier = Arc::new(Verifier::new(&config.jwt_settings())?);
-    let publisher_tokens = config.publisher_jwt_key.is_some().then(|| verifier.clone());
-    let subscriber_tokens = config.subscriber_jwt_key.is_some().then_some(verifier);
-    Ok(AppState {
+fn app_state(hub: Arc<Hub>, verifier: Arc<Verifier>, config: &ServeConfig) -> AppState {
+    let publisher_tokens = verifier.has_keys(Role::Publisher).then(|| verifier.clone());
+    let subscriber_tokens = verifier
+        .has_keys(Role::Subscriber)
+        .then(|| verifier.clone());
+    AppState {
         hub,
         policy: PublisherPolicy::new(config.publisher_key.clone(), publisher_tokens),
         subscribers: SubscriberPolicy::new(subscriber_tokens, config.require_subscriber_auth),
@@ -152,5 +158,5 @@ fn app_state(hub: Arc<Hub>, config: &ServeConfig) -> Result<AppState, AppError> 
             config.publish_burst.and_then(NonZeroU32::new),
         ),
         field_limits: config.field_limits(),
-    })
+    }
 }

@@ -173,15 +173,38 @@ pub struct ServeConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub publisher_key: Option<String>,
 
-    /// Key that verifies publishers' JSON Web Tokens: the secret for HS256/384/512, a PEM public key (text or file path) for the others. Tokens then also work on the seed and `/api/v1` routes.
-    #[arg(long, env = "PUSHWIRE_PUBLISHER_JWT_KEY", hide_env_values = true)]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub publisher_jwt_key: Option<String>,
+    /// Key that verifies publishers' JSON Web Tokens: the secret for HS256/384/512, a PEM public key (text or file path) for the others. Repeat it for several keys (a token verifies if any of them verifies it), e.g. while rotating; the environment variable holds one. Tokens then also work on the seed and `/api/v1` routes.
+    #[arg(long, env = "PUSHWIRE_PUBLISHER_JWT_KEY", hide_env_values = true, action = clap::ArgAction::Append)]
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "one_or_many"
+    )]
+    pub publisher_jwt_key: Vec<String>,
 
-    /// Key that verifies subscribers' JSON Web Tokens (private updates, subscriptions API, user streams); like `--publisher-jwt-key`.
-    #[arg(long, env = "PUSHWIRE_SUBSCRIBER_JWT_KEY", hide_env_values = true)]
+    /// Key that verifies subscribers' JSON Web Tokens (private updates, subscriptions API, user streams); like `--publisher-jwt-key`, repeatable.
+    #[arg(long, env = "PUSHWIRE_SUBSCRIBER_JWT_KEY", hide_env_values = true, action = clap::ArgAction::Append)]
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "one_or_many"
+    )]
+    pub subscriber_jwt_key: Vec<String>,
+
+    /// JWK set (RFC 7517) whose keys verify both roles' tokens, fetched at start and kept fresh: `https://...`, `http://` to a loopback host only, or `file:///path`. A token's `kid` picks its key.
+    #[arg(long, env = "PUSHWIRE_JWKS_URL")]
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub subscriber_jwt_key: Option<String>,
+    pub jwks_url: Option<String>,
+
+    /// JWK set for publishers' tokens; replaces `--jwks-url` for them.
+    #[arg(long, env = "PUSHWIRE_PUBLISHER_JWKS_URL")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub publisher_jwks_url: Option<String>,
+
+    /// JWK set for subscribers' tokens; replaces `--jwks-url` for them.
+    #[arg(long, env = "PUSHWIRE_SUBSCRIBER_JWKS_URL")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subscriber_jwks_url: Option<String>,
 
     /// The one signature algorithm tokens may use: HS256, HS384, HS512, RS256, RS384, RS512, PS256, ES256, ES384 or EdDSA (never `none`).
     #[arg(long, env = "PUSHWIRE_JWT_ALG", default_value = "HS256")]
@@ -310,6 +333,21 @@ fn comma_list<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<S
     })
 }
 
+/// A key list in the TOML file: one string (one key) or an array of them.
+/// Unlike [`comma_list`], nothing is split: a secret may contain commas.
+fn one_or_many<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Keys {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match Keys::deserialize(deserializer)? {
+        Keys::One(key) => vec![key],
+        Keys::Many(keys) => keys,
+    })
+}
+
 impl ServeConfig {
     /// Builds the configuration from parsed arguments, then merges the TOML
     /// file named by `--config` under whatever was given explicitly.
@@ -370,8 +408,16 @@ impl ServeConfig {
     pub fn jwt_settings(&self) -> crate::auth::jwt::JwtSettings {
         crate::auth::jwt::JwtSettings {
             algorithm: self.jwt_alg.clone(),
-            publisher_key: self.publisher_jwt_key.clone(),
-            subscriber_key: self.subscriber_jwt_key.clone(),
+            publisher_keys: self.publisher_jwt_key.clone(),
+            subscriber_keys: self.subscriber_jwt_key.clone(),
+            publisher_jwks: self
+                .publisher_jwks_url
+                .clone()
+                .or_else(|| self.jwks_url.clone()),
+            subscriber_jwks: self
+                .subscriber_jwks_url
+                .clone()
+                .or_else(|| self.jwks_url.clone()),
             audience: self.jwt_audience.clone(),
             base_url: self.hub_url.clone(),
             issuers: self.authorization_servers.clone(),
@@ -393,28 +439,35 @@ impl ServeConfig {
     /// The configuration as `check-config` shows it: the publisher key,
     /// shared JWT secrets (HS* keys) and the password of `redis-url`
     /// replaced by `<redacted>`, so the output can be pasted into a ticket.
-    /// Public keys (PEM text or a file path) are not secret and stay.
+    /// Public keys (PEM text or a file path) and JWKS URLs (but for a
+    /// password in them) are not secret and stay.
     pub fn redacted(&self) -> ServeConfig {
         const REDACTED: &str = "<redacted>";
         let mut shown = self.clone();
-        let hidden = |value: &Option<String>| value.as_ref().map(|_| REDACTED.to_owned());
-        shown.publisher_key = hidden(&self.publisher_key);
-        if self.jwt_alg.to_ascii_uppercase().starts_with("HS") {
-            shown.publisher_jwt_key = hidden(&self.publisher_jwt_key);
-            shown.subscriber_jwt_key = hidden(&self.subscriber_jwt_key);
+        shown.publisher_key = self.publisher_key.as_ref().map(|_| REDACTED.to_owned());
+        if self.jwt_alg.trim().to_ascii_uppercase().starts_with("HS") {
+            let all_hidden = |keys: &[String]| vec![REDACTED.to_owned(); keys.len()];
+            shown.publisher_jwt_key = all_hidden(&self.publisher_jwt_key);
+            shown.subscriber_jwt_key = all_hidden(&self.subscriber_jwt_key);
         }
-        shown.redis_url = self.redis_url.as_ref().map(|text| {
-            match url::Url::parse(text) {
-                Ok(mut url) if url.password().is_some() => {
-                    // `set_password` fails only for URLs that cannot carry one.
-                    let _ = url.set_password(Some("redacted"));
-                    url.to_string()
+        let without_password = |url: &Option<String>| {
+            url.as_ref().map(|text| {
+                match url::Url::parse(text) {
+                    Ok(mut url) if url.password().is_some() => {
+                        // `set_password` fails only for URLs that cannot carry one.
+                        let _ = url.set_password(Some("redacted"));
+                        url.to_string()
+                    }
+                    Ok(_) => text.clone(),
+                    // Not a URL (check() refuses it anyway): nothing to pick apart.
+                    Err(_) => REDACTED.to_owned(),
                 }
-                Ok(_) => text.clone(),
-                // Not a URL (check() refuses it anyway): nothing to pick apart.
-                Err(_) => REDACTED.to_owned(),
-            }
-        });
+            })
+        };
+        shown.redis_url = without_password(&self.redis_url);
+        shown.jwks_url = without_password(&self.jwks_url);
+        shown.publisher_jwks_url = without_password(&self.publisher_jwks_url);
+        shown.subscriber_jwks_url = without_password(&self.subscriber_jwks_url);
         shown
     }
 
@@ -448,16 +501,37 @@ impl ServeConfig {
         if self.publisher_key.as_deref().is_some_and(str::is_empty) {
             return invalid("publisher-key must not be empty");
         }
-        for (name, key) in [
+        for (name, keys) in [
             ("publisher-jwt-key", &self.publisher_jwt_key),
             ("subscriber-jwt-key", &self.subscriber_jwt_key),
         ] {
-            if key.as_deref().is_some_and(str::is_empty) {
-                return invalid(&format!("{name} must not be empty"));
+            if let Some(n) = keys.iter().position(|key| key.is_empty()) {
+                return invalid(&match keys.len() {
+                    1 => format!("{name} must not be empty"),
+                    _ => format!(
+                        "{name}: the {} key must not be empty",
+                        crate::auth::jwt::ordinal(n + 1)
+                    ),
+                });
             }
         }
-        if self.require_subscriber_auth && self.subscriber_jwt_key.is_none() {
-            return invalid("require-subscriber-auth needs subscriber-jwt-key");
+        for (name, url) in [
+            ("jwks-url", &self.jwks_url),
+            ("publisher-jwks-url", &self.publisher_jwks_url),
+            ("subscriber-jwks-url", &self.subscriber_jwks_url),
+        ] {
+            if let Some(url) = url {
+                crate::auth::jwt::JwksLocation::parse(url)
+                    .map_err(|reason| ConfigError::Invalid(format!("{name}: {reason}")))?;
+            }
+        }
+        if self.require_subscriber_auth
+            && self.subscriber_jwt_key.is_empty()
+            && self.jwt_settings().subscriber_jwks.is_none()
+        {
+            return invalid(
+                "require-subscriber-auth needs subscriber-jwt-key, subscriber-jwks-url or jwks-url",
+            );
         }
         crate::auth::jwt::Verifier::new(&self.jwt_settings())
             .map_err(|e| ConfigError::Invalid(e.to_string()))?;
@@ -609,16 +683,116 @@ mod tests {
         // What is not secret stays as it was, and nothing else changes.
         let mut rs = ServeConfig::defaults();
         rs.jwt_alg = "RS256".into();
-        rs.publisher_jwt_key = Some("/etc/pw/pub.pem".into());
+        rs.publisher_jwt_key = vec!["/etc/pw/pub.pem".into()];
+        assert_eq!(rs.redacted().publisher_jwt_key, ["/etc/pw/pub.pem"]);
+        rs.jwks_url = Some("https://user:jwks-secret@issuer.example.com/jwks".into());
         assert_eq!(
-            rs.redacted().publisher_jwt_key.as_deref(),
-            Some("/etc/pw/pub.pem")
+            rs.redacted().jwks_url.as_deref(),
+            Some("https://user:redacted@issuer.example.com/jwks")
         );
         assert_eq!(
             toml::to_string(&ServeConfig::defaults().redacted())?,
             toml::to_string(&ServeConfig::defaults())?
         );
         Ok(())
+    }
+
+    #[test]
+    fn jwt_keys_repeat_and_come_from_the_file_as_one_or_many(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let first = "first-secret-of-thirty-two-bytes-or-more";
+        let second = "second-secret, with a comma, thirty-two bytes";
+        let c = load(&[
+            "x",
+            "--publisher-jwt-key",
+            first,
+            "--publisher-jwt-key",
+            second,
+            "--subscriber-jwt-key",
+            first,
+        ])?;
+        assert_eq!(c.publisher_jwt_key, [first, second]);
+        assert_eq!(c.jwt_settings().subscriber_keys, [first]);
+        let text = toml::to_string(&c.redacted())?;
+        assert!(!text.contains("-secret"), "{text}");
+        assert!(
+            text.contains(r#"publisher-jwt-key = ["<redacted>", "<redacted>"]"#),
+            "{text}"
+        );
+
+        let dir = tempfile::tempdir()?;
+        let file = dir.path().join("pushwire.toml");
+        let f = file.to_string_lossy().to_string();
+        std::fs::write(&file, format!("publisher-jwt-key = {first:?}\n"))?;
+        assert_eq!(load(&["x", "--config", &f])?.publisher_jwt_key, [first]);
+        std::fs::write(
+            &file,
+            format!("publisher-jwt-key = [{first:?}, {second:?}]\n"),
+        )?;
+        assert_eq!(
+            load(&["x", "--config", &f])?.publisher_jwt_key,
+            [first, second]
+        );
+        // Round trip through check-config's output.
+        std::fs::write(&file, toml::to_string(&c)?)?;
+        assert_eq!(
+            load(&["x", "--config", &f])?.publisher_jwt_key,
+            [first, second]
+        );
+
+        let error = |args: &[&str]| load(args).err().map(|e| e.to_string()).unwrap_or_default();
+        let message = error(&["x", "--publisher-jwt-key", first, "--publisher-jwt-key", ""]);
+        assert!(message.contains("the 2nd key"), "{message}");
+        let message = error(&[
+            "x",
+            "--publisher-jwt-key",
+            first,
+            "--publisher-jwt-key=-----BEGIN PUBLIC KEY-----",
+        ]);
+        assert!(message.contains("the 2nd publisher JWT key"), "{message}");
+        Ok(())
+    }
+
+    #[test]
+    fn jwks_urls_are_checked_and_the_role_url_wins() {
+        let error = |args: &[&str]| load(args).err().map(|e| e.to_string()).unwrap_or_default();
+        for option in [
+            "--jwks-url",
+            "--publisher-jwks-url",
+            "--subscriber-jwks-url",
+        ] {
+            let message = error(&["x", option, "http://issuer.example.com/jwks"]);
+            assert!(
+                message.starts_with(&format!("{}: ", &option[2..])),
+                "{message}"
+            );
+            assert!(error(&["x", option, "ftp://127.0.0.1/jwks"]).contains(&option[2..]));
+        }
+        let c = load(&[
+            "x",
+            "--jwks-url",
+            "https://issuer.example.com/jwks",
+            "--subscriber-jwks-url",
+            "http://127.0.0.1:9/jwks",
+        ]);
+        let settings = c.map(|c| c.jwt_settings()).ok();
+        assert_eq!(
+            settings.as_ref().and_then(|s| s.publisher_jwks.as_deref()),
+            Some("https://issuer.example.com/jwks")
+        );
+        assert_eq!(
+            settings.as_ref().and_then(|s| s.subscriber_jwks.as_deref()),
+            Some("http://127.0.0.1:9/jwks")
+        );
+        // A JWK set is enough for subscribers to need a token.
+        assert!(load(&[
+            "x",
+            "--require-subscriber-auth",
+            "--jwks-url",
+            "file:///etc/pushwire/jwks.json"
+        ])
+        .is_ok());
+        assert!(error(&["x", "--require-subscriber-auth"]).contains("subscriber-jwks-url"));
     }
 
     #[test]

@@ -13,7 +13,9 @@
 //! - [`config`]: flags, environment and TOML, parsed once;
 //! - [`app`]: the hub, its history, TLS, policies and routes, built once
 //!   from the parsed configuration;
-//! - [`server`]: binds, serves connections and shuts down.
+//! - [`server`]: binds, serves connections and shuts down;
+//! - [`outbound`]: the HTTP client for the calls the hub itself makes
+//!   (JWKS key sets).
 
 pub mod app;
 pub mod auth;
@@ -21,5 +23,6 @@ pub mod config;
 pub mod engines;
 pub mod http;
 pub mod limits;
+pub mod outbound;
 pub mod server;
 pub mod transport;

@@ -123,7 +123,11 @@ pub async fn start(config: ServeConfig) -> Result<Server, ServerError> {
         cluster,
         tls,
         router: app,
+        verifier,
     } = App::build(&config)?;
+    // Before the bind, so that the first tokens find their keys; a set
+    // that cannot be fetched delays the start by at most the fetch timeout.
+    verifier.start_key_sets(hub.metrics().clone()).await;
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|source| ServerError::Bind {

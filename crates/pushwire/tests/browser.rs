@@ -448,8 +448,8 @@ const BOOKS: &str = "https://example.com/books/{id}";
 /// A hub that verifies Mercure publisher and subscriber tokens.
 async fn start_mercure_hub() -> Result<Server> {
     let mut config = pushwire_testkit::config();
-    config.publisher_jwt_key = Some(MERCURE_PUBLISHER_KEY.into());
-    config.subscriber_jwt_key = Some(MERCURE_SUBSCRIBER_KEY.into());
+    config.publisher_jwt_key = vec![MERCURE_PUBLISHER_KEY.into()];
+    config.subscriber_jwt_key = vec![MERCURE_SUBSCRIBER_KEY.into()];
     Ok(pushwire::server::start(config).await?)
 }
 

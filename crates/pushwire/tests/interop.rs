@@ -35,8 +35,8 @@ const RESOURCE: &str = "https://hub.example.com/.well-known/mercure";
 
 fn hub_config() -> ServeConfig {
     let mut c = pushwire_testkit::config();
-    c.publisher_jwt_key = Some(PUBLISHER_KEY.into());
-    c.subscriber_jwt_key = Some(SUBSCRIBER_KEY.into());
+    c.publisher_jwt_key = vec![PUBLISHER_KEY.into()];
+    c.subscriber_jwt_key = vec![SUBSCRIBER_KEY.into()];
     c.jwt_audience = Some(RESOURCE.into());
     c
 }

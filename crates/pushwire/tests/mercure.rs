@@ -21,8 +21,8 @@ const BOOKS: &str = "https://example.com/books/{id}";
 
 fn hub_config() -> pushwire::config::ServeConfig {
     let mut c = config();
-    c.publisher_jwt_key = Some(PUBLISHER_KEY.into());
-    c.subscriber_jwt_key = Some(SUBSCRIBER_KEY.into());
+    c.publisher_jwt_key = vec![PUBLISHER_KEY.into()];
+    c.subscriber_jwt_key = vec![SUBSCRIBER_KEY.into()];
     c.jwt_audience = Some(AUDIENCE.into());
     c
 }

@@ -24,8 +24,8 @@ const SILENCE: Duration = Duration::from_millis(300);
 
 fn hub_config() -> pushwire::config::ServeConfig {
     let mut c = config();
-    c.publisher_jwt_key = Some(PUBLISHER_KEY.into());
-    c.subscriber_jwt_key = Some(SUBSCRIBER_KEY.into());
+    c.publisher_jwt_key = vec![PUBLISHER_KEY.into()];
+    c.subscriber_jwt_key = vec![SUBSCRIBER_KEY.into()];
     c.jwt_audience = Some(RESOURCE.into());
     c.hub_url = RESOURCE.into();
     c
@@ -1108,7 +1108,7 @@ async fn the_protected_resource_metadata_is_published_at_the_derived_location() 
         ));
     // Without a resource identifier there is nothing to publish.
     let mut bare = config();
-    bare.publisher_jwt_key = Some(PUBLISHER_KEY.into());
+    bare.publisher_jwt_key = vec![PUBLISHER_KEY.into()];
     let bare = start(bare).await;
     assert_eq!(
         get(

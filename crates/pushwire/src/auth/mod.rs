@@ -13,6 +13,13 @@
 //! Subscribers: anonymous subscribers read public updates unless the hub
 //! requires a token; a subscriber token's grants say which private updates
 //! it may read, and its `sub` which user's stream it may open.
+//!
+//! Deciding stays synchronous. A handler that can wait calls the policy's
+//! `refresh_keys_for` first: a token naming a key its role's JWK set does
+//! not have yet then has the set fetched again (rate-limited) before the
+//! decision, so a key the issuer has just rotated in works on its first
+//! use. Without that call such a token is refused once while the set is
+//! refreshed in the background.
 
 use std::sync::Arc;
 
@@ -111,6 +118,14 @@ impl PublisherPolicy {
         PublisherPolicy { key, tokens }
     }
 
+    /// Before [`PublisherPolicy::identify`], where the caller can wait:
+    /// see [`Verifier::refresh_keys_for`].
+    pub async fn refresh_keys_for(&self, bearer: Option<&str>) {
+        if let (Some(token), Some(tokens)) = (bearer, &self.tokens) {
+            tokens.refresh_keys_for(Role::Publisher, token).await;
+        }
+    }
+
     pub fn authorize(&self, caller: &Caller<'_>) -> Result<PublishRights, AuthError> {
         self.identify(caller).map(|(rights, _)| rights)
     }
@@ -196,6 +211,15 @@ impl SubscriberPolicy {
     /// Whether user streams need a token naming their user.
     pub fn protects_users(&self) -> bool {
         self.tokens.is_some()
+    }
+
+    /// Before [`SubscriberPolicy::authenticate`] or
+    /// [`SubscriberPolicy::authenticate_user`], where the caller can wait:
+    /// see [`Verifier::refresh_keys_for`].
+    pub async fn refresh_keys_for(&self, token: Option<&str>) {
+        if let (Some(token), Some(tokens)) = (token, &self.tokens) {
+            tokens.refresh_keys_for(Role::Subscriber, token).await;
+        }
     }
 
     pub fn authenticate(&self, token: Option<&str>) -> Result<Reader, AuthError> {

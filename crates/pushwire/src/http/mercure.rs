@@ -45,9 +45,10 @@ pub async fn subscribe(
     params: Params,
 ) -> Result<Response, ApiError> {
     let selectors = requested_selectors(&params, &state)?;
-    let reader = state
-        .subscribers
-        .authenticate(presented_token(&headers, &params))?;
+    let token = presented_token(&headers, &params);
+    // A token naming a key its JWK set does not hold yet works at once.
+    state.subscribers.refresh_keys_for(token).await;
+    let reader = state.subscribers.authenticate(token)?;
 
     let mut interest = Interest {
         readable: reader.readable(),
@@ -199,7 +200,9 @@ pub async fn publish(
             "send the update as application/x-www-form-urlencoded",
         ));
     }
-    let rights = rated_publish_rights(&parts, &state, presented_token(&parts.headers, &params))?;
+    let token = presented_token(&parts.headers, &params);
+    state.policy.refresh_keys_for(token).await;
+    let rights = rated_publish_rights(&parts, &state, token)?;
 
     let topics = update_topics(&params)?;
     // The current draft has exactly one topic per update ("Publication");
@@ -361,6 +364,7 @@ pub async fn subscriptions(
     }
     let path = uri.path();
     let token = presented_token(&headers, &params);
+    state.subscribers.refresh_keys_for(token).await;
     let reader = match token {
         Some(_) => state.subscribers.authenticate(token)?,
         None => return Err(AuthError::MissingCredentials.into()),

@@ -239,6 +239,7 @@ impl FromRequestParts<Arc<AppState>> for Publisher {
         parts: &mut Parts,
         state: &Arc<AppState>,
     ) -> Result<Self, Self::Rejection> {
+        state.policy.refresh_keys_for(bearer(&parts.headers)).await;
         let rights = publish_rights(parts, state, bearer(&parts.headers))?;
         rights.check_unscoped().map_err(|e| rejected(state, e))?;
         Ok(Publisher)
@@ -256,6 +257,7 @@ impl FromRequestParts<Arc<AppState>> for RatedPublisher {
         parts: &mut Parts,
         state: &Arc<AppState>,
     ) -> Result<Self, Self::Rejection> {
+        state.policy.refresh_keys_for(bearer(&parts.headers)).await;
         let (rights, credential) = publisher(parts, state, bearer(&parts.headers))?;
         rights.check_unscoped().map_err(|e| rejected(state, e))?;
         let key = limits::rate_key(credential, limits::ClientAddr::of(parts));
@@ -275,6 +277,7 @@ impl FromRequestParts<Arc<AppState>> for TopicPublisher {
         parts: &mut Parts,
         state: &Arc<AppState>,
     ) -> Result<Self, Self::Rejection> {
+        state.policy.refresh_keys_for(bearer(&parts.headers)).await;
         let (rights, credential) = publisher(parts, state, bearer(&parts.headers))?;
         let key = limits::rate_key(credential, limits::ClientAddr::of(parts));
         limits::check_publish_rate(state, &key)?;

@@ -110,6 +110,7 @@ async fn open(
     topics.sort_unstable();
     topics.dedup();
     let token = presented_token(headers, params);
+    state.subscribers.refresh_keys_for(token).await;
     let reader = match &user {
         Some(user) => state.subscribers.authenticate_user(token, user)?,
         None => state.subscribers.authenticate(token)?,

@@ -10,7 +10,7 @@ use std::fmt;
 use jsonwebtoken::{Algorithm, DecodingKey};
 use simple_asn1::{oid, ASN1Block};
 
-use super::{JwtConfigError, Role};
+use super::{JwtConfigError, KeyName};
 
 /// The kind of key an algorithm verifies with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,20 +67,20 @@ pub(super) fn algorithm_names() -> String {
 
 /// Turns a configured key into the key that verifies `algorithm`'s tokens.
 pub(super) fn load_key(
-    role: Role,
+    key: KeyName,
     algorithm: &'static str,
     kind: KeyKind,
     text: &str,
 ) -> Result<DecodingKey, JwtConfigError> {
     if text.trim().is_empty() {
-        return Err(JwtConfigError::EmptyKey(role));
+        return Err(JwtConfigError::EmptyKey(key));
     }
     let kind = match kind {
         // A PEM text as an HMAC secret is the setup of the algorithm
         // confusion attack (the public key, known to all, signs tokens):
         // refuse it rather than guess.
         KeyKind::Secret if text.contains("-----BEGIN") => {
-            return Err(JwtConfigError::PemKeyForHmac { role, algorithm })
+            return Err(JwtConfigError::PemKeyForHmac { key, algorithm })
         }
         KeyKind::Secret => return Ok(DecodingKey::from_secret(text.as_bytes())),
         KeyKind::Public(kind) => kind,
@@ -96,14 +96,14 @@ pub(super) fn load_key(
     } else {
         let path = text.trim();
         std::fs::read_to_string(path).map_err(|source| JwtConfigError::KeyFile {
-            role,
+            key,
             algorithm,
             path: path.to_owned(),
             source,
         })?
     };
     let invalid = |reason: String| JwtConfigError::InvalidKey {
-        role,
+        key,
         algorithm,
         reason,
     };

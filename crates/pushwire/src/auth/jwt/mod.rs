@@ -3,13 +3,13 @@
 //!
 //! [`Verifier::verify`] checks a token in a fixed order and stops at the
 //! first failure: a key exists for the caller's role; the header's `alg` is
-//! the one configured algorithm; the signature verifies; `exp` and `nbf`
-//! hold; `aud` fits; every grant parses. The algorithm always comes from the
-//! configuration, never from the token: that is what defeats unsigned
-//! (`alg: none`) tokens and HMAC tokens keyed with a published RSA key. A
-//! token that fails any step grants nothing, and grants are never accepted
-//! in part: skipping the entries that fail to parse would silently change
-//! what the token allows.
+//! the one configured algorithm; the signature verifies with one of the
+//! role's keys; `exp` and `nbf` hold; `aud` fits; every grant parses. The
+//! algorithm always comes from the configuration, never from the token:
+//! that is what defeats unsigned (`alg: none`) tokens and HMAC tokens keyed
+//! with a published RSA key. A token that fails any step grants nothing,
+//! and grants are never accepted in part: skipping the entries that fail
+//! to parse would silently change what the token allows.
 //!
 //! Two generations of tokens are read, told apart by the header's `typ`:
 //!
@@ -22,16 +22,27 @@
 //! A token is read as one generation only: a classic token's
 //! `authorization_details` and an access token's `mercure` claim are ignored.
 //!
+//! A role's keys are its static keys (any number, none with an id), tried
+//! for every token, and the keys of its JWK set, if it has one: only the
+//! one whose `kid` the token names, or, for a token without `kid`, all of
+//! them. A JWK set only ever holds keys of the configured algorithm's kind
+//! (see `jwks.rs`), so the algorithm still comes from the configuration.
+//!
 //! Files: this one verifies (the fixed order above, the two generations);
 //! `claims.rs` holds the registered claims' rules (NumericDate, audience);
-//! `keys.rs` reads and checks the configured keys.
+//! `keys.rs` reads and checks the configured keys; `jwks.rs` fetches and
+//! refreshes JWK sets.
 //!
-//! Keys are read and checked once, by [`Verifier::new`] when the hub starts:
-//! a key that could never verify a token of the configured algorithm stops
-//! the hub with a message, instead of turning every later request into an
-//! unexplained `401`.
+//! Static keys are read and checked once, by [`Verifier::new`] when the hub
+//! starts: a key that could never verify a token of the configured
+//! algorithm stops the hub with a message, instead of turning every later
+//! request into an unexplained `401`. JWK sets are fetched by
+//! [`Verifier::start_key_sets`]; a token whose `kid` its role's set lacks
+//! makes [`Verifier::refresh_keys_for`] fetch it again (rate-limited)
+//! before the token is verified.
 
 use std::fmt;
+use std::sync::Arc;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
@@ -42,9 +53,16 @@ use pushwire_core::grants::{self, shown};
 pub use pushwire_core::grants::{Grants, MAX_GRANT_ENTRIES, MAX_GRANT_SELECTORS};
 
 use claims::{invalid, names_audience, numeric_date};
+use jwks::JwksSource;
+pub use jwks::{
+    JwksLocation, DEFAULT_LIFETIME, FETCH_TIMEOUT, MAX_DOCUMENT_BYTES, MAX_KEYS, MAX_LIFETIME,
+    MIN_LIFETIME, ON_DEMAND_INTERVAL,
+};
 use keys::{algorithm_names, load_key, ALGORITHMS};
+use pushwire_core::metrics::Metrics;
 
 mod claims;
+mod jwks;
 mod keys;
 #[cfg(test)]
 mod tests;
@@ -60,11 +78,15 @@ pub struct JwtSettings {
     /// The one signature algorithm tokens may use: HS256, HS384, HS512,
     /// RS256, RS384, RS512, PS256, ES256, ES384 or EdDSA (case-insensitive).
     pub algorithm: String,
-    /// Verifies publishers' tokens: the shared secret itself for HS*, a PEM
-    /// public key otherwise (the PEM text, or the path of a PEM file).
-    pub publisher_key: Option<String>,
-    /// Verifies subscribers' tokens; like `publisher_key`.
-    pub subscriber_key: Option<String>,
+    /// Verify publishers' tokens: each the shared secret itself for HS*, a
+    /// PEM public key otherwise (the PEM text, or the path of a PEM file).
+    pub publisher_keys: Vec<String>,
+    /// Verify subscribers' tokens; like `publisher_keys`.
+    pub subscriber_keys: Vec<String>,
+    /// The URL of a JWK set whose keys verify publishers' tokens too.
+    pub publisher_jwks: Option<String>,
+    /// The URL of a JWK set for subscribers' tokens.
+    pub subscriber_jwks: Option<String>,
     /// The hub's resource identifier. Access tokens must name it in `aud`;
     /// classic tokens must too when they carry an `aud`.
     pub audience: Option<String>,
@@ -93,6 +115,36 @@ impl fmt::Display for Role {
             Role::Subscriber => "subscriber",
         })
     }
+}
+
+/// Which configured key a message is about: "the publisher JWT key", or
+/// with several "the 2nd publisher JWT key".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyName {
+    pub role: Role,
+    /// 1-based, when the role has more than one static key.
+    pub nth: Option<usize>,
+}
+
+impl fmt::Display for KeyName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.nth {
+            Some(n) => write!(f, "{} {} JWT key", ordinal(n), self.role),
+            None => write!(f, "{} JWT key", self.role),
+        }
+    }
+}
+
+/// `1st`, `2nd`, `3rd`, `4th`, ... `11th`, `12th`, `13th`, `21st`.
+pub fn ordinal(n: usize) -> String {
+    let suffix = match (n % 10, n % 100) {
+        (_, 11..=13) => "th",
+        (1, _) => "st",
+        (2, _) => "nd",
+        (3, _) => "rd",
+        _ => "th",
+    };
+    format!("{n}{suffix}")
 }
 
 /// Why a presented token was refused. The HTTP edge answers all of them
@@ -126,6 +178,12 @@ pub enum TokenError {
     InvalidClaims(String),
     #[error("no {0} JWT key is configured, so {0} tokens cannot be verified")]
     NoKey(Role),
+    #[error("no key of the {role} JWK set has the token's `kid` `{kid}`")]
+    UnknownKeyId { role: Role, kid: String },
+    #[error(
+        "the {0} JWK set has not been fetched yet, so tokens needing its keys cannot be verified"
+    )]
+    KeySetUnavailable(Role),
 }
 
 /// Why the token settings cannot be used. The hub refuses to start on any
@@ -135,28 +193,35 @@ pub enum TokenError {
 pub enum JwtConfigError {
     #[error("unsupported JWT algorithm `{0}`: use one of {list} (unsigned `none` tokens are never accepted)", list = algorithm_names())]
     UnsupportedAlgorithm(String),
-    #[error("the {0} JWT key is empty")]
-    EmptyKey(Role),
+    #[error("the {0} is empty")]
+    EmptyKey(KeyName),
     #[error(
         "the JWT audience is empty: set it to the hub's resource identifier, or leave it unset"
     )]
     EmptyAudience,
-    #[error("the {role} JWT key is a PEM key, but {algorithm} verifies with a shared secret: set the JWT algorithm to the key's (RS256, ES256, EdDSA, ...)")]
-    PemKeyForHmac { role: Role, algorithm: &'static str },
-    #[error("cannot read the {role} JWT key file `{path}` ({algorithm} needs a PEM public key, given as the PEM text or as the path of a PEM file): {source}")]
+    #[error("the {key} is a PEM key, but {algorithm} verifies with a shared secret: set the JWT algorithm to the key's (RS256, ES256, EdDSA, ...)")]
+    PemKeyForHmac {
+        key: KeyName,
+        algorithm: &'static str,
+    },
+    #[error("cannot read the {key} file `{path}` ({algorithm} needs a PEM public key, given as the PEM text or as the path of a PEM file): {source}")]
     KeyFile {
-        role: Role,
+        key: KeyName,
         algorithm: &'static str,
         path: String,
         #[source]
         source: std::io::Error,
     },
-    #[error("the {role} JWT key cannot verify {algorithm} tokens: {reason}")]
+    #[error("the {key} cannot verify {algorithm} tokens: {reason}")]
     InvalidKey {
-        role: Role,
+        key: KeyName,
         algorithm: &'static str,
         reason: String,
     },
+    #[error("the {role} JWK set URL {reason}")]
+    JwksUrl { role: Role, reason: String },
+    #[error(transparent)]
+    Outbound(#[from] crate::outbound::OutboundError),
 }
 
 /// What a verified token says about its bearer.
@@ -169,13 +234,27 @@ pub struct Claims {
     pub grants: Grants,
 }
 
+/// What verifies one role's tokens.
+#[derive(Clone, Default)]
+struct RoleKeys {
+    /// Tried for every token, in the configured order.
+    statics: Vec<DecodingKey>,
+    jwks: Option<Arc<JwksSource>>,
+}
+
+impl RoleKeys {
+    fn is_empty(&self) -> bool {
+        self.statics.is_empty() && self.jwks.is_none()
+    }
+}
+
 /// Verifies tokens for both roles. Built once at start; cheap to share.
 #[derive(Clone)]
 pub struct Verifier {
     /// The configured algorithm's name, compared with each token's `alg`.
     algorithm: &'static str,
-    publisher: Option<DecodingKey>,
-    subscriber: Option<DecodingKey>,
+    publisher: RoleKeys,
+    subscriber: RoleKeys,
     /// jsonwebtoken's checks reduced to `alg` and the signature: time and
     /// audience are checked here, where leeway, error kinds and the two
     /// token generations are under our control.
@@ -190,8 +269,16 @@ impl fmt::Debug for Verifier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Verifier")
             .field("algorithm", &self.algorithm)
-            .field("publisher_key", &self.publisher.is_some())
-            .field("subscriber_key", &self.subscriber.is_some())
+            .field("publisher_keys", &self.publisher.statics.len())
+            .field(
+                "publisher_jwks",
+                &self.publisher.jwks.as_ref().map(|s| &s.shown),
+            )
+            .field("subscriber_keys", &self.subscriber.statics.len())
+            .field(
+                "subscriber_jwks",
+                &self.subscriber.jwks.as_ref().map(|s| &s.shown),
+            )
             .field("audience", &self.audience)
             .field("base_url", &self.base_url)
             .field("issuers", &self.issuers)
@@ -200,8 +287,10 @@ impl fmt::Debug for Verifier {
 }
 
 impl Verifier {
-    /// Checks the algorithm and reads and checks the keys. With no key for
-    /// a role, that role's tokens are refused ([`TokenError::NoKey`]).
+    /// Checks the algorithm, reads and checks the static keys and the JWK
+    /// set URLs (nothing is fetched here: see [`Verifier::start_key_sets`]).
+    /// With no key for a role, that role's tokens are refused
+    /// ([`TokenError::NoKey`]).
     pub fn new(settings: &JwtSettings) -> Result<Verifier, JwtConfigError> {
         let wanted = settings.algorithm.trim();
         let (name, algorithm, kind) = ALGORITHMS
@@ -215,10 +304,53 @@ impl Verifier {
         {
             return Err(JwtConfigError::EmptyAudience);
         }
-        let load = |role, key: &Option<String>| {
-            key.as_deref()
-                .map(|text| load_key(role, name, kind, text))
-                .transpose()
+        let load = |role, keys: &[String]| {
+            keys.iter()
+                .enumerate()
+                .map(|(n, text)| {
+                    let key = KeyName {
+                        role,
+                        nth: (keys.len() > 1).then_some(n + 1),
+                    };
+                    load_key(key, name, kind, text)
+                })
+                .collect::<Result<Vec<_>, _>>()
+        };
+        fn location(
+            role: Role,
+            url: Option<&str>,
+        ) -> Result<Option<(JwksLocation, &str)>, JwtConfigError> {
+            url.map(|text| {
+                JwksLocation::parse(text)
+                    .map(|location| (location, text))
+                    .map_err(|reason| JwtConfigError::JwksUrl { role, reason })
+            })
+            .transpose()
+        }
+        let publisher_jwks = location(Role::Publisher, settings.publisher_jwks.as_deref())?;
+        let subscriber_jwks = location(Role::Subscriber, settings.subscriber_jwks.as_deref())?;
+        let client = match [&publisher_jwks, &subscriber_jwks]
+            .iter()
+            .any(|l| matches!(l, Some((JwksLocation::Http(_), _))))
+        {
+            true => Some(crate::outbound::client(jwks::FETCH_TIMEOUT)?),
+            false => None,
+        };
+        let source = |found: Option<(JwksLocation, &str)>| {
+            found.map(|(location, text)| {
+                let client = matches!(location, JwksLocation::Http(_))
+                    .then(|| client.clone())
+                    .flatten();
+                Arc::new(JwksSource::new(location, text, client, name, kind))
+            })
+        };
+        // One URL for both roles is one set, fetched once.
+        let same =
+            publisher_jwks.as_ref().map(|(l, _)| l) == subscriber_jwks.as_ref().map(|(l, _)| l);
+        let publisher_source = source(publisher_jwks);
+        let subscriber_source = match same {
+            true => publisher_source.clone(),
+            false => source(subscriber_jwks),
         };
         let mut validation = Validation::new(algorithm);
         validation.required_spec_claims.clear();
@@ -228,8 +360,14 @@ impl Verifier {
         validation.leeway = 0;
         Ok(Verifier {
             algorithm: name,
-            publisher: load(Role::Publisher, &settings.publisher_key)?,
-            subscriber: load(Role::Subscriber, &settings.subscriber_key)?,
+            publisher: RoleKeys {
+                statics: load(Role::Publisher, &settings.publisher_keys)?,
+                jwks: publisher_source,
+            },
+            subscriber: RoleKeys {
+                statics: load(Role::Subscriber, &settings.subscriber_keys)?,
+                jwks: subscriber_source,
+            },
             validation,
             audience: settings.audience.clone(),
             base_url: settings.base_url.clone(),
@@ -237,19 +375,79 @@ impl Verifier {
         })
     }
 
-    /// Verifies a token presented in `role` and reads its grants.
+    /// Whether any key (static or JWK set) verifies `role`'s tokens.
+    pub fn has_keys(&self, role: Role) -> bool {
+        !self.keys(role).is_empty()
+    }
+
+    fn keys(&self, role: Role) -> &RoleKeys {
+        match role {
+            Role::Publisher => &self.publisher,
+            Role::Subscriber => &self.subscriber,
+        }
+    }
+
+    /// Fetches every configured JWK set once (waiting at most
+    /// [`FETCH_TIMEOUT`] for each), then keeps them fresh in the
+    /// background. A set that cannot be fetched is logged and tried again
+    /// later; the hub starts all the same. Needs a Tokio runtime.
+    pub async fn start_key_sets(&self, metrics: Arc<Metrics>) {
+        let publisher = self.publisher.jwks.clone();
+        let subscriber = self
+            .subscriber
+            .jwks
+            .clone()
+            .filter(|s| !publisher.as_ref().is_some_and(|p| Arc::ptr_eq(p, s)));
+        let start = |source: Option<Arc<JwksSource>>| {
+            let metrics = metrics.clone();
+            async move {
+                if let Some(source) = source {
+                    source.start(metrics).await;
+                }
+            }
+        };
+        futures_util::future::join(start(publisher), start(subscriber)).await;
+    }
+
+    /// For callers that can wait: when `token` names a `kid` its role's JWK
+    /// set lacks (or the set has not been fetched yet), fetches the set
+    /// again first, at most once per [`ON_DEMAND_INTERVAL`], so a key
+    /// rotated in a moment ago verifies at once. Does nothing otherwise.
+    pub async fn refresh_keys_for(&self, role: Role, token: &str) {
+        if let Some(source) = self.stale_key_set(role, token) {
+            source.refresh_on_demand().await;
+        }
+    }
+
+    /// The role's JWK set, when a fetch could help this token.
+    fn stale_key_set(&self, role: Role, token: &str) -> Option<&Arc<JwksSource>> {
+        let source = self.keys(role).jwks.as_ref()?;
+        let header = read_header(token).ok()?;
+        let kid = header.get("kid").and_then(Value::as_str);
+        source.lacks(kid).then_some(source)
+    }
+
+    /// Verifies a token presented in `role` and reads its grants. A token
+    /// refused for want of its key starts a refresh of the role's JWK set
+    /// in the background (rate-limited); [`Verifier::refresh_keys_for`]
+    /// waits for it instead.
     pub fn verify(&self, role: Role, token: &str) -> Result<Claims, TokenError> {
-        self.verify_at(role, token, pushwire_core::log::now_ms() / 1000)
+        let result = self.verify_at(role, token, pushwire_core::log::now_ms() / 1000);
+        if result.is_err() {
+            if let Some(source) = self.stale_key_set(role, token) {
+                source.refresh_soon();
+            }
+        }
+        result
     }
 
     /// [`Verifier::verify`] at `now` (seconds since 1970), so tests can
     /// check the time rules at their edges.
     fn verify_at(&self, role: Role, token: &str, now: u64) -> Result<Claims, TokenError> {
-        let key = match role {
-            Role::Publisher => self.publisher.as_ref(),
-            Role::Subscriber => self.subscriber.as_ref(),
+        let keys = self.keys(role);
+        if keys.is_empty() {
+            return Err(TokenError::NoKey(role));
         }
-        .ok_or(TokenError::NoKey(role))?;
 
         let header = read_header(token)?;
         let alg = header
@@ -270,10 +468,13 @@ impl Verifier {
             ));
         }
         let generation = Generation::of(header.get("typ"))?;
+        let kid = match header.get("kid") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(kid)) => Some(kid.as_str()),
+            Some(_) => return Err(TokenError::Malformed("the header's `kid` is not a string")),
+        };
 
-        let claims = jsonwebtoken::decode::<Map<String, Value>>(token, key, &self.validation)
-            .map_err(decode_error)?
-            .claims;
+        let claims = self.decode(role, keys, token, kid)?;
 
         let expires_at = numeric_date(&claims, "exp")?;
         // RFC 9068 requires `exp` of access tokens, and the current draft
@@ -307,6 +508,41 @@ impl Verifier {
             subject,
             expires_at,
             grants,
+        })
+    }
+
+    /// The claims, once one of the role's keys verifies the signature: the
+    /// static keys, then the JWK set's keys for `kid`. Errors other than a
+    /// signature that does not verify are the token's, whichever key reads
+    /// it, and end the search.
+    fn decode(
+        &self,
+        role: Role,
+        keys: &RoleKeys,
+        token: &str,
+        kid: Option<&str>,
+    ) -> Result<Map<String, Value>, TokenError> {
+        let set = keys.jwks.as_ref().map(|source| source.current());
+        let from_set = set.iter().flatten().flat_map(|set| set.candidates(kid));
+        let mut tried = false;
+        for key in keys.statics.iter().chain(from_set) {
+            tried = true;
+            match jsonwebtoken::decode::<Map<String, Value>>(token, key, &self.validation) {
+                Ok(data) => return Ok(data.claims),
+                Err(error) => match decode_error(error) {
+                    TokenError::BadSignature => continue,
+                    other => return Err(other),
+                },
+            }
+        }
+        Err(match (set, kid) {
+            // The set would have been the only hope: say why it was none.
+            (Some(None), _) if keys.statics.is_empty() => TokenError::KeySetUnavailable(role),
+            (Some(Some(_)), Some(kid)) if !tried => TokenError::UnknownKeyId {
+                role,
+                kid: shown(kid),
+            },
+            _ => TokenError::BadSignature,
         })
     }
 

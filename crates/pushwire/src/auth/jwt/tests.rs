@@ -20,8 +20,10 @@ fn fixture(name: &str) -> String {
 fn settings(algorithm: &str, key: &str) -> JwtSettings {
     JwtSettings {
         algorithm: algorithm.to_owned(),
-        publisher_key: Some(key.to_owned()),
-        subscriber_key: Some(key.to_owned()),
+        publisher_keys: vec![key.to_owned()],
+        subscriber_keys: vec![key.to_owned()],
+        publisher_jwks: None,
+        subscriber_jwks: None,
         audience: None,
         base_url: "https://hub.example.com/".to_owned(),
         issuers: Vec::new(),
@@ -377,7 +379,7 @@ fn pem_on_one_line_with_escaped_newlines_is_read() {
 #[test]
 fn each_role_is_verified_with_its_own_key() {
     let verifier = Verifier::new(&JwtSettings {
-        subscriber_key: Some(OTHER_SECRET.to_owned()),
+        subscriber_keys: vec![OTHER_SECRET.to_owned()],
         ..settings("HS256", SECRET)
     })
     .unwrap();
@@ -407,7 +409,7 @@ fn each_role_is_verified_with_its_own_key() {
 #[test]
 fn role_without_key_refuses_every_token() {
     let verifier = Verifier::new(&JwtSettings {
-        subscriber_key: None,
+        subscriber_keys: vec![],
         ..settings("HS256", SECRET)
     })
     .unwrap();
@@ -1034,8 +1036,8 @@ fn only_allowed_algorithms_are_configurable() {
 #[test]
 fn no_keys_is_a_valid_configuration() {
     let verifier = Verifier::new(&JwtSettings {
-        publisher_key: None,
-        subscriber_key: None,
+        publisher_keys: vec![],
+        subscriber_keys: vec![],
         ..settings("RS256", "")
     })
     .unwrap();
@@ -1049,7 +1051,10 @@ fn no_keys_is_a_valid_configuration() {
 fn empty_key_or_audience_is_refused() {
     assert!(matches!(
         config_error(&settings("HS256", "")),
-        JwtConfigError::EmptyKey(Role::Publisher)
+        JwtConfigError::EmptyKey(KeyName {
+            role: Role::Publisher,
+            nth: None
+        })
     ));
     assert!(matches!(
         config_error(&JwtSettings {
@@ -1113,4 +1118,457 @@ fn keys_stay_out_of_debug_output() {
     let shown = format!("{:?}", hs256());
     assert!(!shown.contains(SECRET), "{shown}");
     assert!(shown.contains("HS256"));
+}
+
+// Several static keys.
+
+#[test]
+fn any_of_several_static_keys_verifies() {
+    let verifier = Verifier::new(&JwtSettings {
+        publisher_keys: vec![OTHER_SECRET.to_owned(), SECRET.to_owned()],
+        ..settings("HS256", SECRET)
+    })
+    .unwrap();
+    let claims = json!({"mercure": {"publish": ["*"]}});
+    for secret in [SECRET, OTHER_SECRET] {
+        let token = mint_with(
+            Algorithm::HS256,
+            &EncodingKey::from_secret(secret.as_bytes()),
+            Some("JWT"),
+            &claims,
+        );
+        assert!(verifier.verify(Role::Publisher, &token).is_ok(), "{secret}");
+    }
+    let stranger = mint_with(
+        Algorithm::HS256,
+        &EncodingKey::from_secret(b"a third secret, configured nowhere at all"),
+        Some("JWT"),
+        &claims,
+    );
+    assert_eq!(
+        verifier.verify(Role::Publisher, &stranger).unwrap_err(),
+        TokenError::BadSignature
+    );
+    // Static keys have no id: a `kid` does not keep them from being tried.
+    let with_kid = crafted(
+        r#"{"alg":"HS256","typ":"JWT","kid":"whatever"}"#,
+        &claims,
+        Algorithm::HS256,
+        &EncodingKey::from_secret(OTHER_SECRET.as_bytes()),
+    );
+    assert!(verifier.verify(Role::Publisher, &with_kid).is_ok());
+}
+
+#[test]
+fn each_of_several_keys_is_checked_and_named_by_its_place() {
+    let error = config_error(&JwtSettings {
+        publisher_keys: vec![SECRET.to_owned(), " ".to_owned()],
+        ..settings("HS256", SECRET)
+    });
+    assert!(
+        matches!(
+            error,
+            JwtConfigError::EmptyKey(KeyName {
+                role: Role::Publisher,
+                nth: Some(2)
+            })
+        ),
+        "{error}"
+    );
+    assert!(
+        error.to_string().contains("the 2nd publisher JWT key"),
+        "{error}"
+    );
+    let error = config_error(&JwtSettings {
+        subscriber_keys: vec![
+            fixture("ec.pub.pem"),
+            fixture("ec.pub.pem"),
+            fixture("rsa.pub.pem"),
+        ],
+        ..settings("ES256", &fixture("ec.pub.pem"))
+    });
+    assert!(
+        error.to_string().contains("the 3rd subscriber JWT key"),
+        "{error}"
+    );
+    assert_eq!(
+        [1, 2, 3, 4, 11, 12, 13, 21, 22, 101, 111].map(ordinal),
+        ["1st", "2nd", "3rd", "4th", "11th", "12th", "13th", "21st", "22nd", "101st", "111th"]
+    );
+}
+
+// JWK sets.
+
+fn oct(kid: Option<&str>, secret: &str) -> Value {
+    let mut jwk = json!({"kty": "oct", "k": b64url(secret.as_bytes())});
+    if let Some(kid) = kid {
+        jwk["kid"] = json!(kid);
+    }
+    jwk
+}
+
+fn fixture_jwk(name: &str, kid: &str) -> Value {
+    let mut jwk: Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture(name)).unwrap()).unwrap();
+    jwk["kid"] = json!(kid);
+    jwk
+}
+
+fn key_set(algorithm: &str, keys: &[Value]) -> jwks::KeySet {
+    let (_, _, kind) = keys::ALGORITHMS
+        .into_iter()
+        .find(|(name, ..)| *name == algorithm)
+        .unwrap();
+    let document = json!({ "keys": keys }).to_string();
+    jwks::read_set(document.as_bytes(), algorithm, kind).unwrap()
+}
+
+fn kids(set: &jwks::KeySet, kid: Option<&str>) -> usize {
+    set.candidates(kid).count()
+}
+
+#[test]
+fn only_jwks_that_fit_the_configured_algorithm_enter_the_set() {
+    let mut wrong_alg = oct(Some("wrong-alg"), SECRET);
+    wrong_alg["alg"] = json!("HS512");
+    let mut right_alg = oct(Some("right-alg"), SECRET);
+    right_alg["alg"] = json!("HS256");
+    let mut encryption = oct(Some("enc"), SECRET);
+    encryption["use"] = json!("enc");
+    let mut signing = oct(Some("sig"), SECRET);
+    signing["use"] = json!("sig");
+    let mut wrapping = oct(Some("wrap"), SECRET);
+    wrapping["key_ops"] = json!(["wrapKey"]);
+    let set = key_set(
+        "HS256",
+        &[
+            wrong_alg,
+            right_alg,
+            encryption,
+            signing,
+            wrapping,
+            oct(None, SECRET),
+            oct(Some("empty"), ""),
+            fixture_jwk("rsa.pub.jwk.json", "rsa"),
+            json!({"kty": "oct", "kid": 7, "k": "c2VjcmV0"}),
+            json!("not an object"),
+        ],
+    );
+    assert!(set.has("right-alg") && set.has("sig"));
+    for dropped in ["wrong-alg", "enc", "wrap", "empty", "rsa"] {
+        assert!(!set.has(dropped), "{dropped}");
+    }
+    // right-alg, sig and the one without an id.
+    assert_eq!(kids(&set, None), 3);
+    assert_eq!(kids(&set, Some("sig")), 1);
+    assert_eq!(kids(&set, Some("rsa")), 0);
+
+    let rsa = key_set(
+        "RS256",
+        &[
+            fixture_jwk("rsa.pub.jwk.json", "rsa"),
+            oct(Some("oct"), SECRET),
+        ],
+    );
+    assert!(rsa.has("rsa") && !rsa.has("oct"));
+    // An RSA key is no EC key, and a P-256 key no P-384 key.
+    assert_eq!(
+        kids(
+            &key_set("ES256", &[fixture_jwk("rsa.pub.jwk.json", "r")]),
+            None
+        ),
+        0
+    );
+    assert_eq!(
+        kids(
+            &key_set("ES384", &[fixture_jwk("ec.pub.jwk.json", "e")]),
+            None
+        ),
+        0
+    );
+    assert_eq!(
+        kids(
+            &key_set("ES256", &[fixture_jwk("ec.pub.jwk.json", "e")]),
+            None
+        ),
+        1
+    );
+}
+
+#[test]
+fn documents_that_are_not_jwk_sets_are_refused_whole() {
+    let kind = keys::KeyKind::Secret;
+    for bad in ["", "not json", "[]", r#"{"keys": {}}"#, r#"{"key": []}"#] {
+        assert!(
+            jwks::read_set(bad.as_bytes(), "HS256", kind).is_err(),
+            "{bad}"
+        );
+    }
+    let many: Vec<Value> = (0..=MAX_KEYS)
+        .map(|n| oct(Some(&n.to_string()), SECRET))
+        .collect();
+    let document = json!({ "keys": many }).to_string();
+    let error = jwks::read_set(document.as_bytes(), "HS256", kind)
+        .err()
+        .unwrap();
+    assert!(error.contains("101 keys"), "{error}");
+    let empty = jwks::read_set(br#"{"keys": []}"#, "HS256", kind).unwrap();
+    assert_eq!(kids(&empty, None), 0);
+}
+
+#[test]
+fn cache_lifetime_follows_the_answer_within_bounds() {
+    use http::header::{HeaderMap, HeaderValue, CACHE_CONTROL, DATE, EXPIRES};
+    let now = std::time::SystemTime::now();
+    let lifetime = |headers: &[(http::header::HeaderName, &str)]| {
+        let mut map = HeaderMap::new();
+        for (name, value) in headers {
+            map.append(name.clone(), HeaderValue::from_str(value).unwrap());
+        }
+        jwks::cache_lifetime(&map, now).as_secs()
+    };
+    assert_eq!(lifetime(&[]), 300);
+    assert_eq!(lifetime(&[(CACHE_CONTROL, "public, max-age=3600")]), 3600);
+    assert_eq!(lifetime(&[(CACHE_CONTROL, "max-age=5")]), 60);
+    assert_eq!(lifetime(&[(CACHE_CONTROL, "max-age=9999999")]), 86_400);
+    assert_eq!(lifetime(&[(CACHE_CONTROL, "no-cache")]), 60);
+    assert_eq!(lifetime(&[(CACHE_CONTROL, "No-Store, max-age=3600")]), 60);
+    let date = httpdate::fmt_http_date(now);
+    let in_two_hours = httpdate::fmt_http_date(now + std::time::Duration::from_secs(7200));
+    assert_eq!(lifetime(&[(DATE, &date), (EXPIRES, &in_two_hours)]), 7200);
+    // max-age wins over Expires; a bad Expires is already expired.
+    assert_eq!(
+        lifetime(&[(CACHE_CONTROL, "max-age=600"), (EXPIRES, &in_two_hours)]),
+        600
+    );
+    assert_eq!(lifetime(&[(EXPIRES, "0")]), 60);
+}
+
+#[test]
+fn jwks_urls_are_https_loopback_http_or_files() {
+    for good in [
+        "https://issuer.example.com/.well-known/jwks.json",
+        "http://127.0.0.1:8081/jwks",
+        "http://127.9.9.9/jwks",
+        "http://[::1]:9000/jwks",
+        "http://localhost/jwks",
+        "http://LOCALHOST:1/jwks",
+    ] {
+        assert!(
+            matches!(JwksLocation::parse(good), Ok(JwksLocation::Http(_))),
+            "{good}"
+        );
+    }
+    assert_eq!(
+        JwksLocation::parse("file:///etc/pushwire/jwks.json"),
+        Ok(JwksLocation::File("/etc/pushwire/jwks.json".into()))
+    );
+    for bad in [
+        "http://issuer.example.com/jwks",
+        "http://10.0.0.5/jwks",
+        "http://localhost.example.com/jwks",
+        "ftp://127.0.0.1/jwks",
+        "/etc/pushwire/jwks.json",
+        "jwks.json",
+    ] {
+        assert!(JwksLocation::parse(bad).is_err(), "{bad}");
+    }
+    let error = JwksLocation::parse("http://user:hunter2@issuer.example.com/jwks").unwrap_err();
+    assert!(!error.contains("hunter2"), "{error}");
+    assert!(matches!(
+        config_error(&JwtSettings {
+            subscriber_jwks: Some("http://issuer.example.com/jwks".to_owned()),
+            ..settings("HS256", SECRET)
+        }),
+        JwtConfigError::JwksUrl {
+            role: Role::Subscriber,
+            ..
+        }
+    ));
+}
+
+/// A verifier whose subscribers' keys are only the JWK set in `path`,
+/// fetched once.
+async fn jwks_verifier(algorithm: &str, path: &std::path::Path) -> Verifier {
+    let verifier = Verifier::new(&JwtSettings {
+        publisher_keys: vec![],
+        subscriber_keys: vec![],
+        subscriber_jwks: Some(format!("file://{}", path.display())),
+        ..settings(algorithm, SECRET)
+    })
+    .unwrap();
+    verifier
+        .start_key_sets(std::sync::Arc::new(Metrics::new()))
+        .await;
+    verifier
+}
+
+fn write_set(path: &std::path::Path, keys: &[Value]) {
+    std::fs::write(path, json!({ "keys": keys }).to_string()).unwrap();
+}
+
+fn with_kid(
+    kid: &str,
+    alg: &str,
+    claims: &Value,
+    alg_used: Algorithm,
+    key: &EncodingKey,
+) -> String {
+    crafted(
+        &format!(r#"{{"alg":"{alg}","typ":"JWT","kid":"{kid}"}}"#),
+        claims,
+        alg_used,
+        key,
+    )
+}
+
+#[tokio::test]
+async fn a_token_uses_the_jwk_its_kid_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("jwks.json");
+    write_set(
+        &path,
+        &[oct(Some("old"), OTHER_SECRET), oct(Some("new"), SECRET)],
+    );
+    let verifier = jwks_verifier("HS256", &path).await;
+    let claims = json!({"sub": "s", "mercure": {"subscribe": ["*"]}});
+    let token = with_kid("new", "HS256", &claims, Algorithm::HS256, &hs_key());
+    assert_eq!(
+        verifier
+            .verify(Role::Subscriber, &token)
+            .unwrap()
+            .subject
+            .as_deref(),
+        Some("s")
+    );
+    // The right secret under another key's id is not tried with it.
+    let misnamed = with_kid("old", "HS256", &claims, Algorithm::HS256, &hs_key());
+    assert_eq!(
+        verifier.verify(Role::Subscriber, &misnamed).unwrap_err(),
+        TokenError::BadSignature
+    );
+    let unknown = with_kid("gone", "HS256", &claims, Algorithm::HS256, &hs_key());
+    assert!(matches!(
+        verifier.verify(Role::Subscriber, &unknown).unwrap_err(),
+        TokenError::UnknownKeyId { .. }
+    ));
+    // Without a `kid`, every key of the set is tried.
+    assert!(verifier
+        .verify(Role::Subscriber, &classic(claims.clone()))
+        .is_ok());
+    // The other role has no keys at all.
+    assert_eq!(
+        verifier.verify(Role::Publisher, &token).unwrap_err(),
+        TokenError::NoKey(Role::Publisher)
+    );
+}
+
+#[tokio::test]
+async fn the_algorithm_still_comes_from_the_configuration() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("jwks.json");
+    let rsa_jwk = fixture_jwk("rsa.pub.jwk.json", "rsa");
+    write_set(&path, std::slice::from_ref(&rsa_jwk));
+    let verifier = jwks_verifier("RS256", &path).await;
+    let claims = json!({"mercure": {"subscribe": ["*"]}});
+    let private =
+        EncodingKey::from_rsa_pem(include_bytes!("../../../tests/fixtures/jwt/rsa.pem")).unwrap();
+    let good = with_kid("rsa", "RS256", &claims, Algorithm::RS256, &private);
+    assert!(verifier.verify(Role::Subscriber, &good).is_ok());
+
+    // HMAC keyed with the JWK's public material, under either name.
+    let n = URL_SAFE_NO_PAD
+        .decode(rsa_jwk["n"].as_str().unwrap())
+        .unwrap();
+    for material in [n.as_slice(), rsa_jwk.to_string().as_bytes()] {
+        let confused = EncodingKey::from_secret(material);
+        let hs = with_kid("rsa", "HS256", &claims, Algorithm::HS256, &confused);
+        assert!(matches!(
+            verifier.verify(Role::Subscriber, &hs),
+            Err(TokenError::WrongAlgorithm { .. })
+        ));
+        let disguised = with_kid("rsa", "RS256", &claims, Algorithm::HS256, &confused);
+        assert_eq!(
+            verifier.verify(Role::Subscriber, &disguised).unwrap_err(),
+            TokenError::BadSignature
+        );
+    }
+    // Unsigned.
+    let none = format!(
+        "{}.{}.",
+        b64url(br#"{"alg":"none","kid":"rsa"}"#),
+        b64url(claims.to_string().as_bytes())
+    );
+    assert!(matches!(
+        verifier.verify(Role::Subscriber, &none),
+        Err(TokenError::WrongAlgorithm { .. })
+    ));
+
+    // An HS256 hub given the RSA JWK does not turn it into a secret.
+    let hs_verifier = jwks_verifier("HS256", &path).await;
+    let confused = EncodingKey::from_secret(&n);
+    let hs = with_kid("rsa", "HS256", &claims, Algorithm::HS256, &confused);
+    assert!(matches!(
+        hs_verifier.verify(Role::Subscriber, &hs),
+        Err(TokenError::UnknownKeyId { .. })
+    ));
+    let kidless = mint_with(Algorithm::HS256, &confused, Some("JWT"), &claims);
+    assert_eq!(
+        hs_verifier.verify(Role::Subscriber, &kidless).unwrap_err(),
+        TokenError::BadSignature
+    );
+}
+
+#[tokio::test]
+async fn a_jwk_for_another_algorithm_is_not_used() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("jwks.json");
+    let mut hs512 = oct(Some("k"), SECRET);
+    hs512["alg"] = json!("HS512");
+    write_set(&path, &[hs512]);
+    let verifier = jwks_verifier("HS256", &path).await;
+    let token = with_kid("k", "HS256", &json!({}), Algorithm::HS256, &hs_key());
+    assert!(matches!(
+        verifier.verify(Role::Subscriber, &token),
+        Err(TokenError::UnknownKeyId { .. })
+    ));
+}
+
+#[tokio::test]
+async fn a_key_set_not_fetched_yet_refuses_its_tokens_and_a_file_is_read_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("jwks.json");
+    let verifier = jwks_verifier("HS256", &path).await;
+    let token = with_kid("k", "HS256", &json!({}), Algorithm::HS256, &hs_key());
+    assert_eq!(
+        verifier.verify(Role::Subscriber, &token).unwrap_err(),
+        TokenError::KeySetUnavailable(Role::Subscriber)
+    );
+    write_set(&path, &[oct(Some("k"), SECRET)]);
+    verifier.refresh_keys_for(Role::Subscriber, &token).await;
+    assert!(verifier.verify(Role::Subscriber, &token).is_ok());
+    // A second unknown kid within the interval does not read it again.
+    write_set(&path, &[oct(Some("k2"), SECRET)]);
+    let token2 = with_kid("k2", "HS256", &json!({}), Algorithm::HS256, &hs_key());
+    verifier.refresh_keys_for(Role::Subscriber, &token2).await;
+    assert!(verifier.verify(Role::Subscriber, &token).is_ok());
+    assert!(matches!(
+        verifier.verify(Role::Subscriber, &token2),
+        Err(TokenError::UnknownKeyId { .. })
+    ));
+}
+
+#[test]
+fn jwks_url_stays_in_debug_output_without_its_password() {
+    let verifier = Verifier::new(&JwtSettings {
+        publisher_jwks: Some("https://u:hunter2@issuer.example.com/jwks".to_owned()),
+        ..settings("HS256", SECRET)
+    })
+    .unwrap();
+    let shown = format!("{verifier:?}");
+    assert!(
+        shown.contains("issuer.example.com") && !shown.contains("hunter2"),
+        "{shown}"
+    );
+    assert!(verifier.has_keys(Role::Publisher) && verifier.has_keys(Role::Subscriber));
 }
