@@ -77,11 +77,14 @@ impl Model {
     }
 
     fn resolve(&self, id: &str) -> Cursor {
-        let canonical = !id.is_empty()
-            && id.bytes().all(|b| b.is_ascii_digit())
-            && (id == "0" || !id.starts_with('0'));
+        // `#` and the canonical decimal, or the bare decimal of earlier
+        // releases.
+        let digits = id.strip_prefix('#').unwrap_or(id);
+        let canonical = !digits.is_empty()
+            && digits.bytes().all(|b| b.is_ascii_digit())
+            && (digits == "0" || !digits.starts_with('0'));
         if canonical {
-            return match id.parse::<u64>() {
+            return match digits.parse::<u64>() {
                 Ok(seq) if seq < self.next_seq && seq + 1 >= self.first_seq() => Cursor::After(seq),
                 _ => Cursor::Unknown,
             };
@@ -140,6 +143,7 @@ pub fn check(input: Input) {
             Op::Resolve(id) => check_resolve(&log, &model, &id),
             Op::ResolveRecent(back) => {
                 let seq = model.next_seq.saturating_sub(1 + u64::from(back));
+                check_resolve(&log, &model, &format!("#{seq}"));
                 check_resolve(&log, &model, &seq.to_string());
             }
             Op::Request { query, header } => check_request(&query, header.as_deref()),

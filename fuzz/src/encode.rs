@@ -27,8 +27,15 @@ pub struct Input {
 /// Why a browser would misread a one-line field, or the hub forbids it,
 /// as the specification and the hub's documented rules say, written here
 /// independently of `Draft::validate`.
+/// Not empty, within its length, and no character an identifier may not
+/// carry: line breaks and NUL, any other control character, and Unicode
+/// format characters (which class a character is in comes from the core's
+/// `text` module, whose own tests pin it).
 fn one_line_field_ok(value: &str, max: usize) -> bool {
-    !value.is_empty() && value.len() <= max && !value.contains(['\r', '\n', '\0'])
+    !value.is_empty()
+        && value.len() <= max
+        && !value.contains(['\r', '\n', '\0'])
+        && !value.chars().any(pushwire_core::text::is_forbidden)
 }
 
 fn expected_valid(input: &Input) -> bool {
@@ -36,6 +43,7 @@ fn expected_valid(input: &Input) -> bool {
         one_line_field_ok(id, MAX_ID_LEN)
             && !id.starts_with('#')
             && !id.chars().all(|c| c.is_ascii_digit())
+            && id != "earliest"
     });
     let event_ok = input
         .event
@@ -78,7 +86,7 @@ pub fn check(input: Input) {
 fn check_frame(event: &Event, input: &Input) {
     let expected_id = match &input.id {
         Some(id) => id.clone(),
-        None => input.seq.to_string(),
+        None => format!("#{}", input.seq),
     };
     let expected = sse::Dispatched {
         kind: input.event.clone().unwrap_or_else(|| "message".to_owned()),
@@ -138,7 +146,7 @@ mod tests {
             Some("a:b"),
             ":not a comment\ndata: nested\r",
         ));
-        check(input(Some("\u{FEFF}x"), Some("\u{2028}"), "\u{FEFF}\0nul"));
+        check(input(Some("x\u{2028}"), Some("\u{2028}"), "\u{FEFF}\0nul"));
     }
 
     #[test]
@@ -146,6 +154,10 @@ mod tests {
         check(input(Some("a\rb"), None, "x"));
         check(input(Some("12"), None, "x"));
         check(input(Some("#1"), None, "x"));
+        check(input(Some("earliest"), None, "x"));
+        check(input(Some("\u{FEFF}x"), None, "x"));
+        check(input(Some("a\tb"), None, "x"));
+        check(input(None, Some("a\u{200B}b"), "x"));
         check(input(Some(""), None, "x"));
         check(input(None, Some("a\0"), "x"));
         check(Input {

@@ -57,7 +57,7 @@ fn check_accepted(seq: u64, mut draft: Draft) {
     let expected = sse::Dispatched {
         kind: draft.event.clone().unwrap_or_else(|| "message".to_owned()),
         data: sse::normalize_line_ends(&draft.data),
-        last_event_id: draft.id.clone().unwrap_or_else(|| seq.to_string()),
+        last_event_id: draft.id.clone().unwrap_or_else(|| format!("#{seq}")),
     };
     let retry = draft.retry;
     let event = Event::new(seq, draft, 0);

@@ -132,15 +132,28 @@ impl Draft {
     }
 }
 
-/// The sequence number a hub-assigned id stands for. The hub writes its ids
-/// as the plain decimal sequence number: no sign, no leading zero. Any other
-/// text, such as `+5` or `05`, is not a hub id, even though Rust's integer
-/// parser would read it as one: `+5` may be a publisher's own id, and must be
-/// looked up as such, never mistaken for sequence 5.
+/// The id the hub gives an event that has no publisher id: `#` and the
+/// sequence number in decimal. A fragment, as the current Mercure draft
+/// asks of hub-generated ids ("Publication": an IRI or a relative reference
+/// consisting of a fragment), and one no publisher can supply, since
+/// publisher ids may not start with `#`.
+pub fn hub_id(seq: u64) -> String {
+    format!("#{seq}")
+}
+
+/// The sequence number a hub-assigned id stands for: `#` and the decimal
+/// sequence number, no sign, no leading zero; or that decimal alone, the
+/// form earlier releases gave, so the ids they handed out still resume.
+/// Any other text, such as `#+5`, `+5` or `05`, is not a hub id, even though
+/// Rust's integer parser would read it as one: `+5` may be a publisher's
+/// own id, and must be looked up as such, never mistaken for sequence 5.
 pub fn hub_sequence(id: &str) -> Option<u64> {
-    let canonical = id.bytes().all(|b| b.is_ascii_digit()) && (id == "0" || !id.starts_with('0'));
+    let digits = id.strip_prefix('#').unwrap_or(id);
+    let canonical = !digits.is_empty()
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && (digits == "0" || !digits.starts_with('0'));
     if canonical {
-        id.parse().ok()
+        digits.parse().ok()
     } else {
         None
     }
@@ -197,7 +210,7 @@ impl Event {
     pub fn new(seq: u64, draft: Draft, time: u64) -> Event {
         let id: Arc<str> = match draft.id {
             Some(id) => id.into(),
-            None => seq.to_string().into(),
+            None => hub_id(seq).into(),
         };
         let frame = encode_event(&id, draft.event.as_deref(), draft.retry, &draft.data);
         Event {
@@ -390,11 +403,20 @@ mod tests {
 
     #[test]
     fn only_canonical_decimal_ids_are_hub_ids() {
+        assert_eq!(hub_sequence("#0"), Some(0));
+        assert_eq!(hub_sequence("#42"), Some(42));
+        assert_eq!(hub_sequence("#18446744073709551615"), Some(u64::MAX));
+        // The bare decimal ids of earlier releases still resume.
         assert_eq!(hub_sequence("0"), Some(0));
         assert_eq!(hub_sequence("42"), Some(42));
-        assert_eq!(hub_sequence("18446744073709551615"), Some(u64::MAX));
         for not_ours in [
             "",
+            "#",
+            "##5",
+            "#+5",
+            "#05",
+            "# 5",
+            "#5#",
             "+5",
             "-5",
             "05",
@@ -460,9 +482,10 @@ mod tests {
     }
 
     #[test]
-    fn hub_assigned_id_is_the_sequence_number() {
+    fn hub_assigned_id_is_the_sequence_number_as_a_fragment() {
         let e = Event::new(42, draft(), 0);
-        assert_eq!(&*e.id, "42");
-        assert_eq!(&e.frame()[..], b"id: 42\ndata: x\n\n");
+        assert_eq!(&*e.id, "#42");
+        assert_eq!(&e.frame()[..], b"id: #42\ndata: x\n\n");
+        assert_eq!(hub_sequence(&e.id), Some(42));
     }
 }

@@ -734,7 +734,7 @@ mod tests {
             hub.publish(vec![to("u", &n.to_string())]).await.unwrap();
         }
         let options = SubscribeOptions {
-            last_event_id: Some("2"),
+            last_event_id: Some("#2"),
             ..SubscribeOptions::default()
         };
         let mut opened = hub.subscribe(Interest::user("u"), options).await.unwrap();
@@ -742,7 +742,7 @@ mod tests {
             .await
             .unwrap();
         let frames = ready(&mut opened.frames);
-        assert_eq!(ids(&frames), vec!["3", "4", "5", "6"]);
+        assert_eq!(ids(&frames), vec!["#3", "#4", "#5", "#6"]);
     }
 
     #[tokio::test(start_paused = true)]
@@ -760,7 +760,10 @@ mod tests {
         let mut opened = hub.subscribe(Interest::user("u"), options).await.unwrap();
         assert!(opened.reset);
         let frames = ready(&mut opened.frames);
-        assert!(frames[1].starts_with("id: 4\nevent: reset\n"), "{frames:?}");
+        assert!(
+            frames[1].starts_with("id: #4\nevent: reset\n"),
+            "{frames:?}"
+        );
         assert_eq!(hub.metrics().resets.get(), 1);
     }
 

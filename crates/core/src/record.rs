@@ -151,10 +151,10 @@ mod tests {
         assert_eq!(bytes[0], FORMAT);
         assert_eq!(&bytes[1..], br#"{"to":"all","data":"x","time":7}"#);
         let back = decode(42, &bytes).unwrap();
-        assert_eq!(&*back.id, "42");
+        assert_eq!(&*back.id, "#42");
         assert_eq!(back, original);
         // Read back under another sequence, the id follows that sequence.
-        assert_eq!(&*decode(43, &bytes).unwrap().id, "43");
+        assert_eq!(&*decode(43, &bytes).unwrap().id, "#43");
     }
 
     #[test]

@@ -534,7 +534,7 @@ mod tests {
             let seq = text
                 .lines()
                 .find_map(|l| l.strip_prefix("id: "))
-                .and_then(|id| id.parse().ok())
+                .and_then(crate::event::hub_sequence)
                 .unwrap_or(0);
             seqs.push(seq);
         }

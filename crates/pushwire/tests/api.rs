@@ -54,7 +54,7 @@ async fn publish_one_and_a_batch_with_ids_in_order() {
     // Hub ids strictly increase.
     let n: Vec<u64> = [&first_id, &ids[0], &ids[1]]
         .iter()
-        .map(|s| s.parse().unwrap())
+        .map(|s| pushwire_core::event::hub_sequence(s).unwrap())
         .collect();
     assert!(n.windows(2).all(|w| w[0] < w[1]), "{n:?}");
     assert!(String::from_utf8_lossy(&tab.raw).contains("retry: 1500\n"));

@@ -443,49 +443,49 @@ async fn publisher_ids_batches_and_retention_hold_across_nodes() -> TestResult {
         publish(n1, json!({ "to": "all", "data": "c", "id": "order-2" })).await,
         "order-2"
     );
-    assert_eq!(publish(n0, json!({ "to": "all", "data": "e" })).await, "3");
+    assert_eq!(publish(n0, json!({ "to": "all", "data": "e" })).await, "#3");
 
     // Resume by a publisher id on the other node.
     let mut tab = resume(n1, "alice", "order-1").await;
     assert_eq!(tab.header("pushwire-reset"), None);
     let got: Vec<String> = tab.take(2).await.into_iter().filter_map(|e| e.id).collect();
-    assert_eq!(got, ["order-2", "3"]);
+    assert_eq!(got, ["order-2", "#3"]);
 
     // Retention keeps the newest five: 6..=10.
     for i in 4..=10 {
         assert_eq!(
             publish(n0, json!({ "to": "all", "data": i })).await,
-            i.to_string()
+            format!("#{i}")
         );
     }
-    let mut from_five = resume(n1, "alice", "5").await;
+    let mut from_five = resume(n1, "alice", "#5").await;
     let got: Vec<String> = from_five
         .take(5)
         .await
         .into_iter()
         .filter_map(|e| e.id)
         .collect();
-    assert_eq!(got, ["6", "7", "8", "9", "10"]);
-    for gone in ["4", "order-1", "11"] {
+    assert_eq!(got, ["#6", "#7", "#8", "#9", "#10"]);
+    for gone in ["#4", "order-1", "#11", "4"] {
         let mut tab = resume(n0, "alice", gone).await;
         assert_eq!(tab.header("pushwire-reset"), Some("1"), "{gone}");
         let reset = tab.next().await;
         assert_eq!(reset.event, "reset");
-        assert_eq!(reset.id.as_deref(), Some("10"));
+        assert_eq!(reset.id.as_deref(), Some("#10"));
     }
     // A trimmed publisher id may be used again, as with the embedded engine.
     assert_eq!(
         publish(n1, json!({ "to": "all", "data": "again", "id": "order-1" })).await,
         "order-1"
     );
-    let history = get(n0, "/api/v1/events?after=6").await.json();
+    let history = get(n0, "/api/v1/events?after=%236").await.json();
     let ids: Vec<&str> = history["events"]
         .as_array()
         .unwrap()
         .iter()
         .map(|e| e["id"].as_str().unwrap())
         .collect();
-    assert_eq!(ids, ["7", "8", "9", "10", "order-1"]);
+    assert_eq!(ids, ["#7", "#8", "#9", "#10", "order-1"]);
     Ok(())
 }
 
@@ -735,7 +735,7 @@ async fn streams_end_when_redis_lost_the_history_and_resume_with_a_reset() -> Te
         publish(hub.addr, json!({ "to": "all", "data": i })).await;
     }
     let ids: Vec<String> = tab.take(3).await.into_iter().filter_map(|e| e.id).collect();
-    assert_eq!(ids, ["1", "2", "3"]);
+    assert_eq!(ids, ["#1", "#2", "#3"]);
 
     // Redis loses everything (as after a restart without persistence).
     let client = ::redis::Client::open(redis.url())?;
@@ -745,16 +745,16 @@ async fn streams_end_when_redis_lost_the_history_and_resume_with_a_reset() -> Te
         .await?;
     assert_eq!(
         publish(hub.addr, json!({ "to": "all", "data": "new" })).await,
-        "1"
+        "#1"
     );
 
     assert!(tab.wait_end(WAIT).await, "the stream ends rather than skip");
-    let mut back = resume(hub.addr, "alice", "3").await;
+    let mut back = resume(hub.addr, "alice", "#3").await;
     assert_eq!(back.header("pushwire-reset"), Some("1"));
     let reset = back.next().await;
     assert_eq!(
         (reset.event.as_str(), reset.id.as_deref()),
-        ("reset", Some("1"))
+        ("reset", Some("#1"))
     );
     publish(hub.addr, json!({ "to": "all", "data": "after" })).await;
     assert_eq!(back.next().await.data, "after");

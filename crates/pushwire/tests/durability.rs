@@ -88,8 +88,7 @@ async fn acknowledged(addr: SocketAddr, body: &Value) -> Option<Value> {
 }
 
 fn seq(id: &str) -> u64 {
-    id.parse()
-        .unwrap_or_else(|_| panic!("`{id}` is not a hub id"))
+    pushwire_core::event::hub_sequence(id).unwrap_or_else(|| panic!("`{id}` is not a hub id"))
 }
 
 /// Every acknowledged (id, data) is in `history` with its data; the history

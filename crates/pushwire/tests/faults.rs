@@ -40,8 +40,7 @@ fn assert_running(hub: &mut HubProcess) {
 }
 
 fn seq(id: &str) -> u64 {
-    id.parse()
-        .unwrap_or_else(|_| panic!("`{id}` is not a hub id"))
+    pushwire_core::event::hub_sequence(id).unwrap_or_else(|| panic!("`{id}` is not a hub id"))
 }
 
 /// Acknowledged events missing from `history` (or stored under another id).

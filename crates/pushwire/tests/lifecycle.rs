@@ -128,14 +128,23 @@ async fn last_event_id_in_the_query_works_and_the_header_wins() {
     let second = publish(addr, json!({"to": "all", "data": "2"})).await;
     publish(addr, json!({"to": "all", "data": "3"})).await;
 
-    let mut by_query =
-        SseClient::connect(addr, &format!("/api/v1/stream?user=u&lastEventID={first}")).await;
+    let mut by_query = SseClient::connect(
+        addr,
+        &format!(
+            "/api/v1/stream?user=u&lastEventID={}",
+            first.replace('#', "%23")
+        ),
+    )
+    .await;
     assert_eq!(by_query.next().await.data, "2");
     assert_eq!(by_query.next().await.data, "3");
 
     let mut both = SseClient::connect_with(
         addr,
-        &format!("/api/v1/stream?user=u&lastEventID={first}"),
+        &format!(
+            "/api/v1/stream?user=u&lastEventID={}",
+            first.replace('#', "%23")
+        ),
         &[("Last-Event-ID", &second)],
     )
     .await;
@@ -208,9 +217,15 @@ async fn history_api_pages_and_filters() {
     assert_eq!(data, vec![json!("0"), json!("1"), json!("2")]);
     assert_eq!(page["next"], ids[2].as_str());
 
-    let page = get(addr, &format!("/api/v1/events?after={}&limit=100", ids[2]))
-        .await
-        .json();
+    let page = get(
+        addr,
+        &format!(
+            "/api/v1/events?after={}&limit=100",
+            ids[2].replace('#', "%23")
+        ),
+    )
+    .await
+    .json();
     assert_eq!(page["events"].as_array().unwrap().len(), 7);
 
     let page = get(addr, "/api/v1/events?user=u1").await.json();

@@ -713,12 +713,12 @@ async fn reconciliation_resumes_after_the_given_id_or_from_the_earliest() -> Tes
     }
     publish_update(addr, &[("topic", "elsewhere"), ("data", "skip")]).await;
 
-    let mut classic = subscribe(addr, &format!("topic=r&lastEventID={}", ids[0])).await;
+    let mut classic = subscribe(addr, &format!("topic=r&lastEventID={}", enc(&ids[0]))).await;
     assert_eq!(classic.header("last-event-id"), Some(ids[0].as_str()));
     let got: Vec<String> = classic.take(2).await.into_iter().map(|e| e.data).collect();
     assert_eq!(got, ["1", "2"]);
 
-    let mut current = subscribe(addr, &format!("topic=r&last_event_id={}", ids[1])).await;
+    let mut current = subscribe(addr, &format!("topic=r&last_event_id={}", enc(&ids[1]))).await;
     assert_eq!(current.next().await.data, "2");
 
     let mut earliest = subscribe(addr, "topic=r&lastEventID=earliest").await;
@@ -734,7 +734,7 @@ async fn reconciliation_resumes_after_the_given_id_or_from_the_earliest() -> Tes
     // The header wins over the query parameter.
     let mut header = SseClient::connect_with(
         addr,
-        &format!("/.well-known/mercure?topic=r&lastEventID={}", ids[0]),
+        &format!("/.well-known/mercure?topic=r&lastEventID={}", enc(&ids[0])),
         &[("Last-Event-ID", &ids[1])],
     )
     .await;

@@ -877,7 +877,7 @@ async fn the_last_event_id_parameter_is_accepted_and_the_header_takes_precedence
         publish(addr, &[("topic", "r"), ("data", "1")]).await,
         publish(addr, &[("topic", "r"), ("data", "2")]).await,
     ];
-    let mut by_query = subscribe(addr, &format!("match=r&last_event_id={}", ids[0])).await;
+    let mut by_query = subscribe(addr, &format!("match=r&last_event_id={}", enc(&ids[0]))).await;
     assert_eq!(
         by_query.header("mercure-last-event-id"),
         Some(ids[0].as_str())
@@ -885,7 +885,10 @@ async fn the_last_event_id_parameter_is_accepted_and_the_header_takes_precedence
     assert_eq!(by_query.next().await.data, "1");
     let mut by_header = SseClient::connect_with(
         addr,
-        &format!("/.well-known/mercure?match=r&last_event_id={}", ids[0]),
+        &format!(
+            "/.well-known/mercure?match=r&last_event_id={}",
+            enc(&ids[0])
+        ),
         &[("Last-Event-ID", &ids[1])],
     )
     .await;

@@ -112,7 +112,7 @@ pub fn publish_body(body: &[u8]) -> Result<PublishBody, ApiError> {
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(untagged)]
 pub enum Published {
-    /// One event was sent: `{"id": "1"}`.
+    /// One event was sent: `{"id": "#1"}`.
     One { id: String },
     /// A batch was sent: `{"ids": ["2", "3"]}`, in order.
     Batch { ids: Vec<String> },

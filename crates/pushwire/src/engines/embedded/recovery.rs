@@ -195,7 +195,7 @@ mod tests {
         assert_eq!(stored.len(), 2);
         assert_eq!(stored[0].frame(), original.frame());
         assert_eq!(stored[0].target, original.target);
-        assert_eq!(&*stored[1].id, "2");
+        assert_eq!(&*stored[1].id, "#2");
         assert_eq!(log.last().await.unwrap().unwrap().seq, 2);
         assert_eq!(log.resolve("order-1").await.unwrap(), Cursor::After(1));
         assert_eq!(log.resolve("2").await.unwrap(), Cursor::After(2));

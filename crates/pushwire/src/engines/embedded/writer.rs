@@ -714,10 +714,10 @@ mod tests {
                 .map(|e| e.id.to_string())
                 .collect()
         };
-        assert_eq!(ids(&results[0]), ["2"]);
+        assert_eq!(ids(&results[0]), ["#2"]);
         assert!(matches!(&results[1], Err(StoreError::DuplicateId(id)) if id == "taken"));
         assert!(matches!(&results[2], Err(StoreError::DuplicateId(id)) if id == "new"));
-        assert_eq!(ids(&results[3]), ["fresh", "4"]);
+        assert_eq!(ids(&results[3]), ["fresh", "#4"]);
         assert_eq!(*seen.0.lock().unwrap(), [1, 2, 3, 4]);
         let stored: Vec<String> = log
             .read_after(0, 100)
