@@ -132,6 +132,7 @@ fn app_state(hub: Arc<Hub>, config: &ServeConfig) -> Result<AppState, AppError> 
         policy: PublisherPolicy::new(config.publisher_key.clone(), publisher_tokens),
         subscribers: SubscriberPolicy::new(subscriber_tokens, config.require_subscriber_auth),
         max_body: config.max_body,
+        body_budget: crate::limits::BodyBudget::new(config.max_inflight_body),
         hub_url: config.hub_url.clone(),
         presence: config.subscriptions,
         max_header_bytes: config.max_header_bytes,

@@ -115,6 +115,10 @@ pub struct ServeConfig {
     #[arg(long, env = "PUSHWIRE_MAX_BODY", default_value_t = 1_048_576)]
     pub max_body: usize,
 
+    /// Request body bytes all requests together may hold while they are read; a request that would take more gets 503 `overloaded` with `Retry-After`. At least `--max-body`.
+    #[arg(long, env = "PUSHWIRE_MAX_INFLIGHT_BODY", default_value_t = 67_108_864)]
+    pub max_inflight_body: usize,
+
     /// Largest request head (request line, headers, blank line), in bytes; larger ones get 431.
     #[arg(long, env = "PUSHWIRE_MAX_HEADER_BYTES", default_value_t = 32_768)]
     pub max_header_bytes: usize,
@@ -414,6 +418,9 @@ impl ServeConfig {
         if self.max_header_bytes < 1024 {
             return invalid("max-header-bytes must be at least 1024");
         }
+        if self.max_inflight_body < self.max_body {
+            return invalid("max-inflight-body must be at least max-body");
+        }
         if self.max_streams_per_ip == Some(0) || self.max_streams_per_user == Some(0) {
             return invalid("max-streams-per-ip and max-streams-per-user must be at least 1");
         }
@@ -704,6 +711,11 @@ mod tests {
         assert!(error(&["x", "--max-id-length", "0"]).contains("max-id-length"));
         assert!(error(&["x", "--max-streams-per-ip", "0"]).contains("max-streams-per-ip"));
         assert!(error(&["x", "--max-header-bytes", "100"]).contains("max-header-bytes"));
+        assert!(
+            error(&["x", "--max-body", "2048", "--max-inflight-body", "1024"])
+                .contains("max-inflight-body")
+        );
+        assert!(load(&["x", "--max-body", "2048", "--max-inflight-body", "2048"]).is_ok());
         Ok(())
     }
 

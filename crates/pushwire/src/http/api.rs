@@ -176,7 +176,7 @@ pub async fn publish(
             "send the event as application/json",
         ));
     }
-    let body = read_body(req, state.max_body).await?;
+    let body = read_body(req, &state).await?;
     let PublishBody { drafts, batch } = publish_body(&body)?;
     for draft in &drafts {
         let allowed = match &draft.target {
