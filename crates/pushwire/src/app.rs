@@ -146,5 +146,6 @@ fn app_state(hub: Arc<Hub>, config: &ServeConfig) -> Result<AppState, AppError> 
             config.publish_burst.and_then(NonZeroU32::new),
         ),
         field_limits: config.field_limits(),
+        local_callers: crate::http::LocalCallers::new(config),
     })
 }

@@ -31,6 +31,7 @@ mod admin;
 mod api;
 pub mod errors;
 mod limits;
+mod local;
 mod mercure;
 pub mod openapi;
 mod schema;
@@ -39,6 +40,7 @@ mod streams;
 
 pub use api::{publish_body, PublishBody};
 pub use errors::ApiError;
+pub use local::LocalCallers;
 pub use mercure::update_draft as mercure_update;
 pub use seed::SeedPublish;
 pub use streams::requested_last_event_id;
@@ -66,6 +68,8 @@ pub struct AppState {
     pub publish_rate: PublishRateLimiter,
     /// What the core validates against (Mercure reads its selector count early).
     pub field_limits: FieldLimits,
+    /// The hosts and origins keyless publish and management calls are served for.
+    pub local_callers: LocalCallers,
 }
 
 type State = axum::extract::State<Arc<AppState>>;
@@ -164,7 +168,26 @@ pub fn router(state: Arc<AppState>, config: &ServeConfig) -> Router {
             state.clone(),
             limits::header_size,
         ))
+        .layer(axum::middleware::from_fn(strict_host))
         .with_state(state)
+}
+
+/// Refuses, before anything runs, an HTTP/1 request whose `Host` is
+/// missing, repeated or invalid (the rule: `strict_heads::check_host`).
+/// Both connection paths hand every request to this router, so it holds
+/// for all of them. The connection is closed after the answer: a client
+/// that gets its own host wrong cannot be trusted to frame what follows.
+async fn strict_host(request: Request, next: axum::middleware::Next) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let checked = crate::transport::strict_heads::check_host(request.version(), request.headers());
+    if let Err(bad) = checked {
+        let mut response = ApiError::bad_request("invalid_host", bad.to_string()).into_response();
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        return response;
+    }
+    next.run(request).await
 }
 
 async fn not_found() -> ApiError {
@@ -288,14 +311,20 @@ fn publisher(
     let caller = Caller {
         bearer: token,
         loopback_peer: peer.is_some_and(|p| p.0.ip().is_loopback()),
-        forwarded: ["forwarded", "x-forwarded-for", "x-real-ip"]
+        forwarded: ["forwarded", "x-forwarded-for", "x-real-ip", "via"]
             .iter()
             .any(|h| parts.headers.contains_key(*h)),
     };
-    state
+    let (rights, credential) = state
         .policy
         .identify(&caller)
-        .map_err(|e| rejected(state, e))
+        .map_err(|e| rejected(state, e))?;
+    if credential == Credential::None {
+        state.local_callers.check(parts).inspect_err(|_| {
+            state.hub.metrics().publishes_rejected.inc();
+        })?;
+    }
+    Ok((rights, credential))
 }
 
 /// Mercure's publish reads its token from the form too, so it authorizes
