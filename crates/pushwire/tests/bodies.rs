@@ -319,6 +319,10 @@ fn bodies_over_the_inflight_budget_get_503_and_publish_nothing() {
         .map(|e| e["data"].as_str().unwrap_or_default().to_owned())
         .collect();
     assert_eq!(datas, ["first", "after"]);
+    // Every refusal is counted: the probe that met the held room, and the three.
+    let metrics = rt.block_on(get(addr, "/metrics"));
+    let counted = "pushwire_limit_rejections_total{limit=\"inflight_body\"} 4";
+    assert!(metrics.body.contains(counted), "{}", metrics.body);
     reliability::record(Row {
         family: "concurrent request bodies over --max-inflight-body",
         cases: probes + 5,
@@ -328,5 +332,52 @@ fn bodies_over_the_inflight_budget_get_503_and_publish_nothing() {
             "503 overloaded with Retry-After: 1, nothing published; bodies within the budget stored",
         test:
             "cargo test --test bodies bodies_over_the_inflight_budget_get_503_and_publish_nothing",
+    });
+}
+
+#[test]
+fn a_mercure_publish_with_a_bad_header_or_cookie_token_is_refused_before_its_body() {
+    let hub = spawn_hub(&[
+        "--publisher-jwt-key",
+        "a-publisher-secret-of-32-bytes-or-more",
+    ]);
+    let addr = hub.addr;
+    let mut cases = 0;
+    for (credential, status) in [
+        ("Authorization: Bearer not-a-token\r\n", 401),
+        ("Authorization: Basic dXNlcjpwYXNz\r\n", 401),
+        ("Cookie: mercureAuthorization=not-a-token\r\n", 401),
+        ("Cookie: a=1; mercureAccessToken=not-a-token\r\n", 401),
+    ] {
+        // The head announces a body that is never sent: the answer can
+        // only come from the head.
+        let mut socket = TcpStream::connect(addr).unwrap();
+        socket.set_read_timeout(Some(WAIT)).unwrap();
+        let head = format!(
+            "POST /.well-known/mercure HTTP/1.1\r\nHost: {addr}\r\n{credential}\
+             Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {LIMIT}\r\n\r\n"
+        );
+        socket.write_all(head.as_bytes()).unwrap();
+        let mut raw = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !raw.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = socket.read(&mut buf).expect("no answer before the body");
+            assert!(n > 0, "closed without an answer: {credential}");
+            raw.extend_from_slice(&buf[..n]);
+        }
+        let text = String::from_utf8_lossy(&raw);
+        assert!(
+            text.starts_with(&format!("HTTP/1.1 {status} ")),
+            "{credential}: {text}"
+        );
+        cases += 1;
+    }
+    reliability::record(Row {
+        family: "Mercure publishes with a bad Authorization header or cookie token and a body never sent",
+        cases,
+        crashes: 0,
+        lost: 0,
+        outcome: "401 from the head alone; the body is never read",
+        test: "cargo test --test bodies a_mercure_publish_with_a_bad_header_or_cookie_token_is_refused_before_its_body",
     });
 }

@@ -163,10 +163,10 @@ fn invalid_selector(e: SelectorError) -> ApiError {
 /// `POST /.well-known/mercure`: one update, as a form. Replies with its id
 /// as plain text once it is stored.
 ///
-/// A token in the `Authorization` header or the query decides before the
-/// body is read, so a caller without rights costs no body. Only otherwise
-/// is the form read (within `--max-body`): it may carry an `authorization`
-/// field, which outranks a cookie.
+/// A token in the `Authorization` header, the query or a cookie decides
+/// before the body is read, so a caller without rights costs no body. Only
+/// without any is the form read (within `--max-body`) for an
+/// `authorization` field, the last place a token is looked for.
 pub async fn publish(AxState(state): State, req: Request) -> Result<Response, ApiError> {
     if !super::content_type_is(req.headers(), "application/x-www-form-urlencoded") {
         return Err(ApiError::new(
@@ -176,10 +176,9 @@ pub async fn publish(AxState(state): State, req: Request) -> Result<Response, Ap
         ));
     }
     let query = Params::decode(req.uri().query().unwrap_or_default().as_bytes())?;
+    // A present Authorization header decides even when it is not a bearer.
     let early = req.headers().contains_key(header::AUTHORIZATION)
-        || ["authorization", "access_token"]
-            .iter()
-            .any(|name| query.all(name).next().is_some());
+        || presented_token(req.headers(), &query).is_some();
     let (parts, body) = req.into_parts();
     let mut rights = None;
     if early {

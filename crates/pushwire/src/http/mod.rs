@@ -24,7 +24,7 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::auth::{Caller, Credential, PublishRights, PublisherPolicy, SubscriberPolicy};
 use crate::config::ServeConfig;
-use crate::limits::{BodyBudget, FieldLimits, PublishRateLimiter, StreamLimits};
+use crate::limits::{BodyBudget, FieldLimits, Limit, PublishRateLimiter, StreamLimits};
 use pushwire_core::hub::Hub;
 
 mod admin;
@@ -556,14 +556,17 @@ async fn read_body(req: Request, state: &AppState) -> Result<Bytes, ApiError> {
             format!("request bodies are limited to {limit} bytes"),
         )
     };
-    let overloaded = || ApiError {
-        retry_after: Some(1),
-        ..ApiError::new(
-            http::StatusCode::SERVICE_UNAVAILABLE,
-            "overloaded",
-            "the hub is reading as many request bodies as it may at once \
-             (--max-inflight-body); retry shortly",
-        )
+    let overloaded = || {
+        state.hub.metrics().limit_rejected(Limit::InflightBody);
+        ApiError {
+            retry_after: Some(1),
+            ..ApiError::new(
+                http::StatusCode::SERVICE_UNAVAILABLE,
+                "overloaded",
+                "the hub is reading as many request bodies as it may at once \
+                 (--max-inflight-body); retry shortly",
+            )
+        }
     };
     let declared = req
         .headers()
