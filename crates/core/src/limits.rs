@@ -31,6 +31,7 @@ pub enum Limit {
     HeaderSize,
     HeaderReadTimeout,
     BodySize,
+    InflightBody,
     IdLength,
     EventTypeLength,
     TopicLength,
@@ -41,13 +42,14 @@ pub enum Limit {
 }
 
 impl Limit {
-    pub const ALL: [Limit; 13] = [
+    pub const ALL: [Limit; 14] = [
         Limit::StreamsPerIp,
         Limit::StreamsPerUser,
         Limit::PublishRate,
         Limit::HeaderSize,
         Limit::HeaderReadTimeout,
         Limit::BodySize,
+        Limit::InflightBody,
         Limit::IdLength,
         Limit::EventTypeLength,
         Limit::TopicLength,
@@ -66,6 +68,7 @@ impl Limit {
             Limit::HeaderSize => "header_size",
             Limit::HeaderReadTimeout => "header_read_timeout",
             Limit::BodySize => "body_size",
+            Limit::InflightBody => "inflight_body",
             Limit::IdLength => "id_length",
             Limit::EventTypeLength => "event_type_length",
             Limit::TopicLength => "topic_length",
@@ -86,6 +89,7 @@ impl Limit {
             Limit::HeaderSize => "--max-header-bytes",
             Limit::HeaderReadTimeout => "--header-read-timeout",
             Limit::BodySize => "--max-body",
+            Limit::InflightBody => "--max-inflight-body",
             Limit::IdLength => "--max-id-length",
             Limit::EventTypeLength => "--max-event-type-length",
             Limit::TopicLength => "--max-topic-length",

@@ -144,6 +144,7 @@ fn app_state(hub: Arc<Hub>, verifier: Arc<Verifier>, config: &ServeConfig) -> Ap
         policy: PublisherPolicy::new(config.publisher_key.clone(), publisher_tokens),
         subscribers: SubscriberPolicy::new(subscriber_tokens, config.require_subscriber_auth),
         max_body: config.max_body,
+        body_budget: crate::limits::BodyBudget::new(config.max_inflight_body),
         hub_url: config.hub_url.clone(),
         protected_resource: ProtectedResource::of(config).map(Arc::new),
         presence: config.subscriptions,
@@ -158,5 +159,6 @@ fn app_state(hub: Arc<Hub>, verifier: Arc<Verifier>, config: &ServeConfig) -> Ap
             config.publish_burst.and_then(NonZeroU32::new),
         ),
         field_limits: config.field_limits(),
+        local_callers: crate::http::LocalCallers::new(config),
     }
 }

@@ -115,6 +115,10 @@ pub struct ServeConfig {
     #[arg(long, env = "PUSHWIRE_MAX_BODY", default_value_t = 1_048_576)]
     pub max_body: usize,
 
+    /// Request body bytes all requests together may hold while they are read; a request that would take more gets 503 `overloaded` with `Retry-After`. At least `--max-body`.
+    #[arg(long, env = "PUSHWIRE_MAX_INFLIGHT_BODY", default_value_t = 67_108_864)]
+    pub max_inflight_body: usize,
+
     /// Largest request head (request line, headers, blank line), in bytes; larger ones get 431.
     #[arg(long, env = "PUSHWIRE_MAX_HEADER_BYTES", default_value_t = 32_768)]
     pub max_header_bytes: usize,
@@ -253,6 +257,11 @@ pub struct ServeConfig {
     #[serde(default, deserialize_with = "comma_list")]
     pub api_cors_origins: Vec<String>,
 
+    /// Host names (or `host:port`) besides loopback ones for which a hub without publisher credentials serves publish and management calls (comma-separated; none by default). Defeats DNS rebinding.
+    #[arg(long, env = "PUSHWIRE_ALLOWED_HOSTS", value_delimiter = ',')]
+    #[serde(default, deserialize_with = "comma_list")]
+    pub allowed_hosts: Vec<String>,
+
     /// History engine.
     #[arg(long, env = "PUSHWIRE_STORAGE", value_enum, default_value = "embedded")]
     pub storage: Storage,
@@ -306,6 +315,33 @@ pub struct ServeConfig {
     #[arg(long, env = "PUSHWIRE_LOG", default_value = "info")]
     pub log: String,
 }
+
+const HOUR: Duration = Duration::from_secs(3600);
+const DAY: Duration = Duration::from_secs(24 * 3600);
+const YEAR: Duration = Duration::from_secs(365 * 24 * 3600);
+const MIB: usize = 1024 * 1024;
+const GIB: usize = 1024 * MIB;
+
+/// The largest value of each duration option: beyond these a value is a
+/// mistake, and a big enough one overflows the clock arithmetic it feeds
+/// (a deadline `now + timeout` panics on every connection).
+const DURATION_BOUNDS: [(&str, Duration, &str); 7] = [
+    ("heartbeat", DAY, "24h"),
+    ("stream-timeout", YEAR, "365d"),
+    ("header-read-timeout", HOUR, "1h"),
+    ("redis-presence-ttl", DAY, "24h"),
+    ("history-max-age", YEAR, "365d"),
+    ("drain-delay", HOUR, "1h"),
+    ("shutdown-grace", HOUR, "1h"),
+];
+
+/// The largest value of each size option (bytes, or frames for the queue).
+const SIZE_BOUNDS: [(&str, usize, &str); 4] = [
+    ("max-body", GIB, "1 GiB (1073741824)"),
+    ("max-inflight-body", 16 * GIB, "16 GiB (17179869184)"),
+    ("max-header-bytes", MIB, "1 MiB (1048576)"),
+    ("queue-capacity", MIB, "1048576 frames"),
+];
 
 /// The entries of a comma list, trimmed, empty ones dropped.
 fn trimmed(entries: Vec<String>) -> Vec<String> {
@@ -388,6 +424,7 @@ impl ServeConfig {
             &mut config.cors_origins,
             &mut config.api_cors_origins,
             &mut config.authorization_servers,
+            &mut config.allowed_hosts,
         ] {
             *list = trimmed(std::mem::take(list));
         }
@@ -471,11 +508,55 @@ impl ServeConfig {
         shown
     }
 
+    /// Every duration and size option within its bound ([`DURATION_BOUNDS`],
+    /// [`SIZE_BOUNDS`]), and the fsync interval at most an hour.
+    fn check_bounds(&self) -> Result<(), ConfigError> {
+        let durations = [
+            Some(self.heartbeat),
+            self.stream_timeout,
+            Some(self.header_read_timeout),
+            Some(self.redis_presence_ttl),
+            Some(self.history_max_age),
+            Some(self.drain_delay),
+            Some(self.shutdown_grace),
+        ];
+        for ((name, max, shown), value) in DURATION_BOUNDS.iter().zip(durations) {
+            if value.is_some_and(|v| v > *max) {
+                return Err(ConfigError::Invalid(format!(
+                    "{name} must be at most {shown}"
+                )));
+            }
+        }
+        let sizes = [
+            self.max_body,
+            self.max_inflight_body,
+            self.max_header_bytes,
+            self.queue_capacity,
+        ];
+        for ((name, max, shown), value) in SIZE_BOUNDS.iter().zip(sizes) {
+            if value > *max {
+                return Err(ConfigError::Invalid(format!(
+                    "{name} must be at most {shown}"
+                )));
+            }
+        }
+        if matches!(self.fsync, Fsync::Interval(every) if every > HOUR) {
+            return Err(ConfigError::Invalid(
+                "fsync interval must be at most 3600000 ms (1h)".to_owned(),
+            ));
+        }
+        Ok(())
+    }
+
     fn check(&self) -> Result<(), ConfigError> {
         let invalid = |m: &str| Err(ConfigError::Invalid(m.to_owned()));
+        self.check_bounds()?;
         self.field_limits().check().map_err(ConfigError::Invalid)?;
         if self.max_header_bytes < 1024 {
             return invalid("max-header-bytes must be at least 1024");
+        }
+        if self.max_inflight_body < self.max_body {
+            return invalid("max-inflight-body must be at least max-body");
         }
         if self.max_streams_per_ip == Some(0) || self.max_streams_per_user == Some(0) {
             return invalid("max-streams-per-ip and max-streams-per-user must be at least 1");
@@ -586,6 +667,13 @@ impl ServeConfig {
                 "log: `{}` is not a valid filter: {error}",
                 self.log
             ));
+        }
+        for host in &self.allowed_hosts {
+            if !crate::transport::strict_heads::host_is_valid(host.as_bytes()) {
+                return invalid(&format!(
+                    "allowed-hosts: `{host}` is not a host name or host:port"
+                ));
+            }
         }
         for origin in self.cors_origins.iter().chain(&self.api_cors_origins) {
             if origin != "*" && http::HeaderValue::from_str(origin).is_err() {
@@ -897,6 +985,11 @@ mod tests {
         assert!(error(&["x", "--max-id-length", "0"]).contains("max-id-length"));
         assert!(error(&["x", "--max-streams-per-ip", "0"]).contains("max-streams-per-ip"));
         assert!(error(&["x", "--max-header-bytes", "100"]).contains("max-header-bytes"));
+        assert!(
+            error(&["x", "--max-body", "2048", "--max-inflight-body", "1024"])
+                .contains("max-inflight-body")
+        );
+        assert!(load(&["x", "--max-body", "2048", "--max-inflight-body", "2048"]).is_ok());
         Ok(())
     }
 
@@ -1027,6 +1120,54 @@ mod tests {
         let text = toml::to_string(&c)?;
         assert!(text.contains("redis-prefix = \"app\""), "{text}");
         Ok(())
+    }
+
+    #[test]
+    fn every_duration_and_size_has_an_upper_bound() {
+        let error = |args: &[&str]| load(args).err().map(|e| e.to_string()).unwrap_or_default();
+        let huge = "18446744073709551615s";
+        for (name, _, _) in DURATION_BOUNDS {
+            let message = error(&["x", &format!("--{name}"), huge]);
+            assert!(message.starts_with(name), "{name}: {message}");
+        }
+        for (name, max, _) in SIZE_BOUNDS {
+            let flag = format!("--{name}");
+            let over = (max + 1).to_string();
+            // The inflight budget must stay at least the body limit.
+            let message = error(&["x", &flag, &over, "--max-inflight-body", &over]);
+            let message = if name == "max-inflight-body" {
+                error(&["x", &flag, &over])
+            } else {
+                message
+            };
+            assert!(message.starts_with(name), "{name}: {message}");
+        }
+        assert!(error(&["x", "--fsync", "interval:3600001"]).starts_with("fsync"));
+        // At the bounds, everything starts.
+        let at = load(&[
+            "x",
+            "--heartbeat",
+            "24h",
+            "--stream-timeout",
+            "365d",
+            "--header-read-timeout",
+            "1h",
+            "--history-max-age",
+            "365d",
+            "--shutdown-grace",
+            "1h",
+            "--max-body",
+            "1073741824",
+            "--max-inflight-body",
+            "17179869184",
+            "--max-header-bytes",
+            "1048576",
+            "--queue-capacity",
+            "1048576",
+            "--fsync",
+            "interval:3600000",
+        ]);
+        assert!(at.is_ok(), "{:?}", at.err().map(|e| e.to_string()));
     }
 
     #[test]

@@ -155,6 +155,21 @@ fn bad_configuration_exits_with_code_2_and_says_why() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("heartbeat"));
 
+    // A timeout this long once started, then every connection panicked
+    // computing its deadline.
+    let out = Command::new(BIN)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--header-read-timeout=18446744073709551615s",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("header-read-timeout"), "{stderr}");
+
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("pushwire.toml");
     std::fs::write(&file, "listen = \"127.0.0.1:9999\"\nunknown-option = 1\n").unwrap();

@@ -426,7 +426,8 @@ struct Publisher {
 
 impl Publisher {
     async fn connect(addr: SocketAddr) -> Option<Publisher> {
-        let connection = Connection::open(addr, "hub").await.ok()?;
+        // A loopback Host: a keyless hub serves publishes for no other.
+        let connection = Connection::open(addr, "localhost").await.ok()?;
         Some(Publisher { connection })
     }
 

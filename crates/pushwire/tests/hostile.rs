@@ -895,7 +895,7 @@ async fn unsupported_methods_on_every_route_get_a_json_405() {
 fn smuggled(marker: &str) -> String {
     let body = json!({"to": "all", "data": marker}).to_string();
     format!(
-        "POST /api/v1/publish HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+        "POST /api/v1/publish HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
          Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )
@@ -918,13 +918,13 @@ async fn request_smuggling_shapes_are_refused_and_never_executed() {
     let chunked = format!("{n:x}\r\n{body}\r\n0\r\n\r\n");
     let front = |headers: &str, rest: &str| {
         format!(
-            "POST /api/v1/publish HTTP/1.1\r\nHost: x\r\n\
+            "POST /api/v1/publish HTTP/1.1\r\nHost: localhost\r\n\
              Content-Type: application/json\r\n{headers}\r\n{rest}"
         )
     };
     let te = "Transfer-Encoding: chunked\r\n";
     let bare_lf = format!(
-        "POST /api/v1/publish HTTP/1.1\nHost: x\nContent-Type: application/json\n\
+        "POST /api/v1/publish HTTP/1.1\nHost: localhost\nContent-Type: application/json\n\
          Content-Length: {n}\n\n{body}"
     );
     let shapes: Vec<(&str, String, bool)> = vec![
@@ -1091,5 +1091,283 @@ async fn request_smuggling_shapes_are_refused_and_never_executed() {
         lost: 0,
         outcome: "400 or connection closed after the front request; the smuggled publish never executed",
         test: "cargo test --test hostile request_smuggling_shapes_are_refused_and_never_executed",
+    });
+}
+
+/// A raw request for `path` with exactly the given head lines (no `Host`
+/// added), sent in pieces cut at `cuts`, each its own segment.
+async fn raw_in_pieces(addr: SocketAddr, bytes: &[u8], cuts: &[usize]) -> Vec<u8> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut socket = tokio::net::TcpStream::connect(addr).await.unwrap();
+    socket.set_nodelay(true).unwrap();
+    let mut from = 0;
+    for &cut in cuts.iter().chain([&bytes.len()]) {
+        let cut = cut.min(bytes.len());
+        if cut <= from {
+            continue;
+        }
+        if socket.write_all(&bytes[from..cut]).await.is_err() {
+            break;
+        }
+        from = cut;
+        // Separate segments: the hub reads the head in pieces.
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(
+        pushwire_testkit::prelude::WAIT,
+        socket.read_to_end(&mut out),
+    )
+    .await;
+    out
+}
+
+/// `status` and the JSON error code of the first answer in `raw`.
+fn status_and_code(raw: &[u8]) -> (u16, String) {
+    let reply = first_reply(raw);
+    let code = serde_json::from_str::<Value>(&reply.body)
+        .ok()
+        .and_then(|v| v["error"]["code"].as_str().map(str::to_owned))
+        .unwrap_or_default();
+    (reply.status, code)
+}
+
+#[tokio::test]
+async fn requests_without_one_valid_host_get_400_and_run_nothing() {
+    let server = start(config()).await;
+    let addr = server.addr();
+    let mut w = watcher(addr).await;
+    let hosts: Vec<(&str, String)> = vec![
+        ("no Host", String::new()),
+        ("two Hosts", "Host: localhost\r\nHost: localhost\r\n".into()),
+        (
+            "two differing Hosts",
+            "Host: localhost\r\nHost: evil\r\n".into(),
+        ),
+        ("empty Host", "Host: \r\n".into()),
+        ("a space", "Host: a b\r\n".into()),
+        ("a slash", "Host: a/b\r\n".into()),
+        ("userinfo", "Host: user@h\r\n".into()),
+        ("unclosed IPv6 literal", "Host: [::1\r\n".into()),
+        ("negative port", "Host: localhost:-1\r\n".into()),
+        ("port over 65535", "Host: host:99999\r\n".into()),
+    ];
+    let mut cases = Cases::default();
+    let mut wrong = Vec::new();
+    for (i, (name, host)) in hosts.iter().enumerate() {
+        let body = json!({"to": "all", "data": format!("badhost-{i}")}).to_string();
+        let publish = format!(
+            "POST /api/v1/publish HTTP/1.1\r\n{host}Content-Type: application/json\r\n\
+             Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let stream = format!(
+            "GET /api/v1/stream?topic=t HTTP/1.1\r\n{host}Accept: text/event-stream\r\n\r\n"
+        );
+        let seed = format!(
+            "GET /sse/sendMessage?userId=victim&message=badhost-{i} HTTP/1.1\r\n{host}\r\n"
+        );
+        for (route, request) in [("publish", &publish), ("stream", &stream), ("seed", &seed)] {
+            let bytes = request.as_bytes();
+            // Whole, and cut inside the request line, the Host line and
+            // right after its colon.
+            let host_at = request.find("Host").unwrap_or(5);
+            let splits: [&[usize]; 3] = [&[], &[3, 9], &[host_at + 2, host_at + 5, host_at + 7]];
+            for cuts in splits {
+                cases.tried += 1;
+                let answer = raw_in_pieces(addr, bytes, cuts).await;
+                let (status, code) = status_and_code(&answer);
+                if (status, code.as_str()) != (400, "invalid_host") {
+                    wrong.push(format!(
+                        "{name} ({route}, cut at {cuts:?}): {status} {code}"
+                    ));
+                }
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    cases.check();
+    // HTTP/1.0 may leave Host out; a valid one is served.
+    let old = raw(addr, b"GET /healthz HTTP/1.0\r\n\r\n").await;
+    assert_eq!(first_reply(&old).status, 200);
+    let ok = raw(
+        addr,
+        b"GET /healthz HTTP/1.1\r\nHost: [::1]:8080\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(first_reply(&ok).status, 200);
+    sentinel(addr, &mut w).await;
+    assert!(
+        history(addr).await.iter().all(|e| e["data"] == "sentinel"),
+        "a request with a bad Host was served"
+    );
+    reliability::record(Row {
+        family: "missing, repeated and invalid Host headers over raw TCP, split across segments",
+        cases: cases.tried + 2,
+        crashes: 0,
+        lost: 0,
+        outcome: "400 invalid_host on every route, nothing published or opened",
+        test: "cargo test --test hostile requests_without_one_valid_host_get_400_and_run_nothing",
+    });
+}
+
+#[tokio::test]
+async fn every_forwarding_header_makes_a_loopback_publish_remote() {
+    let server = start(config()).await;
+    let addr = server.addr();
+    let body = json!({"to": "all", "data": "proxied"}).to_string();
+    let mut cases = Cases::default();
+    for header in [
+        ("Via", "1.1 proxy.example"),
+        ("Forwarded", "for=203.0.113.7"),
+        ("X-Forwarded-For", "203.0.113.7"),
+        ("X-Real-IP", "203.0.113.7"),
+    ] {
+        let reply = request(
+            addr,
+            "POST",
+            "/api/v1/publish",
+            &[("Content-Type", JSON), header],
+            body.as_bytes(),
+        )
+        .await;
+        cases.expect(header.0, &reply, 403, "unauthorized");
+        let seed = request(
+            addr,
+            "GET",
+            "/sse/push?id=u&content=proxied",
+            &[header],
+            b"",
+        )
+        .await;
+        cases.expect(header.0, &seed, 403, "unauthorized");
+    }
+    cases.check();
+    assert!(history(addr).await.is_empty());
+    reliability::record(Row {
+        family: "keyless loopback publishes carrying Via, Forwarded, X-Forwarded-For or X-Real-IP",
+        cases: cases.tried,
+        crashes: 0,
+        lost: 0,
+        outcome: "403 unauthorized (treated as remote), nothing stored",
+        test: "cargo test --test hostile every_forwarding_header_makes_a_loopback_publish_remote",
+    });
+}
+
+/// A raw `GET` with the given `Host` and extra head lines.
+async fn get_with_host(addr: SocketAddr, path: &str, host: &str, extra: &str) -> (u16, String) {
+    let request =
+        format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n{extra}Connection: close\r\n\r\n");
+    status_and_code(&raw(addr, request.as_bytes()).await)
+}
+
+#[tokio::test]
+async fn keyless_writes_refuse_other_sites_and_rebound_hosts() {
+    let mut c = config();
+    c.allowed_hosts = vec!["hub.internal".into()];
+    let server = start(c).await;
+    let addr = server.addr();
+    let mut tab = SseClient::connect(addr, "/sse/subscribe/victim").await;
+    assert_eq!(tab.status, 200);
+    let send = "/sse/sendMessage?userId=victim&message=";
+    let mut cases = Cases::default();
+
+    // A page elsewhere: an image or link (no Origin, Sec-Fetch-Site), a
+    // fetch or form (Origin).
+    for (what, headers) in [
+        ("cross-site GET", vec![("Sec-Fetch-Site", "cross-site")]),
+        ("foreign Origin", vec![("Origin", "https://evil.example")]),
+        (
+            "look-alike Origin",
+            vec![("Origin", "http://localhost.evil.example")],
+        ),
+    ] {
+        for path in [format!("{send}evil"), "/sse/close/victim".to_owned()] {
+            let reply = request(addr, "GET", &path, &headers, b"").await;
+            cases.expect(&format!("{what} {path}"), &reply, 403, "cross_origin");
+        }
+        let mut with_type = headers.clone();
+        with_type.push(("Content-Type", JSON));
+        let body = json!({"to": {"user": "victim"}, "data": "evil"}).to_string();
+        let reply = request(addr, "POST", "/api/v1/publish", &with_type, body.as_bytes()).await;
+        cases.expect(&format!("{what} publish"), &reply, 403, "cross_origin");
+        let reply = request(addr, "GET", "/sse/getIds", &headers, b"").await;
+        cases.expect(&format!("{what} getIds"), &reply, 403, "cross_origin");
+    }
+    // The seed's page opened from a file, and a local dev server.
+    for (what, origin) in [
+        ("file page", "null"),
+        ("local page", "http://localhost:3000"),
+    ] {
+        let path = format!("{send}{}", pct(what));
+        let reply = request(
+            addr,
+            "GET",
+            &path,
+            &[("Origin", origin), ("Sec-Fetch-Site", "cross-site")],
+            b"",
+        )
+        .await;
+        cases.expect_ok(what, &reply);
+        // The first thing the tab receives: nothing refused reached it.
+        assert_eq!(tab.next().await.data, what);
+    }
+
+    // DNS rebinding: the page's own name, resolved to 127.0.0.1.
+    for path in [
+        "/api/v1/events",
+        "/api/v1/stats",
+        "/sse/getUserCount",
+        "/sse/sendMessage?userId=victim&message=rebound",
+    ] {
+        cases.tried += 1;
+        let got = get_with_host(addr, path, "rebind.attacker.example", "").await;
+        if got != (421, "host_not_allowed".to_owned()) {
+            cases.wrong.push(format!("rebound {path}: {got:?}"));
+        }
+        cases.tried += 1;
+        let got = get_with_host(addr, path, "hub.internal:8080", "").await;
+        if got.0 != 200 {
+            cases.wrong.push(format!("allowed host {path}: {got:?}"));
+        }
+    }
+    cases.check();
+    // The allowed host's publish is the next delivery; nothing else came.
+    assert_eq!(tab.next().await.data, "rebound");
+    tab.expect_silence(std::time::Duration::from_millis(200))
+        .await;
+    assert!(!tab.ended, "a refused close reached the stream");
+
+    // With a publisher credential these checks do not apply.
+    let mut keyed = config();
+    keyed.publisher_key = Some("k".into());
+    let keyed = start(keyed).await;
+    let reply = request(
+        keyed.addr(),
+        "GET",
+        "/sse/getUserCount",
+        &[
+            ("Authorization", "Bearer k"),
+            ("Origin", "https://app.example"),
+        ],
+        b"",
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let got = get_with_host(
+        keyed.addr(),
+        "/api/v1/stats",
+        "hub.example.com",
+        "Authorization: Bearer k\r\n",
+    )
+    .await;
+    assert_eq!(got.0, 200, "{got:?}");
+    reliability::record(Row {
+        family: "browser requests to a keyless hub: cross-site GETs and Origins, DNS-rebound Host names",
+        cases: cases.tried + 2,
+        crashes: 0,
+        lost: 0,
+        outcome: "403 cross_origin / 421 host_not_allowed, nothing published or closed; Origin null, loopback origins and --allowed-hosts served",
+        test: "cargo test --test hostile keyless_writes_refuse_other_sites_and_rebound_hosts",
     });
 }

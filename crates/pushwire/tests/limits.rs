@@ -633,7 +633,7 @@ async fn request_heads_up_to_the_limit_pass_and_longer_get_a_json_431() {
         cases += 1;
     }
     let many: String = (0..500).map(|i| format!("X-H{i}: v\r\n")).collect();
-    let many = format!("GET /healthz HTTP/1.1\r\nHost: x\r\n{many}\r\n");
+    let many = format!("GET /healthz HTTP/1.1\r\nHost: localhost\r\n{many}\r\n");
     assert_eq!(
         status_of(&raw_exchange(addr, many.as_bytes()).await.unwrap()),
         431
@@ -664,7 +664,7 @@ async fn slowloris_is_cut_by_the_header_read_timeout() {
     let mut cases = 0;
     for _ in 0..3 {
         let mut socket = TcpStream::connect(addr).await.unwrap();
-        let trickle = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ";
+        let trickle = b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Slow: ";
         let mut closed = false;
         for (i, byte) in trickle.iter().cycle().enumerate() {
             if socket.write_all(&[*byte]).await.is_err() {
@@ -741,7 +741,7 @@ async fn bodies_up_to_max_body_pass_and_longer_get_413() {
     cases += 1;
     // The same body sent chunked (no length announced) is cut while read.
     let mut chunked = format!(
-        "POST /api/v1/publish HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
+        "POST /api/v1/publish HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\
          Content-Type: {JSON}\r\nTransfer-Encoding: chunked\r\n\r\n"
     )
     .into_bytes();

@@ -101,7 +101,7 @@ async fn a_stream_request_with_a_large_head_is_still_served() {
 async fn other_requests_keep_their_connection_alive_and_pipelined_ones_are_answered() {
     let server = start_default().await;
     let mut stream = TcpStream::connect(server.addr()).await.unwrap();
-    let one = "GET /sse/getUserCount HTTP/1.1\r\nHost: x\r\n\r\n";
+    let one = "GET /sse/getUserCount HTTP/1.1\r\nHost: localhost\r\n\r\n";
     // Two requests in one write, then a third on the same connection.
     stream
         .write_all(format!("{one}{one}").as_bytes())
@@ -120,7 +120,7 @@ async fn other_requests_keep_their_connection_alive_and_pipelined_ones_are_answe
     }
     let body = r#"{"to": "all", "data": "kept alive"}"#;
     let publish = format!(
-        "POST /api/v1/publish HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        "POST /api/v1/publish HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     );
     stream.write_all(publish.as_bytes()).await.unwrap();
@@ -132,7 +132,7 @@ async fn a_refused_stream_request_gets_a_whole_json_answer() {
     let server = start_default().await;
     let mut stream = TcpStream::connect(server.addr()).await.unwrap();
     stream
-        .write_all(b"GET /api/v1/stream?user=a&user=b HTTP/1.1\r\nHost: x\r\n\r\n")
+        .write_all(b"GET /api/v1/stream?user=a&user=b HTTP/1.1\r\nHost: localhost\r\n\r\n")
         .await
         .unwrap();
     let mut raw = Vec::new();

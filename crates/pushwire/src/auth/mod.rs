@@ -2,9 +2,11 @@
 //!
 //! Publishers: with neither a publisher key nor a publisher token key
 //! configured, writes are accepted only from a loopback peer that did not
-//! come through a proxy (a request carrying forwarding headers is treated as
-//! remote: behind a reverse proxy every peer is loopback, and the internet
-//! must not inherit that trust). Otherwise every write carries a
+//! come through a proxy (a request carrying `Forwarded`, `X-Forwarded-For`,
+//! `X-Real-IP` or `Via` is treated as remote: behind a reverse proxy every
+//! peer is loopback, and the internet must not inherit that trust). The
+//! edge also refuses such calls from browser pages of other sites and for
+//! hosts that are not this machine's (`http/local.rs`). Otherwise every write carries a
 //! credential: the static `--publisher-key` (full rights), or a JSON Web
 //! Token whose grants say which topics it may publish to ([`jwt`]).
 //! Addressing users, groups or everyone, and managing streams, need a token
@@ -36,7 +38,7 @@ pub struct Caller<'a> {
     pub bearer: Option<&'a str>,
     /// The TCP peer is a loopback address.
     pub loopback_peer: bool,
-    /// The request carries `Forwarded`, `X-Forwarded-For` or `X-Real-IP`.
+    /// The request carries `Forwarded`, `X-Forwarded-For`, `X-Real-IP` or `Via`.
     pub forwarded: bool,
 }
 

@@ -153,13 +153,14 @@ pub struct EventsPage {
         (status = 200, description = "Stored, then delivered: `{\"id\"}` for one event, `{\"ids\"}` for a batch", body = Published),
         (status = 400, description = "`invalid_json`, `invalid_field`, `empty_batch`, `bad_body`: nothing was stored", body = ErrorBody),
         (status = 401, description = "`unauthorized` (no credential), `invalid_token`", body = ErrorBody),
-        (status = 403, description = "`unauthorized` (wrong key, not loopback), `insufficient_scope`, `reserved_topic`", body = ErrorBody),
+        (status = 403, description = "`unauthorized` (wrong key, not loopback), `insufficient_scope`, `reserved_topic`, `cross_origin` (no publisher credential configured, and the request came from a page of another site)", body = ErrorBody),
+        (status = 421, description = "`host_not_allowed`: no publisher credential configured, and the Host is neither loopback nor in `--allowed-hosts`", body = ErrorBody),
         (status = 409, description = "`duplicate_id`: an id is already in the history; nothing was stored", body = ErrorBody),
         (status = 413, description = "`body_too_large`", body = ErrorBody),
         (status = 415, description = "`unsupported_media_type`: send application/json", body = ErrorBody),
         (status = 429, description = "`rate_limited`: over `--publish-rate`; `Retry-After` says when to try again; nothing was stored", body = ErrorBody),
         (status = 431, description = "`headers_too_large`: the request head is over `--max-header-bytes`", body = ErrorBody),
-        (status = 503, description = "`storage_unavailable`", body = ErrorBody),
+        (status = 503, description = "`storage_unavailable`; `overloaded`: request bodies being read are at `--max-inflight-body`, `Retry-After: 1`, nothing was stored", body = ErrorBody),
         (status = 507, description = "`insufficient_storage`: the history's disk is full; nothing was stored", body = ErrorBody),
     ),
     security((), ("bearer" = [])),
@@ -176,7 +177,7 @@ pub async fn publish(
             "send the event as application/json",
         ));
     }
-    let body = read_body(req, state.max_body).await?;
+    let body = read_body(req, &state).await?;
     let PublishBody { drafts, batch } = publish_body(&body)?;
     for draft in &drafts {
         let allowed = match &draft.target {
@@ -204,7 +205,8 @@ pub async fn publish(
     responses(
         (status = 200, description = "The hub's counters (in a cluster: every node's)", body = schema::StatsSchema),
         (status = 401, description = "`unauthorized`, `invalid_token`", body = ErrorBody),
-        (status = 403, description = "`unauthorized`, `insufficient_scope`", body = ErrorBody),
+        (status = 403, description = "`unauthorized`, `insufficient_scope`, `cross_origin`", body = ErrorBody),
+        (status = 421, description = "`host_not_allowed`: no publisher credential configured, and the Host is neither loopback nor in `--allowed-hosts`", body = ErrorBody),
         (status = 503, description = "`storage_unavailable`: the cluster's Redis cannot be reached", body = ErrorBody),
     ),
     security((), ("bearer" = [])),
@@ -221,7 +223,8 @@ pub async fn stats(AxState(state): State, _: Publisher) -> Result<Json<Stats>, A
     responses(
         (status = 200, description = "Online users (in a cluster: on every node)", body = OnlineUsers),
         (status = 401, description = "`unauthorized`, `invalid_token`", body = ErrorBody),
-        (status = 403, description = "`unauthorized`, `insufficient_scope`", body = ErrorBody),
+        (status = 403, description = "`unauthorized`, `insufficient_scope`, `cross_origin`", body = ErrorBody),
+        (status = 421, description = "`host_not_allowed`: no publisher credential configured, and the Host is neither loopback nor in `--allowed-hosts`", body = ErrorBody),
         (status = 503, description = "`storage_unavailable`: the cluster's Redis cannot be reached", body = ErrorBody),
     ),
     security((), ("bearer" = [])),
@@ -244,7 +247,8 @@ pub async fn users(AxState(state): State, _: Publisher) -> Result<Json<OnlineUse
         (status = 200, description = "How many of the user's streams were ended (0 when offline)", body = Closed),
         (status = 400, description = "`invalid_utf8`: the user id is not UTF-8", body = ErrorBody),
         (status = 401, description = "`unauthorized`, `invalid_token`", body = ErrorBody),
-        (status = 403, description = "`unauthorized`, `insufficient_scope`", body = ErrorBody),
+        (status = 403, description = "`unauthorized`, `insufficient_scope`, `cross_origin`", body = ErrorBody),
+        (status = 421, description = "`host_not_allowed`: no publisher credential configured, and the Host is neither loopback nor in `--allowed-hosts`", body = ErrorBody),
         (status = 404, description = "`not_found`: an empty user id names no route", body = ErrorBody),
         (status = 503, description = "`storage_unavailable`: the cluster's Redis cannot be reached", body = ErrorBody),
     ),
@@ -275,7 +279,8 @@ pub async fn close_user(
         (status = 200, description = "Retained events, oldest first", body = EventsPage),
         (status = 400, description = "`invalid_parameter`, `conflicting_parameter`, `invalid_utf8`, `invalid_field`", body = ErrorBody),
         (status = 401, description = "`unauthorized`, `invalid_token`", body = ErrorBody),
-        (status = 403, description = "`unauthorized`, `insufficient_scope`", body = ErrorBody),
+        (status = 403, description = "`unauthorized`, `insufficient_scope`, `cross_origin`", body = ErrorBody),
+        (status = 421, description = "`host_not_allowed`: no publisher credential configured, and the Host is neither loopback nor in `--allowed-hosts`", body = ErrorBody),
         (status = 404, description = "`unknown_last_event_id`: `after` is not in the retained history", body = ErrorBody),
         (status = 503, description = "`storage_unavailable`", body = ErrorBody),
     ),

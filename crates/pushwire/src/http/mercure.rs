@@ -12,16 +12,15 @@
 
 use std::sync::Arc;
 
-use axum::extract::{OriginalUri, State as AxState};
+use axum::extract::{OriginalUri, Request, State as AxState};
 use axum::response::{IntoResponse, Response};
-use http::request::Parts;
 use http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use serde_json::{json, Value};
 
 use super::limits::{stream_permit, ClientAddr};
 use super::streams::{event_stream, requested_last_event_id};
 use super::{
-    presented_token, rated_publish_rights, rejected, ApiError, AppState, Params, State,
+    presented_token, rated_publish_rights, read_body, rejected, ApiError, AppState, Params, State,
     LAST_EVENT_ID,
 };
 use crate::auth::{AuthError, PublishRights};
@@ -188,21 +187,41 @@ fn invalid_selector(e: SelectorError) -> ApiError {
 
 /// `POST /.well-known/mercure`: one update, as a form. Replies with its id
 /// as plain text once it is stored.
-pub async fn publish(
-    AxState(state): State,
-    parts: Parts,
-    params: Params,
-) -> Result<Response, ApiError> {
-    if !super::content_type_is(&parts.headers, "application/x-www-form-urlencoded") {
+///
+/// A token in the `Authorization` header, the query or a cookie decides
+/// before the body is read, so a caller without rights costs no body. Only
+/// without any is the form read (within `--max-body`) for an
+/// `authorization` field, the last place a token is looked for.
+pub async fn publish(AxState(state): State, req: Request) -> Result<Response, ApiError> {
+    if !super::content_type_is(req.headers(), "application/x-www-form-urlencoded") {
         return Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported_media_type",
             "send the update as application/x-www-form-urlencoded",
         ));
     }
-    let token = presented_token(&parts.headers, &params);
-    state.policy.refresh_keys_for(token).await;
-    let rights = rated_publish_rights(&parts, &state, token)?;
+    let query = Params::decode(req.uri().query().unwrap_or_default().as_bytes())?;
+    // A present Authorization header decides even when it is not a bearer.
+    let early = req.headers().contains_key(header::AUTHORIZATION)
+        || presented_token(req.headers(), &query).is_some();
+    let (parts, body) = req.into_parts();
+    let mut rights = None;
+    if early {
+        let token = presented_token(&parts.headers, &query);
+        state.policy.refresh_keys_for(token).await;
+        rights = Some(rated_publish_rights(&parts, &state, token)?);
+    }
+    let form = read_body(Request::from_parts(parts.clone(), body), &state).await?;
+    let mut params = query;
+    params.extend(Params::decode(&form)?);
+    let rights = match rights {
+        Some(rights) => rights,
+        None => {
+            let token = presented_token(&parts.headers, &params);
+            state.policy.refresh_keys_for(token).await;
+            rated_publish_rights(&parts, &state, token)?
+        }
+    };
 
     let topics = update_topics(&params)?;
     // The current draft has exactly one topic per update ("Publication");

@@ -19,17 +19,19 @@ use axum::Router;
 use bytes::Bytes;
 use http::request::Parts;
 use http::{header, HeaderMap, HeaderValue, Method};
+use http_body_util::BodyExt;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::auth::{Caller, Credential, PublishRights, PublisherPolicy, SubscriberPolicy};
 use crate::config::ServeConfig;
-use crate::limits::{FieldLimits, PublishRateLimiter, StreamLimits};
+use crate::limits::{BodyBudget, FieldLimits, Limit, PublishRateLimiter, StreamLimits};
 use pushwire_core::hub::Hub;
 
 mod admin;
 mod api;
 pub mod errors;
 mod limits;
+mod local;
 mod mercure;
 pub mod metadata;
 pub mod openapi;
@@ -39,6 +41,7 @@ mod streams;
 
 pub use api::{publish_body, PublishBody};
 pub use errors::ApiError;
+pub use local::LocalCallers;
 pub use mercure::update_draft as mercure_update;
 pub use seed::SeedPublish;
 pub use streams::requested_last_event_id;
@@ -52,6 +55,8 @@ pub struct AppState {
     pub policy: PublisherPolicy,
     pub subscribers: SubscriberPolicy,
     pub max_body: usize,
+    /// Request body bytes all requests may hold at once while reading them.
+    pub body_budget: BodyBudget,
     /// The hub's public URL, against which relative URL patterns resolve.
     pub hub_url: String,
     /// The Mercure subscriptions API and events are on.
@@ -67,6 +72,8 @@ pub struct AppState {
     /// The protected resource metadata, when the hub has a resource
     /// identifier (see `metadata.rs`).
     pub protected_resource: Option<Arc<metadata::ProtectedResource>>,
+    /// The hosts and origins keyless publish and management calls are served for.
+    pub local_callers: LocalCallers,
 }
 
 type State = axum::extract::State<Arc<AppState>>;
@@ -177,7 +184,26 @@ pub fn router(state: Arc<AppState>, config: &ServeConfig) -> Router {
             state.clone(),
             limits::header_size,
         ))
+        .layer(axum::middleware::from_fn(strict_host))
         .with_state(state)
+}
+
+/// Refuses, before anything runs, an HTTP/1 request whose `Host` is
+/// missing, repeated or invalid (the rule: `strict_heads::check_host`).
+/// Both connection paths hand every request to this router, so it holds
+/// for all of them. The connection is closed after the answer: a client
+/// that gets its own host wrong cannot be trusted to frame what follows.
+async fn strict_host(request: Request, next: axum::middleware::Next) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let checked = crate::transport::strict_heads::check_host(request.version(), request.headers());
+    if let Err(bad) = checked {
+        let mut response = ApiError::bad_request("invalid_host", bad.to_string()).into_response();
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        return response;
+    }
+    next.run(request).await
 }
 
 async fn not_found() -> ApiError {
@@ -304,14 +330,20 @@ fn publisher(
     let caller = Caller {
         bearer: token,
         loopback_peer: peer.is_some_and(|p| p.0.ip().is_loopback()),
-        forwarded: ["forwarded", "x-forwarded-for", "x-real-ip"]
+        forwarded: ["forwarded", "x-forwarded-for", "x-real-ip", "via"]
             .iter()
             .any(|h| parts.headers.contains_key(*h)),
     };
-    state
+    let (rights, credential) = state
         .policy
         .identify(&caller)
-        .map_err(|e| rejected(state, e))
+        .map_err(|e| rejected(state, e))?;
+    if credential == Credential::None {
+        state.local_callers.check(parts).inspect_err(|_| {
+            state.hub.metrics().publishes_rejected.inc();
+        })?;
+    }
+    Ok((rights, credential))
 }
 
 /// Mercure's publish reads its token from the form too, so it authorizes
@@ -457,6 +489,11 @@ impl Params {
         self.one(name)?.ok_or_else(|| ApiError::missing(name))
     }
 
+    /// Appends `more` after these, as a form body follows its query.
+    pub fn extend(&mut self, more: Params) {
+        self.0.extend(more.0);
+    }
+
     /// Every parameter, in request order.
     pub fn pairs(&self) -> impl Iterator<Item = (&str, &str)> {
         self.0.iter().map(|(k, v)| (k.as_str(), v.as_str()))
@@ -471,11 +508,15 @@ impl Params {
 }
 
 fn decode(raw: &[u8]) -> Result<String, ApiError> {
-    let spaced: Vec<u8> = raw
-        .iter()
-        .map(|&b| if b == b'+' { b' ' } else { b })
-        .collect();
-    let bytes: Vec<u8> = percent_encoding::percent_decode(&spaced).collect();
+    // `+` is a space; percent-decoding the pieces between them (a `%2B`
+    // stays a `+`) takes one copy of the value, not two.
+    let mut bytes = Vec::with_capacity(raw.len());
+    for (i, piece) in raw.split(|&b| b == b'+').enumerate() {
+        if i > 0 {
+            bytes.push(b' ');
+        }
+        bytes.extend(percent_encoding::percent_decode(piece));
+    }
     String::from_utf8(bytes)
         .map_err(|_| ApiError::bad_request("invalid_utf8", "parameters must be valid UTF-8"))
 }
@@ -491,7 +532,7 @@ impl FromRequest<Arc<AppState>> for Params {
         if req.method() == Method::POST {
             let is_form = content_type_is(req.headers(), "application/x-www-form-urlencoded");
             let has_type = req.headers().contains_key(header::CONTENT_TYPE);
-            let body = read_body(req, state.max_body).await?;
+            let body = read_body(req, state).await?;
             if !body.is_empty() {
                 if !is_form && has_type {
                     return Err(ApiError::new(
@@ -515,14 +556,36 @@ fn content_type_is(headers: &HeaderMap, wanted: &str) -> bool {
         .is_some_and(|v| v.trim().eq_ignore_ascii_case(wanted))
 }
 
-/// Reads a request body of at most `limit` bytes (413 beyond).
-async fn read_body(req: Request, limit: usize) -> Result<Bytes, ApiError> {
+/// Reads a request body of at most `--max-body` bytes (413 beyond) into one
+/// buffer, its room drawn from `--max-inflight-body` first (503 when there
+/// is none).
+///
+/// Each frame is copied and dropped at once: hyper hands a chunked body
+/// over chunk by chunk, each chunk a slice of the read buffer it arrived
+/// in, so keeping the frames (as collecting them does) keeps a read buffer
+/// per chunk, which for a body trickled one byte per segment is a thousand
+/// times its length. The buffer grows by doubling, never past the limit,
+/// and is reserved before it grows; the reservation ends with this call.
+async fn read_body(req: Request, state: &AppState) -> Result<Bytes, ApiError> {
+    let limit = state.max_body;
     let too_large = || {
         ApiError::new(
             http::StatusCode::PAYLOAD_TOO_LARGE,
             "body_too_large",
             format!("request bodies are limited to {limit} bytes"),
         )
+    };
+    let overloaded = || {
+        state.hub.metrics().limit_rejected(Limit::InflightBody);
+        ApiError {
+            retry_after: Some(1),
+            ..ApiError::new(
+                http::StatusCode::SERVICE_UNAVAILABLE,
+                "overloaded",
+                "the hub is reading as many request bodies as it may at once \
+                 (--max-inflight-body); retry shortly",
+            )
+        }
     };
     let declared = req
         .headers()
@@ -532,17 +595,37 @@ async fn read_body(req: Request, limit: usize) -> Result<Bytes, ApiError> {
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(too_large());
     }
-    axum::body::to_bytes(req.into_body(), limit)
-        .await
-        .map_err(|e| {
-            let over = std::error::Error::source(&e)
-                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
-            if over {
-                too_large()
-            } else {
-                ApiError::bad_request("bad_body", format!("could not read the request body: {e}"))
+    // A declared length is reserved whole, so a body that was let in is
+    // never refused halfway for want of room.
+    let first = declared.map_or(0, |n| n as usize);
+    let budget = &state.body_budget;
+    let mut reservation = budget.reserve(first).ok_or_else(overloaded)?;
+    let mut buffer: Vec<u8> = Vec::new();
+    let mut body = req.into_body();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| {
+            ApiError::bad_request("bad_body", format!("could not read the request body: {e}"))
+        })?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        let needed = buffer.len() + data.len();
+        if needed > limit {
+            return Err(too_large());
+        }
+        if needed > buffer.capacity() {
+            let room = needed
+                .max(buffer.capacity() * 2)
+                .max(first)
+                .clamp(1024.min(limit), limit);
+            if !budget.grow(&mut reservation, room) {
+                return Err(overloaded());
             }
-        })
+            buffer.reserve_exact(room - buffer.len());
+        }
+        buffer.extend_from_slice(&data);
+    }
+    Ok(Bytes::from(buffer))
 }
 
 #[cfg(test)]

@@ -12,16 +12,20 @@
 //!   hold open at once, counted per stream (HTTP/2 carries many on one
 //!   connection).
 //! - [`rate`]: how many publish requests one publisher may make per period.
+//! - [`bodies`]: how many request body bytes all requests may hold at once
+//!   while they are read.
 //!
 //! Every refusal names its [`Limit`], which is also the `limit` label of
 //! `pushwire_limit_rejections_total`: a fixed set, never a user id, topic or
 //! address.
 
+pub mod bodies;
 pub mod rate;
 pub mod streams;
 
 use std::time::Duration;
 
+pub use bodies::{BodyBudget, BodyReservation};
 pub use pushwire_core::limits::{FieldLimits, Limit};
 pub use rate::{PublishRate, PublishRateLimiter, RateKey};
 pub use streams::{StreamLimits, StreamPermit};

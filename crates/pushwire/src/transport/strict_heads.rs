@@ -23,6 +23,12 @@
 //!
 //! Cost: a few dozen bytes of state per connection and one pass over the
 //! bytes of each head; body bytes are only counted.
+//!
+//! The head's other rule, one valid `Host` (RFC 9112 section 3.2), needs
+//! the parsed headers, so it is [`check_host`]: the router applies it to
+//! every request before anything else runs, which covers hyper's
+//! connections and the lean stream path alike (both hand their requests to
+//! the same router).
 
 use std::io;
 use std::pin::Pin;
@@ -268,6 +274,101 @@ pub fn head_is_strict(head: &[u8]) -> bool {
     HeadScanner::default().scan(head).is_ok()
 }
 
+/// Why a request's `Host` is refused (RFC 9112 section 3.2, RFC 9110
+/// section 7.2): a server must answer 400 to an HTTP/1.1 request without
+/// one, with more than one, or with one that is not a valid authority.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BadHost {
+    Missing,
+    Repeated,
+    Invalid,
+}
+
+impl std::fmt::Display for BadHost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            BadHost::Missing => "an HTTP/1.1 request needs a Host header",
+            BadHost::Repeated => "a request may carry only one Host header",
+            BadHost::Invalid => "the Host header is not a valid host[:port]",
+        })
+    }
+}
+
+/// The `Host` rule of HTTP/1.x requests: HTTP/1.1 needs exactly one, and
+/// any that is present must be a valid `host[:port]`. HTTP/2 and later
+/// carry the authority in `:authority`, which hyper checks as it parses.
+pub fn check_host(version: http::Version, headers: &http::HeaderMap) -> Result<(), BadHost> {
+    if version > http::Version::HTTP_11 {
+        return Ok(());
+    }
+    let mut hosts = headers.get_all(http::header::HOST).iter();
+    match (hosts.next(), hosts.next()) {
+        (None, _) if version == http::Version::HTTP_11 => Err(BadHost::Missing),
+        (None, _) => Ok(()),
+        (Some(_), Some(_)) => Err(BadHost::Repeated),
+        (Some(host), None) if host_is_valid(host.as_bytes()) => Ok(()),
+        (Some(_), None) => Err(BadHost::Invalid),
+    }
+}
+
+/// Whether `value` is `uri-host [ ":" port ]` (RFC 3986): an IP literal in
+/// brackets, or a registered name or IPv4 address (unreserved characters,
+/// sub-delimiters and percent-escapes, so no space, `/`, `@` or `:`), and a
+/// port of one to five digits no greater than 65535.
+pub fn host_is_valid(value: &[u8]) -> bool {
+    let (host_ok, port) = match value.strip_prefix(b"[") {
+        Some(literal) => {
+            let Some(end) = literal.iter().position(|&b| b == b']') else {
+                return false;
+            };
+            let address = std::str::from_utf8(&literal[..end])
+                .ok()
+                .and_then(|a| a.parse::<std::net::Ipv6Addr>().ok());
+            match &literal[end + 1..] {
+                [] => (address.is_some(), None),
+                [b':', port @ ..] => (address.is_some(), Some(port)),
+                _ => return false,
+            }
+        }
+        None => {
+            let (name, port) = match value.iter().rposition(|&b| b == b':') {
+                Some(colon) => (&value[..colon], Some(&value[colon + 1..])),
+                None => (value, None),
+            };
+            (reg_name_is_valid(name), port)
+        }
+    };
+    let port_ok = port.is_none_or(|p| {
+        (1..=5).contains(&p.len())
+            && p.iter().all(u8::is_ascii_digit)
+            && std::str::from_utf8(p)
+                .ok()
+                .and_then(|p| p.parse::<u16>().ok())
+                .is_some()
+    });
+    host_ok && port_ok
+}
+
+fn reg_name_is_valid(name: &[u8]) -> bool {
+    let mut i = 0;
+    while i < name.len() {
+        let b = name[i];
+        if b == b'%' {
+            let escape = name.get(i + 1..i + 3);
+            if !escape.is_some_and(|e| e.iter().all(u8::is_ascii_hexdigit)) {
+                return false;
+            }
+            i += 3;
+            continue;
+        }
+        if !(b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=".contains(&b)) {
+            return false;
+        }
+        i += 1;
+    }
+    !name.is_empty()
+}
+
 /// A connection whose reads pass through a [`HeadScanner`]: a head with a
 /// bare line end fails the read, and hyper closes the connection.
 pub struct StrictHeads<IO> {
@@ -474,6 +575,66 @@ mod tests {
         let mut io = StrictHeads::rewound(b"GET / HTTP/1.1\n".to_vec(), rest);
         let refused = io.read_to_end(&mut Vec::new()).await;
         assert!(refused.is_err_and(|e| e.kind() == io::ErrorKind::InvalidData));
+    }
+
+    #[test]
+    fn hosts_are_one_valid_authority() {
+        for good in [
+            "localhost",
+            "localhost:8080",
+            "127.0.0.1:1",
+            "[::1]",
+            "[::1]:65535",
+            "a.example",
+            "xn--bcher-kva.example",
+            "a%41b",
+        ] {
+            assert!(host_is_valid(good.as_bytes()), "{good}");
+        }
+        for bad in [
+            "",
+            "a b",
+            "a/b",
+            "user@h",
+            "[::1",
+            "[::1]x",
+            "[nope]",
+            "localhost:-1",
+            "host:99999",
+            "host:",
+            "host:123456",
+            ":80",
+            "a:b:c",
+            "a%4",
+            "a\tb",
+        ] {
+            assert!(!host_is_valid(bad.as_bytes()), "{bad}");
+        }
+    }
+
+    #[test]
+    fn http11_needs_exactly_one_host_http10_may_omit_it() {
+        use http::{HeaderMap, HeaderValue, Version};
+        let mut headers = HeaderMap::new();
+        assert_eq!(
+            check_host(Version::HTTP_11, &headers),
+            Err(BadHost::Missing)
+        );
+        assert_eq!(check_host(Version::HTTP_10, &headers), Ok(()));
+        assert_eq!(check_host(Version::HTTP_2, &headers), Ok(()));
+        headers.append(http::header::HOST, HeaderValue::from_static("a"));
+        assert_eq!(check_host(Version::HTTP_11, &headers), Ok(()));
+        headers.append(http::header::HOST, HeaderValue::from_static("a"));
+        assert_eq!(
+            check_host(Version::HTTP_11, &headers),
+            Err(BadHost::Repeated)
+        );
+        let mut headers = HeaderMap::new();
+        headers.insert(http::header::HOST, HeaderValue::from_static("a/b"));
+        assert_eq!(
+            check_host(Version::HTTP_10, &headers),
+            Err(BadHost::Invalid)
+        );
     }
 
     #[test]
