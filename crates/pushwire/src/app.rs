@@ -160,5 +160,11 @@ fn app_state(hub: Arc<Hub>, verifier: Arc<Verifier>, config: &ServeConfig) -> Ap
         ),
         field_limits: config.field_limits(),
         local_callers: crate::http::LocalCallers::new(config),
+        credentialed_origins: config
+            .cors_origins
+            .iter()
+            .filter_map(|o| url::Url::parse(o).ok())
+            .map(|o| o.origin().ascii_serialization())
+            .collect(),
     }
 }

@@ -619,6 +619,15 @@ impl ServeConfig {
         if url::Url::parse(&self.hub_url).is_err() {
             return invalid("hub-url must be an absolute URL");
         }
+        // The hub's keys are one trust relationship: with tokens of two
+        // issuers, one issuer's key could vouch for the other's identity,
+        // which the current draft forbids ("Token Validation").
+        if self.authorization_servers.len() > 1 {
+            return invalid(
+                "authorization-servers: name one issuer; the hub's keys are not bound to issuers, \
+                 so tokens of several would be verified with a pooled set",
+            );
+        }
         if let Some(server) = self
             .authorization_servers
             .iter()
@@ -881,6 +890,29 @@ mod tests {
         ])
         .is_ok());
         assert!(error(&["x", "--require-subscriber-auth"]).contains("subscriber-jwks-url"));
+    }
+
+    #[test]
+    fn one_authorization_server_an_https_issuer() {
+        assert!(load(&[
+            "pushwire",
+            "--authorization-servers",
+            "https://auth.example.com"
+        ])
+        .is_ok());
+        for bad in [
+            "https://a.example,https://b.example",
+            "http://auth.example.com",
+            "auth.example.com",
+        ] {
+            let Err(error) = load(&["pushwire", "--authorization-servers", bad]) else {
+                panic!("{bad} was accepted");
+            };
+            assert!(
+                error.to_string().contains("authorization-servers"),
+                "{bad}: {error}"
+            );
+        }
     }
 
     #[test]

@@ -1124,3 +1124,225 @@ async fn the_protected_resource_metadata_is_published_at_the_derived_location() 
     );
     Ok(())
 }
+
+// More of Subscription, Authorization and Error Responses
+
+#[tokio::test]
+async fn the_query_is_parsed_as_form_urlencoded() -> TestResult {
+    let hub = start(hub_config()).await;
+    let mut client = subscribe(hub.addr(), "match=a+b&match=c%26d").await;
+    publish(hub.addr(), &[("topic", "a b"), ("data", "space")]).await;
+    publish(hub.addr(), &[("topic", "c&d"), ("data", "ampersand")]).await;
+    let got: Vec<String> = client.take(2).await.into_iter().map(|e| e.data).collect();
+    assert_eq!(got, ["space", "ampersand"]);
+    Ok(())
+}
+
+#[tokio::test]
+async fn url_patterns_are_case_sensitive_but_for_the_host() -> TestResult {
+    let hub = start(hub_config()).await;
+    let addr = hub.addr();
+    let mut client = subscribe(
+        addr,
+        &format!("match_urlpattern={}", enc("https://example.com/books/:id")),
+    )
+    .await;
+    publish(
+        addr,
+        &[
+            ("topic", "https://example.com/Books/1"),
+            ("data", "other path"),
+        ],
+    )
+    .await;
+    publish(
+        addr,
+        &[
+            ("topic", "https://EXAMPLE.com/books/1"),
+            ("data", "same host"),
+        ],
+    )
+    .await;
+    assert_eq!(client.next().await.data, "same host");
+    client.expect_silence(SILENCE).await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn hub_generated_ids_are_fragments() -> TestResult {
+    let hub = start(hub_config()).await;
+    let id = publish(hub.addr(), &[("topic", "t")]).await;
+    assert!(
+        id.starts_with('#') && id[1..].bytes().all(|b| b.is_ascii_digit()),
+        "{id}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_bearer_scheme_is_matched_case_insensitively() -> TestResult {
+    let hub = start(hub_config()).await;
+    let reply = request(
+        hub.addr(),
+        "POST",
+        "/.well-known/mercure",
+        &[
+            ("Content-Type", "application/x-www-form-urlencoded"),
+            ("Authorization", &format!("bEaReR {}", publish_all())),
+        ],
+        b"topic=t",
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_malformed_token_presentation_is_400_with_an_invalid_request_challenge() -> TestResult {
+    let hub = start(hub_config()).await;
+    let addr = hub.addr();
+    let token = publish_all();
+    for headers in [
+        vec![("Authorization", "Basic dXNlcjpwYXNz".to_owned())],
+        vec![("Authorization", "Bearer".to_owned())],
+        vec![("Authorization", "Bearer ".to_owned())],
+        vec![
+            ("Authorization", format!("Bearer {token}")),
+            ("Authorization", format!("Bearer {token}")),
+        ],
+    ] {
+        let mut all = vec![("Content-Type", "application/x-www-form-urlencoded")];
+        all.extend(headers.iter().map(|(k, v)| (*k, v.as_str())));
+        let reply = request(addr, "POST", "/.well-known/mercure", &all, b"topic=t").await;
+        assert_eq!(reply.status, 400, "{headers:?}: {}", reply.body);
+        let challenge = reply.header("www-authenticate").unwrap_or_default();
+        assert!(
+            challenge.contains("error=\"invalid_request\""),
+            "{challenge}"
+        );
+        let subscribe_headers: Vec<(&str, &str)> =
+            headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let stream =
+            SseClient::connect_with(addr, "/.well-known/mercure?match=t", &subscribe_headers).await;
+        assert_eq!(stream.status, 400, "subscribe with {headers:?}");
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn keys_named_by_the_token_itself_are_never_used() -> TestResult {
+    let hub = start(hub_config()).await;
+    // Signed with the attacker's own key, which the header offers.
+    let attacker = "attacker-chosen-secret-of-some-length";
+    let offered: jsonwebtoken::jwk::Jwk = serde_json::from_value(
+        json!({"kty": "oct", "k": base64url(attacker.as_bytes()), "alg": "HS256"}),
+    )?;
+    let claims = json!({"aud": RESOURCE, "exp": in_an_hour(), "authorization_details": [
+        {"type": DETAIL_TYPE, "actions": ["publish"], "topics": [{"match": "*"}]}
+    ]});
+    let base = Header {
+        typ: Some("at+jwt".into()),
+        ..Header::new(Algorithm::HS256)
+    };
+    for header in [
+        Header {
+            jku: Some("https://attacker.example/jwks.json".into()),
+            ..base.clone()
+        },
+        Header {
+            jwk: Some(offered),
+            ..base.clone()
+        },
+        Header {
+            x5u: Some("https://attacker.example/cert.pem".into()),
+            ..base.clone()
+        },
+    ] {
+        let token = jsonwebtoken::encode(
+            &header,
+            &claims,
+            &EncodingKey::from_secret(attacker.as_bytes()),
+        )?;
+        assert_eq!(
+            post(hub.addr(), Some(&token), "topic=t").await.status,
+            401,
+            "{header:?}"
+        );
+    }
+    Ok(())
+}
+
+/// "Security Considerations": a publish authorized by a cookie must come
+/// from the hub's own origin or a listed one.
+#[tokio::test]
+async fn a_cookie_authorized_publish_from_another_site_is_refused() -> TestResult {
+    let mut c = hub_config();
+    c.cors_origins = vec!["https://app.example.com".into()];
+    let hub = start(c).await;
+    let addr = hub.addr();
+    let cookie = format!("__Secure-mercure_access_token={}", publish_all());
+    let host = addr.to_string();
+    let cases = [
+        (vec![("Origin", "https://evil.example")], 403),
+        (vec![("Referer", "https://evil.example/page")], 403),
+        (vec![], 403),
+        (vec![("Origin", "https://app.example.com")], 200),
+        (vec![("Referer", "https://app.example.com/editor")], 200),
+    ];
+    let mut client = subscribe(addr, "match=t").await;
+    for (extra, status) in cases {
+        let mut headers = vec![
+            ("Content-Type", "application/x-www-form-urlencoded"),
+            ("Cookie", cookie.as_str()),
+        ];
+        headers.extend(extra.iter().copied());
+        let reply = request(
+            addr,
+            "POST",
+            "/.well-known/mercure",
+            &headers,
+            b"topic=t&data=x",
+        )
+        .await;
+        assert_eq!(reply.status, status, "{extra:?}: {}", reply.body);
+    }
+    // The hub's own origin.
+    let own = format!("http://{host}");
+    let reply = request(
+        addr,
+        "POST",
+        "/.well-known/mercure",
+        &[
+            ("Content-Type", "application/x-www-form-urlencoded"),
+            ("Cookie", cookie.as_str()),
+            ("Origin", own.as_str()),
+        ],
+        b"topic=t&data=x",
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(client.take(3).await.len(), 3);
+    client.expect_silence(SILENCE).await;
+    // A token in the header needs no origin: a page cannot send it.
+    assert_eq!(
+        post(addr, Some(&publish_all()), "topic=t").await.status,
+        200
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_subscription_api_last_event_id_is_earliest_before_any_event() -> TestResult {
+    let hub = start(presence_hub()).await;
+    let reply = request(
+        hub.addr(),
+        "GET",
+        "/.well-known/mercure/subscriptions",
+        &[("Authorization", &format!("Bearer {}", watcher_token()))],
+        b"",
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(reply.json()["last_event_id"], "earliest");
+    Ok(())
+}

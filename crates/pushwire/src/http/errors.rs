@@ -89,6 +89,10 @@ impl IntoResponse for ApiError {
             (StatusCode::FORBIDDEN, "insufficient_scope") => {
                 Some("Bearer realm=\"pushwire\", error=\"insufficient_scope\"")
             }
+            // The token's presentation itself is malformed (RFC 6750 §3.1).
+            (StatusCode::BAD_REQUEST, "invalid_authorization") => {
+                Some("Bearer realm=\"pushwire\", error=\"invalid_request\"")
+            }
             _ => None,
         };
         if let Some(challenge) = challenge {

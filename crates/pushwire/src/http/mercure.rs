@@ -44,6 +44,7 @@ pub async fn subscribe(
     params: Params,
 ) -> Result<Response, ApiError> {
     let selectors = requested_selectors(&params, &state)?;
+    check_presentation(&headers)?;
     let token = presented_token(&headers, &params);
     // A token naming a key its JWK set does not hold yet works at once.
     state.subscribers.refresh_keys_for(token).await;
@@ -181,6 +182,78 @@ fn unknown_matcher(name: &str) -> ApiError {
     ApiError::bad_request("invalid_request", message)
 }
 
+/// A token presented in an `Authorization` header must be one `Bearer`
+/// credential: another scheme, an empty token or two headers are a
+/// malformed presentation, `400` with the `invalid_request` challenge (the
+/// current draft's "Error Responses"), rather than being read as no token.
+fn check_presentation(headers: &HeaderMap) -> Result<(), ApiError> {
+    let mut values = headers.get_all(header::AUTHORIZATION).iter();
+    let Some(value) = values.next() else {
+        return Ok(());
+    };
+    let well_formed = values.next().is_none()
+        && value
+            .to_str()
+            .ok()
+            .and_then(|v| v.split_once(' '))
+            .is_some_and(|(scheme, token)| {
+                scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty()
+            });
+    if well_formed {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(
+            "invalid_authorization",
+            "send the token as one `Authorization: Bearer <token>` header",
+        ))
+    }
+}
+
+/// Whether the publisher's token, if any, comes from a cookie: no header
+/// and no query parameter carries one (the form's `authorization` field is
+/// read later, and a page cannot fill it in without reading the token).
+fn token_from_cookie(headers: &HeaderMap, query: &Params) -> bool {
+    !headers.contains_key(header::AUTHORIZATION) && presented_token(headers, query).is_some()
+}
+
+/// Cross-site request forgery with the cookie: a page of another site can
+/// make a browser post a form to the hub, cookie included. A publish whose
+/// token comes from a cookie must therefore come from the hub's own origin
+/// or one listed in `--cors-origins`, as its `Origin` (or, without one, its
+/// `Referer`) says; with neither it is refused (the current draft's
+/// "Security Considerations").
+fn check_same_site(headers: &HeaderMap, state: &AppState) -> Result<(), ApiError> {
+    let source = headers
+        .get(header::ORIGIN)
+        .or_else(|| headers.get(header::REFERER))
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| url::Url::parse(v).ok());
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+    let allowed = source.is_some_and(|source| {
+        let origin = source.origin().ascii_serialization();
+        let same_host = match (source.host_str(), host) {
+            (Some(name), Some(host)) => {
+                let with_port = source
+                    .port()
+                    .map_or_else(|| name.to_owned(), |port| format!("{name}:{port}"));
+                host.eq_ignore_ascii_case(&with_port) || host.eq_ignore_ascii_case(name)
+            }
+            _ => false,
+        };
+        same_host || state.credentialed_origins.contains(&origin)
+    });
+    if allowed {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "cross_origin",
+            "a publish authorized by a cookie must come from the hub's own origin or one listed \
+             in --cors-origins (its Origin or Referer header)",
+        ))
+    }
+}
+
 fn invalid_selector(e: SelectorError) -> ApiError {
     ApiError::bad_request("invalid_request", e.to_string())
 }
@@ -200,7 +273,11 @@ pub async fn publish(AxState(state): State, req: Request) -> Result<Response, Ap
             "send the update as application/x-www-form-urlencoded",
         ));
     }
+    check_presentation(req.headers())?;
     let query = Params::decode(req.uri().query().unwrap_or_default().as_bytes())?;
+    if token_from_cookie(req.headers(), &query) {
+        check_same_site(req.headers(), &state)?;
+    }
     // A present Authorization header decides even when it is not a bearer.
     let early = req.headers().contains_key(header::AUTHORIZATION)
         || presented_token(req.headers(), &query).is_some();
@@ -382,6 +459,7 @@ pub async fn subscriptions(
         ));
     }
     let path = uri.path();
+    check_presentation(&headers)?;
     let token = presented_token(&headers, &params);
     state.subscribers.refresh_keys_for(token).await;
     let reader = match token {

@@ -74,6 +74,9 @@ pub struct AppState {
     pub protected_resource: Option<Arc<metadata::ProtectedResource>>,
     /// The hosts and origins keyless publish and management calls are served for.
     pub local_callers: LocalCallers,
+    /// The origins listed in `--cors-origins` (`*` excluded), serialized as
+    /// `scheme://host[:port]`: they may send cookies to the Mercure routes.
+    pub credentialed_origins: Vec<String>,
 }
 
 type State = axum::extract::State<Arc<AppState>>;
