@@ -1346,3 +1346,60 @@ async fn the_subscription_api_last_event_id_is_earliest_before_any_event() -> Te
     assert_eq!(reply.json()["last_event_id"], "earliest");
     Ok(())
 }
+
+/// The draft's minimal self-issued subscriber token ("Authorization"),
+/// header `{"alg": "ES256", "typ": "at+jwt"}` and its claims as written,
+/// but for `exp`, whose example date has passed.
+#[tokio::test]
+async fn the_drafts_es256_subscriber_token_reads_private_updates() -> TestResult {
+    let fixture = |name: &str| format!("{}/tests/fixtures/jwt/{name}", env!("CARGO_MANIFEST_DIR"));
+    let mut c = config();
+    c.jwt_alg = "ES256".into();
+    c.publisher_jwt_key = vec![fixture("ec.pub.pem")];
+    c.subscriber_jwt_key = vec![fixture("ec.pub.pem")];
+    c.jwt_audience = Some(RESOURCE.into());
+    let hub = start(c).await;
+    let addr = hub.addr();
+    let key = EncodingKey::from_ec_pem(&std::fs::read(fixture("ec.pem"))?)?;
+    let es256 = |claims: &Value| {
+        let header = Header {
+            typ: Some("at+jwt".into()),
+            ..Header::new(Algorithm::ES256)
+        };
+        jsonwebtoken::encode(&header, claims, &key)
+    };
+    let reader = es256(&json!({
+        "aud": "https://hub.example.com/.well-known/mercure",
+        "exp": in_an_hour(),
+        "sub": "urn:uuid:bb3de268-05b0-4c65-b44e-8f9acefc29d6",
+        "authorization_details": [
+            {
+                "type": "mercure",
+                "actions": ["subscribe"],
+                "topics": [{"match": "https://example.com/books/:id", "match_type": "urlpattern"}]
+            }
+        ]
+    }))?;
+    let publisher = es256(&json!({
+        "aud": RESOURCE,
+        "exp": in_an_hour(),
+        "authorization_details": [{"type": DETAIL_TYPE, "actions": ["publish"], "topics": [{"match": "*"}]}],
+    }))?;
+    let mut client = subscribe(
+        addr,
+        &format!(
+            "match_urlpattern={}&access_token={reader}",
+            enc("https://example.com/books/:id")
+        ),
+    )
+    .await;
+    let reply = post(
+        addr,
+        Some(&publisher),
+        "topic=https://example.com/books/1&data=private&private=on",
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(client.next().await.data, "private");
+    Ok(())
+}
