@@ -57,8 +57,9 @@ pub struct ServeConfig {
     #[serde(skip)]
     pub config: Option<PathBuf>,
 
-    /// Address and port to listen on.
-    #[arg(long, env = "PUSHWIRE_LISTEN", default_value = "127.0.0.1:8080")]
+    /// Address and port to listen on: an IP address (`0.0.0.0:8080`, `[::]:8080`) or a host name (`localhost:8080`, its first address).
+    #[arg(long, env = "PUSHWIRE_LISTEN", default_value = "127.0.0.1:8080", value_parser = listen_address)]
+    #[serde(deserialize_with = "listen_from_file")]
     pub listen: SocketAddr,
 
     /// PEM file with the certificate chain: the hub then serves HTTPS, HTTP/2 or HTTP/1.1 as the client's ALPN asks. Needs `--tls-key`; both are read again on SIGHUP.
@@ -354,6 +355,102 @@ fn trimmed(entries: Vec<String>) -> Vec<String> {
         .collect()
 }
 
+/// When a value clap refused came from a `PUSHWIRE_*` variable rather than
+/// from the command line, says so: clap names only the flag, which the
+/// operator never typed. `None` for any other error.
+pub fn env_value_error(
+    command: &clap::Command,
+    error: &clap::Error,
+    args: &[String],
+) -> Option<String> {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if !matches!(
+        error.kind(),
+        ErrorKind::InvalidValue | ErrorKind::ValueValidation
+    ) {
+        return None;
+    }
+    let Some(ContextValue::String(shown)) = error.get(ContextKind::InvalidArg) else {
+        return None;
+    };
+    // `--max-body <MAX_BODY>`
+    let long = shown.split_whitespace().next()?.strip_prefix("--")?;
+    let typed = args
+        .iter()
+        .any(|a| a == &format!("--{long}") || a.starts_with(&format!("--{long}=")));
+    if typed {
+        return None;
+    }
+    let arg = command
+        .get_subcommands()
+        .flat_map(|c| c.get_arguments())
+        .chain(command.get_arguments())
+        .find(|a| a.get_long() == Some(long))?;
+    let variable = arg.get_env()?.to_string_lossy().into_owned();
+    let value = std::env::var(&variable).ok()?;
+    let reason = match (
+        error.get(ContextKind::Custom),
+        error.get(ContextKind::ValidValue),
+    ) {
+        (Some(ContextValue::String(reason)), _) => format!(": {reason}"),
+        (_, Some(ContextValue::Strings(valid))) => format!(": use one of {}", valid.join(", ")),
+        _ => std::error::Error::source(error)
+            .map(|source| format!(": {source}"))
+            .unwrap_or_default(),
+    };
+    Some(format!(
+        "invalid value '{value}' in the environment variable {variable} (for --{long}){reason}"
+    ))
+}
+
+/// Words of `text` in lines of at most `width` characters (longer words
+/// get a line of their own).
+fn wrap(text: &str, width: usize) -> Vec<String> {
+    let mut lines = Vec::new();
+    let mut line = String::new();
+    for word in text.split_whitespace() {
+        if !line.is_empty() && line.len() + 1 + word.len() > width {
+            lines.push(std::mem::take(&mut line));
+        }
+        if !line.is_empty() {
+            line.push(' ');
+        }
+        line.push_str(word);
+    }
+    if !line.is_empty() {
+        lines.push(line);
+    }
+    lines
+}
+
+/// An address to listen on: `ip:port`, or `host:port` resolved once, at
+/// start, to its first address (`localhost` is 127.0.0.1 on most systems).
+pub fn listen_address(text: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = text.parse() {
+        return Ok(addr);
+    }
+    let Some((host, port)) = text.rsplit_once(':') else {
+        return Err("give an address and a port, such as 127.0.0.1:8080 or localhost:8080".into());
+    };
+    if port.parse::<u16>().is_err() {
+        return Err(format!("`{port}` is not a port number (0 to 65535)"));
+    }
+    use std::net::ToSocketAddrs;
+    match text.to_socket_addrs() {
+        Ok(mut addrs) => addrs
+            .next()
+            .ok_or_else(|| format!("the host name `{host}` resolves to no address")),
+        Err(e) => Err(format!("the host name `{host}` does not resolve: {e}")),
+    }
+}
+
+fn listen_from_file<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<SocketAddr, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    listen_address(&text).map_err(serde::de::Error::custom)
+}
+
 /// A list option in the TOML file: an array of strings, or one string that
 /// is comma-separated as the flag is (`cors-origins = "a, b"`).
 fn comma_list<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
@@ -439,6 +536,55 @@ impl ServeConfig {
         let matches = command.get_matches_from(["pushwire"]);
         // The defaults are literals of this file and parse; tests check it.
         ServeConfig::from_arg_matches(&matches).unwrap_or_else(|e| panic!("bad default: {e}"))
+    }
+
+    /// A configuration file with every option commented out at its
+    /// built-in default, each under its help text and variable: what
+    /// `pushwire config` prints, a starting point to edit. Uncommenting a
+    /// line of an option that has a default sets that default; options
+    /// without one show their key only.
+    pub fn commented_defaults() -> String {
+        // The built-in defaults, whatever the environment says.
+        let command = ServeConfig::augment_args(clap::Command::new("pushwire"))
+            .mut_args(|arg| arg.env(None::<&str>));
+        let defaults = command
+            .clone()
+            .try_get_matches_from(["pushwire"])
+            .ok()
+            .and_then(|m| ServeConfig::from_arg_matches(&m).ok())
+            .and_then(|c| toml::Table::try_from(&c).ok())
+            .unwrap_or_default();
+        let documented = ServeConfig::augment_args(clap::Command::new("pushwire"));
+        let mut out = String::from(
+            "# pushwire configuration: every option at its built-in default.\n\
+             # Keys are the flags without `--`; a flag or PUSHWIRE_* variable given at start\n\
+             # wins over this file. Uncomment and edit what you need, then run\n\
+             # `pushwire check-config --config <this file>`.\n",
+        );
+        for arg in documented.get_arguments() {
+            let Some(key) = arg.get_long() else { continue };
+            if key == "config" {
+                continue;
+            }
+            out.push('\n');
+            let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
+            for line in wrap(&help, 86) {
+                out.push_str("# ");
+                out.push_str(&line);
+                out.push('\n');
+            }
+            if let Some(variable) = arg.get_env() {
+                out.push_str(&format!(
+                    "# (environment: {})\n",
+                    variable.to_string_lossy()
+                ));
+            }
+            match defaults.get(key) {
+                Some(value) => out.push_str(&format!("#{key} = {value}\n")),
+                None => out.push_str(&format!("#{key} =   (no default)\n")),
+            }
+        }
+        out
     }
 
     /// What token verification needs.
@@ -890,6 +1036,37 @@ mod tests {
         ])
         .is_ok());
         assert!(error(&["x", "--require-subscriber-auth"]).contains("subscriber-jwks-url"));
+    }
+
+    #[test]
+    fn the_commented_defaults_name_every_option_and_read_back_as_the_defaults() {
+        let text = ServeConfig::commented_defaults();
+        let command = ServeConfig::augment_args(clap::Command::new("pushwire"));
+        for arg in command.get_arguments() {
+            let Some(key) = arg.get_long() else { continue };
+            if key != "config" {
+                assert!(text.contains(&format!("\n#{key} = ")), "{key} is missing");
+            }
+        }
+        // Uncommenting every option that has a default gives the defaults.
+        let uncommented: String = text
+            .lines()
+            .filter_map(|l| l.strip_prefix('#'))
+            .filter(|l| !l.starts_with(' ') && !l.contains("(no default)"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let dir = std::env::temp_dir().join(format!("pushwire-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).ok();
+        let file = dir.join("pushwire.toml");
+        std::fs::write(&file, &uncommented).ok();
+        let loaded = load(&["pushwire", "--config", &file.to_string_lossy()]);
+        std::fs::remove_dir_all(&dir).ok();
+        let loaded = match loaded {
+            Ok(c) => c,
+            Err(e) => panic!("{e}\n{uncommented}"),
+        };
+        let as_table = |c: &ServeConfig| toml::Table::try_from(c).ok();
+        assert_eq!(as_table(&loaded), as_table(&ServeConfig::defaults()));
     }
 
     #[test]

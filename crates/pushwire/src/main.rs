@@ -1,4 +1,5 @@
-//! The `pushwire` command: `serve`, `check-config`, `publish`, `subscribe`.
+//! The `pushwire` command: `serve`, `check-config`, `config`, `publish`,
+//! `subscribe`.
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -25,6 +26,8 @@ enum Command {
     Serve(ServeConfig),
     /// Load the configuration, print it as TOML and exit (2 if it is invalid).
     CheckConfig(ServeConfig),
+    /// Print a configuration file with every option commented out at its default.
+    Config,
     /// Publish one event.
     Publish(PublishArgs),
     /// Open a stream and print its events as JSON lines.
@@ -94,7 +97,17 @@ struct SubscribeArgs {
 }
 
 fn main() -> ExitCode {
-    let matches = Cli::command().get_matches();
+    let args: Vec<String> = std::env::args().collect();
+    let matches = match Cli::command().try_get_matches_from(&args) {
+        Ok(matches) => matches,
+        Err(e) => match pushwire::config::env_value_error(&Cli::command(), &e, &args) {
+            Some(message) => {
+                eprintln!("pushwire: bad configuration: {message}");
+                return ExitCode::from(2);
+            }
+            None => e.exit(),
+        },
+    };
     let cli = match Cli::from_arg_matches(&matches) {
         Ok(cli) => cli,
         Err(e) => e.exit(),
@@ -135,6 +148,10 @@ fn main() -> ExitCode {
                 };
             }
             runtime.block_on(serve(config))
+        }
+        Command::Config => {
+            print!("{}", ServeConfig::commented_defaults());
+            return ExitCode::SUCCESS;
         }
         Command::Publish(args) => runtime.block_on(publish(args)),
         Command::Subscribe(args) => runtime.block_on(subscribe(args)),

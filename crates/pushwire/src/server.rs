@@ -52,9 +52,10 @@ use pushwire_core::hub::Hub;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}")]
     Bind {
         addr: SocketAddr,
+        #[source]
         source: std::io::Error,
     },
     /// The configuration could not be built into a running hub: the
@@ -115,9 +116,21 @@ impl Server {
     }
 }
 
+/// Most connections waiting to be accepted. A mass reconnect after a
+/// deploy or a network blip brings them all at once; the kernel caps the
+/// figure at `net.core.somaxconn`.
+const LISTEN_BACKLOG: u32 = 4096;
+
 /// Binds the listener and starts serving in the background.
 pub async fn start(config: ServeConfig) -> Result<Server, ServerError> {
-    // Everything that can refuse the configuration does so before the bind.
+    // The port first: when it is taken, nothing else (the data dir, the
+    // history file) is created. The configuration itself was checked when
+    // it was read; what remains to refuse (history, TLS files, keys) only
+    // holds the port for the moment it takes to say so.
+    let listener = bind(config.listen).map_err(|source| ServerError::Bind {
+        addr: config.listen,
+        source,
+    })?;
     let App {
         hub,
         cluster,
@@ -128,12 +141,6 @@ pub async fn start(config: ServeConfig) -> Result<Server, ServerError> {
     // Before the bind, so that the first tokens find their keys; a set
     // that cannot be fetched delays the start by at most the fetch timeout.
     verifier.start_key_sets(hub.metrics().clone()).await;
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| ServerError::Bind {
-            addr: config.listen,
-            source,
-        })?;
     let addr = listener.local_addr().map_err(|source| ServerError::Bind {
         addr: config.listen,
         source,
@@ -155,6 +162,19 @@ pub async fn start(config: ServeConfig) -> Result<Server, ServerError> {
         task,
         tls,
     })
+}
+
+/// A listening socket with address reuse (a restarted hub binds while the
+/// old connections linger in TIME_WAIT) and [`LISTEN_BACKLOG`].
+fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 async fn run(

@@ -262,3 +262,98 @@ fn flags_beat_environment_beats_file_beats_defaults() {
     assert_eq!(shown["queue-capacity"].as_integer(), Some(6));
     assert_eq!(shown["listen"].as_str(), Some("127.0.0.1:8080"));
 }
+
+#[test]
+fn a_bad_environment_variable_is_named_as_such() {
+    let out = Command::new(BIN)
+        .args(["check-config"])
+        .env("PUSHWIRE_MAX_BODY", "lots")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("PUSHWIRE_MAX_BODY") && stderr.contains("'lots'"),
+        "{stderr}"
+    );
+    // The same value as a flag is the flag's error.
+    let out = Command::new(BIN)
+        .args(["check-config", "--max-body", "lots"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--max-body") && !stderr.contains("PUSHWIRE_"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn listen_takes_a_host_name() {
+    let out = Command::new(BIN)
+        .args(["check-config", "--listen", "localhost:9000"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("listen = \"127.0.0.1:9000\"")
+            || stdout.contains("listen = \"[::1]:9000\""),
+        "{stdout}"
+    );
+    let out = Command::new(BIN)
+        .args(["check-config", "--listen", "localhost"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("port"));
+}
+
+#[test]
+fn a_port_in_use_is_reported_once_and_creates_nothing() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let out = Command::new(BIN)
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .arg("--data-dir")
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.matches("in use").count(), 1, "{stderr}");
+    assert!(
+        stderr.contains(&format!("cannot listen on 127.0.0.1:{port}")),
+        "{stderr}"
+    );
+    assert!(
+        !data.exists(),
+        "the data dir was created before the bind failed"
+    );
+}
+
+#[test]
+fn config_prints_a_file_that_check_config_accepts() {
+    let out = Command::new(BIN).arg("config").output().unwrap();
+    assert!(out.status.success());
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("pushwire.toml");
+    std::fs::write(&file, &out.stdout).unwrap();
+    let checked = Command::new(BIN)
+        .args(["check-config", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        checked.status.success(),
+        "{}",
+        String::from_utf8_lossy(&checked.stderr)
+    );
+}

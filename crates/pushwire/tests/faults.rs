@@ -416,6 +416,36 @@ async fn a_history_file_turned_read_only_refuses_publishes_then_recovers() {
     });
 }
 
+/// A data directory the hub may not write to is reported as such, not as
+/// a history the hub refuses to discard, and nothing is left in it.
+/// Ignored by default for the same reason as the test above: as root,
+/// only an immutable directory is unwritable.
+#[tokio::test]
+#[ignore = "needs CAP_LINUX_IMMUTABLE (chattr +i); scripts/test runs it where it can"]
+async fn an_unwritable_empty_data_dir_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    if let Err(why) = immutable(&data, true) {
+        panic!(
+            "cannot make a directory immutable here ({}): needs CAP_LINUX_IMMUTABLE",
+            why.trim()
+        );
+    }
+    let mut config = pushwire_testkit::config();
+    config.storage = pushwire::config::Storage::Embedded;
+    config.data_dir = data.clone();
+    let result = pushwire::server::start(config).await;
+    immutable(&data, false).unwrap();
+    let Err(error) = result else {
+        panic!("the hub started on an unwritable data directory");
+    };
+    let message = format!("{error:#}");
+    assert!(message.contains("must be writable"), "{message}");
+    assert!(!message.contains("discard"), "{message}");
+    assert_eq!(std::fs::read_dir(&data).unwrap().count(), 0);
+}
+
 // ---------------------------------------------------------------------------
 // SIGTERM under load
 

@@ -121,12 +121,30 @@ impl EmbeddedLog {
             path: dir.to_owned(),
             reason: format!("cannot create the data directory: {e}"),
         })?;
+        // A directory the hub may not write to is a setup mistake, not a
+        // history at risk: say that, not "refusing to discard history".
+        let not_writable = |e: &dyn std::fmt::Display| StoreError::Open {
+            path: path.clone(),
+            reason: format!(
+                "cannot create the history file: {e}; the data directory must be writable \
+                 by the user the hub runs as (or choose another with --data-dir)"
+            ),
+        };
         let existing = match std::fs::metadata(&path) {
             Ok(meta) if meta.is_dir() => return Err(refuse("it is a directory".to_owned())),
             Ok(meta) => meta.len() > 0,
             Err(e) if e.kind() == ErrorKind::NotFound => false,
             Err(e) => return Err(refuse(e.to_string())),
         };
+        if !existing {
+            if let Err(e) = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+            {
+                return Err(not_writable(&e));
+            }
+        }
         let db = match open_file(&path, existing) {
             Ok(Ok(db)) => db,
             Ok(Err(DatabaseError::DatabaseAlreadyOpen | DatabaseError::LockProtocolMismatch)) => {
