@@ -159,11 +159,32 @@ pub fn encode(text: &str) -> String {
 /// draft, which a hub may be). A topic that is no URL reference names no
 /// hub path by resolution.
 pub fn is_reserved_topic(topic: &str, hub_url: &Url) -> bool {
+    // Every publish asks this of every topic. A topic that neither spells
+    // `mercure` nor escapes anything can name the namespace only through
+    // the part of the hub's URL a relative reference keeps: its whole path
+    // for a reference with no path (`""`, `?q`, `#f`), its directory for
+    // any other.
+    if !topic.contains("mercure")
+        && !topic.contains('%')
+        && !topic.is_empty()
+        && !topic.starts_with(['?', '#'])
+        && !directory_in_namespace(hub_url)
+    {
+        return false;
+    }
     let resolved = Url::options()
         .base_url(Some(hub_url))
         .parse(topic)
         .is_ok_and(|url| in_namespace(&normalize_path(&decode_unreserved(url.path()))));
     resolved || in_namespace(&collapse_slashes(&decode_unreserved(written_path(topic))))
+}
+
+/// Whether relative references resolved against `hub_url` land in the
+/// namespace whatever they say (a hub URL like `.../.well-known/mercure/`).
+fn directory_in_namespace(hub_url: &Url) -> bool {
+    let path = hub_url.path();
+    let directory = &path[..path.rfind('/').map_or(0, |at| at + 1)];
+    in_namespace(directory.trim_end_matches('/'))
 }
 
 fn in_namespace(path: &str) -> bool {
@@ -348,6 +369,16 @@ mod tests {
                 Target::Topics(vec![doc["id"].as_str().unwrap_or_default().to_owned()])
             );
         }
+    }
+
+    #[test]
+    fn a_hub_url_inside_the_namespace_reserves_every_relative_topic() {
+        let inside = Url::parse("https://hub.example.com/.well-known/mercure/")
+            .unwrap_or_else(|_| unreachable!());
+        assert!(is_reserved_topic("books/1", &inside));
+        assert!(!is_reserved_topic("/books/1", &inside));
+        let outside = Url::parse(HUB).unwrap_or_else(|_| unreachable!());
+        assert!(!is_reserved_topic("books/1", &outside));
     }
 
     #[test]
