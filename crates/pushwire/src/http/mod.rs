@@ -188,6 +188,7 @@ pub fn router(state: Arc<AppState>, config: &ServeConfig) -> Router {
             limits::header_size,
         ))
         .layer(axum::middleware::from_fn(strict_host))
+        .layer(axum::middleware::from_fn(errors::log_refusals))
         .with_state(state)
 }
 
