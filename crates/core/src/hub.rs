@@ -451,6 +451,18 @@ impl Hub {
         self.registry.counts().users
     }
 
+    /// Sets the `pushwire_history_*` gauges from the history (before a
+    /// scrape renders them). A history that cannot answer leaves them as
+    /// they were: its fault shows in `/readyz` and the log.
+    pub async fn refresh_history_metrics(&self) {
+        if let Ok(retained) = self.log.retained().await {
+            let gauge = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+            self.metrics.history_events.set(gauge(retained.events));
+            self.metrics.history_oldest_seq.set(gauge(retained.oldest));
+            self.metrics.history_newest_seq.set(gauge(retained.newest));
+        }
+    }
+
     /// Online users, sorted by id.
     pub fn users(&self) -> Vec<UserStreams> {
         self.registry.users()

@@ -16,6 +16,7 @@
 //! - [`server`]: binds, serves connections and shuts down;
 //! - [`startup`]: the summary line a hub writes once it listens;
 //! - [`log_limit`]: at most so many lines of a kind a caller can provoke;
+//! - [`process`]: the process figures `/metrics` reads from `/proc`;
 //! - [`outbound`]: the HTTP client for the calls the hub itself makes
 //!   (JWKS key sets).
 
@@ -27,6 +28,7 @@ pub mod http;
 pub mod limits;
 pub mod log_limit;
 pub mod outbound;
+pub mod process;
 pub mod server;
 pub mod startup;
 pub mod transport;

@@ -66,6 +66,7 @@ pub enum ServerError {
 /// A running hub.
 pub struct Server {
     addr: SocketAddr,
+    metrics_addr: Option<SocketAddr>,
     hub: Arc<Hub>,
     stop: CancellationToken,
     task: JoinHandle<()>,
@@ -76,6 +77,11 @@ impl Server {
     /// The address actually bound (useful with port 0).
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The address of the `--metrics-listen` listener, as bound.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     pub fn hub(&self) -> &Arc<Hub> {
@@ -139,6 +145,10 @@ pub async fn start(config: ServeConfig) -> Result<Server, ServerError> {
         source,
     })?;
     let stop = CancellationToken::new();
+    let metrics_addr = match config.metrics_listen {
+        Some(at) => Some(serve_metrics(at, hub.clone(), stop.clone()).await?),
+        None => None,
+    };
     let task = tokio::spawn(run(
         listener,
         app,
@@ -150,11 +160,35 @@ pub async fn start(config: ServeConfig) -> Result<Server, ServerError> {
     ));
     Ok(Server {
         addr,
+        metrics_addr,
         hub,
         stop,
         task,
         tls,
     })
+}
+
+/// Binds `--metrics-listen` and serves `/metrics` there until `stop`. A
+/// scrape is one short request: axum's own server is enough, with none of
+/// the stream path's care.
+async fn serve_metrics(
+    at: SocketAddr,
+    hub: Arc<Hub>,
+    stop: CancellationToken,
+) -> Result<SocketAddr, ServerError> {
+    let bind_error = |source| ServerError::Bind { addr: at, source };
+    let listener = TcpListener::bind(at).await.map_err(bind_error)?;
+    let addr = listener.local_addr().map_err(bind_error)?;
+    let router = crate::http::metrics_router(hub);
+    tokio::spawn(async move {
+        let served = axum::serve(listener, router)
+            .with_graceful_shutdown(stop.cancelled_owned())
+            .await;
+        if let Err(error) = served {
+            tracing::error!(%error, %addr, "the metrics listener stopped");
+        }
+    });
+    Ok(addr)
 }
 
 async fn run(

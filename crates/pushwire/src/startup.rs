@@ -134,10 +134,11 @@ pub fn changed_limits(config: &ServeConfig) -> String {
 
 /// Writes the summary line (`info`) and, for a keyless publisher on an
 /// address other hosts can reach, the warning (`warn`).
-pub fn log_summary(config: &ServeConfig, addr: SocketAddr) {
+pub fn log_summary(config: &ServeConfig, addr: SocketAddr, metrics_addr: Option<SocketAddr>) {
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         %addr,
+        metrics_addr = metrics_addr.map(|a| a.to_string()),
         storage = storage(config),
         publisher_auth = publisher_auth(config),
         subscriber_auth = subscriber_auth(config),

@@ -45,6 +45,8 @@ async fn with_a_key_there_is_no_warning_and_a_wrong_key_is_logged_with_the_peer(
             "right",
             "--max-streams",
             "50",
+            "--metrics-listen",
+            "127.0.0.1:0",
         ],
     );
     let addr: std::net::SocketAddr = format!("127.0.0.1:{}", hub.addr.port()).parse().unwrap();
@@ -83,6 +85,17 @@ async fn with_a_key_there_is_no_warning_and_a_wrong_key_is_logged_with_the_peer(
         .expect("startup line");
     assert_eq!(start["fields"]["publisher_auth"], "publisher key");
     assert_eq!(start["fields"]["limits"], "max-streams=50");
+    let scrape_at: std::net::SocketAddr = start["fields"]["metrics_addr"]
+        .as_str()
+        .expect("the metrics address")
+        .parse()
+        .unwrap();
+    let scrape = get(scrape_at, "/metrics").await;
+    assert!(
+        scrape.body.contains("pushwire_build_info"),
+        "{}",
+        scrape.body
+    );
     assert!(
         !lines.iter().any(|l| l["level"] == "WARN"),
         "unexpected warning: {lines:#?}"

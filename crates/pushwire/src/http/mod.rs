@@ -39,6 +39,7 @@ mod schema;
 mod seed;
 mod streams;
 
+pub use admin::metrics_router;
 pub use api::{publish_body, PublishBody};
 pub use errors::ApiError;
 pub use local::LocalCallers;
