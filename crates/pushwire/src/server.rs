@@ -145,11 +145,14 @@ pub async fn start(config: ServeConfig) -> Result<Server, ServerError> {
         source,
     })?;
     let stop = CancellationToken::new();
+    // Scrapes are answered through the drain and the shutdown, until the
+    // server has stopped.
+    let scrapes_end = CancellationToken::new();
     let metrics_addr = match config.metrics_listen {
-        Some(at) => Some(serve_metrics(at, hub.clone(), stop.clone()).await?),
+        Some(at) => Some(serve_metrics(at, hub.clone(), scrapes_end.clone()).await?),
         None => None,
     };
-    let task = tokio::spawn(run(
+    let serving = run(
         listener,
         app,
         hub.clone(),
@@ -157,7 +160,11 @@ pub async fn start(config: ServeConfig) -> Result<Server, ServerError> {
         config,
         tls.clone(),
         stop.clone(),
-    ));
+    );
+    let task = tokio::spawn(async move {
+        serving.await;
+        scrapes_end.cancel();
+    });
     Ok(Server {
         addr,
         metrics_addr,

@@ -165,9 +165,10 @@ async fn streams_log_how_they_open_and_why_they_close() {
     assert_eq!(opened["fields"]["resumed"], false);
     assert_eq!(opened["fields"]["reset"], false);
 
+    // An id of this test's own: every hub of this file issues `#1`.
     let id = publish(
         addr,
-        json!({ "to": { "users": ["log-alice"] }, "data": "hi" }),
+        json!({ "to": { "users": ["log-alice"] }, "data": "hi", "id": "alice-1" }),
     )
     .await;
     assert_eq!(tab.next().await.data, "hi");
@@ -227,4 +228,36 @@ async fn a_refused_stream_is_logged_with_its_limit_and_key() {
         .as_str()
         .unwrap()
         .contains("127.0.0.1"));
+}
+
+#[tokio::test]
+async fn a_slow_consumer_cut_is_a_warning_and_the_reason_its_stream_closed() {
+    captured();
+    let mut config = config();
+    // One queued frame: a batch of three to the user overflows it at once,
+    // before the stream's task can take the first.
+    config.queue_capacity = 1;
+    let hub = start(config).await;
+    let addr = hub.addr();
+    let mut tab = SseClient::connect(addr, "/api/v1/stream?user=log-dave").await;
+    line_about("log-dave", "stream opened").await;
+    let batch = json!([
+        { "to": { "users": ["log-dave"] }, "data": "1", "id": "dave-1" },
+        { "to": { "users": ["log-dave"] }, "data": "2" },
+        { "to": { "users": ["log-dave"] }, "data": "3" },
+    ]);
+    let reply = post_json(addr, "/api/v1/publish", &batch).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert!(tab.wait_end(WAIT).await, "the slow stream was not ended");
+    let cut = line_about("log-dave", "slow consumer cut: its queue overflowed (--queue-capacity); the client resumes from the history").await;
+    assert_eq!(cut["level"], "WARN");
+    assert_eq!(cut["fields"]["route"], "api");
+    let closed = line_about("log-dave", "stream closed").await;
+    assert_eq!(closed["fields"]["reason"], "slow_consumer");
+    // An id of this test's own, not `#1`, which every hub of this file issues.
+    let first = "dave-1";
+    let published = lines_where(|l| message(l) == "published" && l["fields"]["first_id"] == first);
+    assert_eq!(published[0]["fields"]["count"], 3, "{published:?}");
+    let delivered = lines_where(|l| message(l) == "delivered" && l["fields"]["first_id"] == first);
+    assert_eq!(delivered[0]["fields"]["slow_consumers"], 1, "{delivered:?}");
 }
