@@ -460,6 +460,9 @@ impl Hub {
             self.metrics.history_events.set(gauge(retained.events));
             self.metrics.history_oldest_seq.set(gauge(retained.oldest));
             self.metrics.history_newest_seq.set(gauge(retained.newest));
+            self.metrics
+                .tail_lag_events
+                .set(gauge(retained.undelivered));
         }
     }
 

@@ -81,6 +81,10 @@ pub struct Retained {
     pub events: u64,
     pub oldest: u64,
     pub newest: u64,
+    /// Events of the history this node has not yet handed to its fanout:
+    /// 0 for engines that deliver within `append`; for a shared history,
+    /// how far this node's live delivery is behind it.
+    pub undelivered: u64,
 }
 
 impl Retained {
@@ -92,6 +96,7 @@ impl Retained {
                 events: newest - oldest + 1,
                 oldest,
                 newest,
+                undelivered: 0,
             },
             _ => Retained::default(),
         }

@@ -88,6 +88,8 @@ pub struct Metrics {
     /// The oldest and newest retained sequence numbers (0 when empty).
     pub history_oldest_seq: Gauge,
     pub history_newest_seq: Gauge,
+    /// Events of a shared (Redis) history this node has not delivered yet.
+    pub tail_lag_events: Gauge,
     limit_rejections: Family<LimitLabel, Counter>,
     jwks_fetches: Family<OutcomeLabel, Counter>,
 }
@@ -182,6 +184,7 @@ impl Metrics {
         let history_events = Gauge::default();
         let history_oldest_seq = Gauge::default();
         let history_newest_seq = Gauge::default();
+        let tail_lag_events = Gauge::default();
         registry.register(
             "history_events",
             "Events the history retains",
@@ -196,6 +199,11 @@ impl Metrics {
             "history_newest_seq",
             "Sequence number of the newest retained event (0 when none)",
             history_newest_seq.clone(),
+        );
+        registry.register(
+            "redis_tail_lag_events",
+            "Events of the shared Redis history this node's tail has not delivered yet (0 without Redis)",
+            tail_lag_events.clone(),
         );
         registry.register(
             "publish_duration_seconds",
@@ -248,6 +256,7 @@ impl Metrics {
             history_events,
             history_oldest_seq,
             history_newest_seq,
+            tail_lag_events,
             limit_rejections,
             jwks_fetches,
         }

@@ -128,6 +128,7 @@ impl EventLog for MemoryLog {
             events: w.events.len() as u64,
             oldest: w.events.front().map_or(0, |e| e.seq),
             newest: w.events.back().map_or(0, |e| e.seq),
+            undelivered: 0,
         };
         future::ready(Ok(retained)).boxed()
     }
