@@ -160,8 +160,13 @@ impl HubProcess {
         // Keep draining the log so the hub never blocks on a full pipe.
         let kept = log.clone();
         std::thread::spawn(move || {
-            for line in lines.map_while(Result::ok) {
-                kept.lock().unwrap().push(line);
+            for line in lines {
+                match line {
+                    Ok(line) => kept.lock().unwrap().push(line),
+                    // A line that is not UTF-8 is skipped, not the rest.
+                    Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {}
+                    Err(_) => break,
+                }
             }
         });
         HubProcess { child, addr, log }
