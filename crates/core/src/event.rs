@@ -256,6 +256,16 @@ pub enum Target {
 }
 
 impl Target {
+    /// What kind of target this is, as logs name it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Target::Users(_) => "users",
+            Target::UserPrefix(_) => "prefix",
+            Target::Topics(_) => "topics",
+            Target::All => "all",
+        }
+    }
+
     /// One user.
     pub fn user(id: impl Into<String>) -> Target {
         Target::Users(vec![id.into()])

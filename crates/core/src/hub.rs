@@ -32,7 +32,7 @@ use crate::frame::{encode_comment, encode_event, encode_retry};
 use crate::limits::FieldLimits;
 use crate::log::{now_ms, Cursor, EventLog, Fanout, StoreError};
 use crate::metrics::Metrics;
-use crate::outbox::{End, Frames, Replay};
+use crate::outbox::{Deadline, End, Frames, Replay, StreamEnd};
 use crate::registry::{Refusal, Registry, UserStreams};
 use crate::route::Interest;
 
@@ -106,6 +106,8 @@ pub struct Subscribed {
     pub last_event_id: Option<Arc<str>>,
     /// The client's `Last-Event-ID` could not be resumed from.
     pub reset: bool,
+    /// The stream replays history after a `Last-Event-ID` (or `earliest`).
+    pub resumed: bool,
 }
 
 /// The hub's counters, as `/api/v1/stats` answers them.
@@ -272,6 +274,23 @@ impl Hub {
             .publish_seconds
             .observe(started.elapsed().as_secs_f64());
         self.metrics.events_published.inc_by(events.len() as u64);
+        // The fields are only looked at when the line is wanted.
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            if let Some(first) = events.first() {
+                let kind = first.target.kind();
+                let target = if events.iter().all(|e| e.target.kind() == kind) {
+                    kind
+                } else {
+                    "mixed"
+                };
+                tracing::debug!(
+                    first_id = %first.id,
+                    count = events.len(),
+                    target,
+                    "published"
+                );
+            }
+        }
         Ok(events)
     }
 
@@ -331,15 +350,34 @@ impl Hub {
                 }
             }
         }
-        let lifetime = match (self.config.stream_lifetime, options.lifetime) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
+        let timeout = |after| Deadline {
+            after,
+            why: StreamEnd::StreamTimeout,
         };
-        let frames = Frames::new(head, replay, skip_through, outbox, registration, lifetime);
+        let expiry = |after| Deadline {
+            after,
+            why: StreamEnd::TokenExpired,
+        };
+        let lifetime = match (self.config.stream_lifetime, options.lifetime) {
+            (Some(own), Some(token)) if own < token => Some(timeout(own)),
+            (_, Some(token)) => Some(expiry(token)),
+            (own, None) => own.map(timeout),
+        };
+        let resumed = replay.is_some();
+        let frames = Frames::new(
+            head,
+            replay,
+            skip_through,
+            outbox,
+            interest,
+            registration,
+            lifetime,
+        );
         Ok(Subscribed {
             frames,
             last_event_id: last.map(|e| e.id.clone()),
             reset,
+            resumed,
         })
     }
 
@@ -411,6 +449,21 @@ impl Hub {
     /// Distinct users with at least one open stream.
     pub fn user_count(&self) -> usize {
         self.registry.counts().users
+    }
+
+    /// Sets the `pushwire_history_*` gauges from the history (before a
+    /// scrape renders them). A history that cannot answer leaves them as
+    /// they were: its fault shows in `/readyz` and the log.
+    pub async fn refresh_history_metrics(&self) {
+        if let Ok(retained) = self.log.retained().await {
+            let gauge = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+            self.metrics.history_events.set(gauge(retained.events));
+            self.metrics.history_oldest_seq.set(gauge(retained.oldest));
+            self.metrics.history_newest_seq.set(gauge(retained.newest));
+            self.metrics
+                .tail_lag_events
+                .set(gauge(retained.undelivered));
+        }
     }
 
     /// Online users, sorted by id.
@@ -714,6 +767,59 @@ mod tests {
             .iter()
             .filter_map(|f| f.lines().find_map(|l| l.strip_prefix("id: ")))
             .collect()
+    }
+
+    /// Drains a stream to its end and says why it ended.
+    async fn end_of(mut frames: Frames) -> StreamEnd {
+        while frames.next().await.is_some() {}
+        frames.end_reason()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stream_knows_why_it_ended() {
+        let (hub, _) = hub_with(HubConfig {
+            stream_lifetime: Some(Duration::from_secs(60)),
+            ..config()
+        });
+        let token = |secs| SubscribeOptions {
+            lifetime: Some(Duration::from_secs(secs)),
+            ..SubscribeOptions::default()
+        };
+        let open = |options| hub.subscribe(Interest::user("u"), options);
+        let expiring = open(token(5)).await.unwrap();
+        assert_eq!(end_of(expiring.frames).await, StreamEnd::TokenExpired);
+        let outlived = open(token(600)).await.unwrap();
+        assert_eq!(end_of(outlived.frames).await, StreamEnd::StreamTimeout);
+        let untimed = open(SubscribeOptions::default()).await.unwrap();
+        assert_eq!(end_of(untimed.frames).await, StreamEnd::StreamTimeout);
+
+        let closed = open(SubscribeOptions::default()).await.unwrap();
+        hub.close_user("u");
+        assert_eq!(end_of(closed.frames).await, StreamEnd::Closed);
+        let shut = open(SubscribeOptions::default()).await.unwrap();
+        let left = open(SubscribeOptions::default()).await.unwrap();
+        // Dropped before the hub ended it: the client went away.
+        assert_eq!(left.frames.end_reason(), StreamEnd::ClientGone);
+        drop(left);
+        hub.end_all_streams();
+        assert_eq!(end_of(shut.frames).await, StreamEnd::Shutdown);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_resume_is_told_apart_from_a_fresh_stream() {
+        let (hub, _) = hub_with(config());
+        hub.publish(vec![to("u", "1")]).await.unwrap();
+        let fresh = hub
+            .subscribe(Interest::user("u"), SubscribeOptions::default())
+            .await
+            .unwrap();
+        assert!(!fresh.resumed && !fresh.reset);
+        let options = SubscribeOptions {
+            last_event_id: Some("#1"),
+            ..SubscribeOptions::default()
+        };
+        let resumed = hub.subscribe(Interest::user("u"), options).await.unwrap();
+        assert!(resumed.resumed && !resumed.reset);
     }
 
     #[tokio::test(start_paused = true)]

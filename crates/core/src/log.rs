@@ -74,6 +74,35 @@ pub trait Fanout: Send + Sync {
     }
 }
 
+/// What a history retains: how many events, and the sequence numbers of
+/// the oldest and the newest (0 when it is empty).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Retained {
+    pub events: u64,
+    pub oldest: u64,
+    pub newest: u64,
+    /// Events of the history this node has not yet handed to its fanout:
+    /// 0 for engines that deliver within `append`; for a shared history,
+    /// how far this node's live delivery is behind it.
+    pub undelivered: u64,
+}
+
+impl Retained {
+    /// A history whose sequence numbers run without a gap from `oldest` to
+    /// `newest`.
+    pub fn span(oldest: Option<u64>, newest: Option<u64>) -> Retained {
+        match (oldest, newest) {
+            (Some(oldest), Some(newest)) if oldest <= newest => Retained {
+                events: newest - oldest + 1,
+                oldest,
+                newest,
+                undelivered: 0,
+            },
+            _ => Retained::default(),
+        }
+    }
+}
+
 /// How long and how much history is kept.
 #[derive(Debug, Clone, Copy)]
 pub struct Retention {
@@ -162,6 +191,17 @@ pub trait EventLog: Send + Sync {
 
     /// Drops events beyond the retention limits; returns how many went.
     fn trim(&self, now_ms: u64) -> BoxFuture<'_, Result<usize, StoreError>>;
+
+    /// What the history retains, for `/metrics`. The default reads the
+    /// oldest and the newest event and counts the span of sequence numbers
+    /// between them; an engine that knows its count cheaply says it.
+    fn retained(&self) -> BoxFuture<'_, Result<Retained, StoreError>> {
+        Box::pin(async move {
+            let oldest = self.read_after(0, 1).await?.first().map(|e| e.seq);
+            let newest = self.last().await?.map(|e| e.seq);
+            Ok(Retained::span(oldest, newest))
+        })
+    }
 
     /// Whether the history can take a publish now, as far as the engine can
     /// tell without writing (what readiness reports): the error says what

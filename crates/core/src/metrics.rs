@@ -1,6 +1,13 @@
 //! Prometheus metrics. Counters are plain atomics updated on the data path;
 //! topics and user ids are never labels (their number is unbounded).
+//!
+//! The hub's own metrics are named `pushwire_*`. The edge may add
+//! collectors read at each scrape ([`Metrics::register_collector`]), such
+//! as the `process_*` figures, under their conventional unprefixed names;
+//! gauges that need the history (`pushwire_history_*`) are set by the edge
+//! just before it renders.
 
+use prometheus_client::collector::Collector;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -51,6 +58,11 @@ impl JwksFetch {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VersionLabel {
+    version: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabel {
     outcome: &'static str,
 }
@@ -70,6 +82,14 @@ pub struct Metrics {
     pub resets: Counter,
     pub events_trimmed: Counter,
     pub publish_seconds: Histogram,
+    /// Events the history retains (for engines that only know their
+    /// bounds, the span of sequence numbers between them).
+    pub history_events: Gauge,
+    /// The oldest and newest retained sequence numbers (0 when empty).
+    pub history_oldest_seq: Gauge,
+    pub history_newest_seq: Gauge,
+    /// Events of a shared (Redis) history this node has not delivered yet.
+    pub tail_lag_events: Gauge,
     limit_rejections: Family<LimitLabel, Counter>,
     jwks_fetches: Family<OutcomeLabel, Counter>,
 }
@@ -82,7 +102,8 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn new() -> Metrics {
-        let mut registry = Registry::with_prefix("pushwire");
+        let mut root = Registry::default();
+        let registry = root.sub_registry_with_prefix("pushwire");
         let streams_open = Gauge::default();
         let users_online = Gauge::default();
         let streams_opened = Counter::default();
@@ -149,6 +170,41 @@ impl Metrics {
             "Events dropped by retention",
             events_trimmed.clone(),
         );
+        let build_info = Family::<VersionLabel, Gauge>::default();
+        build_info
+            .get_or_create(&VersionLabel {
+                version: env!("CARGO_PKG_VERSION"),
+            })
+            .set(1);
+        registry.register(
+            "build_info",
+            "Always 1; the label is the running version",
+            build_info,
+        );
+        let history_events = Gauge::default();
+        let history_oldest_seq = Gauge::default();
+        let history_newest_seq = Gauge::default();
+        let tail_lag_events = Gauge::default();
+        registry.register(
+            "history_events",
+            "Events the history retains",
+            history_events.clone(),
+        );
+        registry.register(
+            "history_oldest_seq",
+            "Sequence number of the oldest retained event (0 when none)",
+            history_oldest_seq.clone(),
+        );
+        registry.register(
+            "history_newest_seq",
+            "Sequence number of the newest retained event (0 when none)",
+            history_newest_seq.clone(),
+        );
+        registry.register(
+            "redis_tail_lag_events",
+            "Events of the shared Redis history this node's tail has not delivered yet (0 without Redis)",
+            tail_lag_events.clone(),
+        );
         registry.register(
             "publish_duration_seconds",
             "Time from a publish request's validation to its acknowledgement",
@@ -183,7 +239,7 @@ impl Metrics {
             jwks_fetches.clone(),
         );
         Metrics {
-            registry,
+            registry: root,
             streams_open,
             users_online,
             streams_opened,
@@ -197,9 +253,19 @@ impl Metrics {
             resets,
             events_trimmed,
             publish_seconds,
+            history_events,
+            history_oldest_seq,
+            history_newest_seq,
+            tail_lag_events,
             limit_rejections,
             jwks_fetches,
         }
+    }
+
+    /// Adds metrics read at each scrape, under the names the collector
+    /// gives them (no `pushwire_` prefix).
+    pub fn register_collector(&mut self, collector: Box<dyn Collector>) {
+        self.registry.register_collector(collector);
     }
 
     /// Counts one fetch of a JWK set.

@@ -28,6 +28,7 @@ use tokio::time::Sleep;
 use crate::event::Event;
 use crate::log::StoreError;
 use crate::registry::Registration;
+use crate::route::Interest;
 
 /// Why a stream ended from the hub's side.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,6 +42,70 @@ pub enum End {
     /// Live delivery lost continuity (see [`crate::log::Fanout::resync`]):
     /// the client resumes from the history.
     Resync,
+}
+
+impl End {
+    /// What the stream's end is called in logs.
+    pub fn reason(self) -> StreamEnd {
+        match self {
+            End::Closed => StreamEnd::Closed,
+            End::SlowConsumer => StreamEnd::SlowConsumer,
+            End::Shutdown => StreamEnd::Shutdown,
+            End::Resync => StreamEnd::Resync,
+        }
+    }
+}
+
+/// Why a stream ended, from either side: what the edge logs when it lets
+/// go of a stream. The core decides every reason but [`StreamEnd::ClientGone`],
+/// which is what is left when the core did not end the stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamEnd {
+    /// The client went away (or its connection broke) first.
+    ClientGone,
+    /// The stream's queue overflowed.
+    SlowConsumer,
+    /// A management call closed the user's streams.
+    Closed,
+    /// The subscriber token's expiry came.
+    TokenExpired,
+    /// The hub's own stream lifetime (`--stream-timeout`) came.
+    StreamTimeout,
+    /// The hub is shutting down.
+    Shutdown,
+    /// Live delivery lost continuity; the client resumes from the history.
+    Resync,
+    /// A history read failed while replaying.
+    HistoryFault,
+}
+
+impl StreamEnd {
+    /// The stable name logs use.
+    pub fn label(self) -> &'static str {
+        match self {
+            StreamEnd::ClientGone => "client_gone",
+            StreamEnd::SlowConsumer => "slow_consumer",
+            StreamEnd::Closed => "closed",
+            StreamEnd::TokenExpired => "token_expired",
+            StreamEnd::StreamTimeout => "stream_timeout",
+            StreamEnd::Shutdown => "shutdown",
+            StreamEnd::Resync => "resync",
+            StreamEnd::HistoryFault => "history_fault",
+        }
+    }
+}
+
+impl std::fmt::Display for StreamEnd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.label())
+    }
+}
+
+/// When a stream's lifetime is over, and which limit set it.
+pub struct Deadline {
+    pub after: std::time::Duration,
+    /// [`StreamEnd::TokenExpired`] or [`StreamEnd::StreamTimeout`].
+    pub why: StreamEnd,
 }
 
 /// A stream's queue of encoded frames.
@@ -159,7 +224,12 @@ pub struct Frames {
     replay: Option<Replay>,
     skip_through: u64,
     outbox: Arc<Outbox>,
-    deadline: Option<Pin<Box<Sleep>>>,
+    /// What the stream listens to, for what the edge logs about it.
+    interest: Arc<Interest>,
+    deadline: Option<(Pin<Box<Sleep>>, StreamEnd)>,
+    /// Set when the frames ran out on the core's side (deadline, history
+    /// fault); an outbox the hub ended says why itself.
+    ended: Option<StreamEnd>,
     _registration: Registration,
 }
 
@@ -169,17 +239,33 @@ impl Frames {
         replay: Option<Replay>,
         skip_through: u64,
         outbox: Arc<Outbox>,
+        interest: Arc<Interest>,
         registration: Registration,
-        lifetime: Option<std::time::Duration>,
+        lifetime: Option<Deadline>,
     ) -> Frames {
         Frames {
             head: head.into(),
             replay,
             skip_through,
             outbox,
-            deadline: lifetime.map(|d| Box::pin(tokio::time::sleep(d))),
+            interest,
+            deadline: lifetime.map(|d| (Box::pin(tokio::time::sleep(d.after)), d.why)),
+            ended: None,
             _registration: registration,
         }
+    }
+
+    /// What the stream listens to.
+    pub fn interest(&self) -> &Interest {
+        &self.interest
+    }
+
+    /// Why the stream is over, asked when the edge lets go of it: the
+    /// core's reason if it ended the stream, else the client left.
+    pub fn end_reason(&self) -> StreamEnd {
+        self.ended
+            .or_else(|| self.outbox.ended().map(End::reason))
+            .unwrap_or(StreamEnd::ClientGone)
     }
 }
 
@@ -191,8 +277,9 @@ impl Stream for Frames {
         if let Some(frame) = this.head.pop_front() {
             return Poll::Ready(Some(frame));
         }
-        if let Some(deadline) = &mut this.deadline {
+        if let Some((deadline, why)) = &mut this.deadline {
             if deadline.as_mut().poll(cx).is_ready() {
+                this.ended = Some(*why);
                 return Poll::Ready(None);
             }
         }
@@ -204,6 +291,7 @@ impl Stream for Frames {
                 }
                 Poll::Ready(Some(Err(error))) => {
                     tracing::warn!(%error, "history read failed during replay; ending stream");
+                    this.ended = Some(StreamEnd::HistoryFault);
                     return Poll::Ready(None);
                 }
                 Poll::Ready(None) => this.replay = None,

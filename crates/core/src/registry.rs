@@ -456,6 +456,16 @@ impl Fanout for Registry {
             }
         }
         self.metrics.deliveries.inc_by(delivered);
+        if let Some(first) = events.first() {
+            // The macro checks the level before it reads a field.
+            tracing::debug!(
+                first_id = %first.id,
+                events = events.len(),
+                deliveries = delivered,
+                slow_consumers = slow.len(),
+                "delivered"
+            );
+        }
         if !slow.is_empty() {
             self.metrics.slow_consumer_closes.inc_by(slow.len() as u64);
             let mut index = self.lock();

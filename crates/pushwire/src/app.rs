@@ -108,7 +108,9 @@ fn build_hub(config: &ServeConfig) -> Result<(Arc<Hub>, Option<Arc<Cluster>>), A
         }
         _ => None,
     };
-    let hub = Hub::new(hub_config, Arc::new(Metrics::new()), |fanout| {
+    let mut metrics = Metrics::new();
+    metrics.register_collector(Box::new(crate::process::ProcessCollector));
+    let hub = Hub::new(hub_config, Arc::new(metrics), |fanout| {
         Ok::<Arc<dyn EventLog>, StoreError>(match (config.storage, &redis) {
             (Storage::Redis, Some(redis)) => {
                 Arc::new(RedisLog::open(redis.clone(), retention, fanout))

@@ -62,6 +62,11 @@ pub struct ServeConfig {
     #[serde(deserialize_with = "listen_from_file")]
     pub listen: SocketAddr,
 
+    /// Also serve `/metrics` (and only it) on this address, e.g. a private interface for the scraper; `/metrics` stays on `--listen` too.
+    #[arg(long, env = "PUSHWIRE_METRICS_LISTEN")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_listen: Option<SocketAddr>,
+
     /// PEM file with the certificate chain: the hub then serves HTTPS, HTTP/2 or HTTP/1.1 as the client's ALPN asks. Needs `--tls-key`; both are read again on SIGHUP.
     #[arg(long, env = "PUSHWIRE_TLS_CERT")]
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -698,6 +703,12 @@ impl ServeConfig {
         let invalid = |m: &str| Err(ConfigError::Invalid(m.to_owned()));
         self.check_bounds()?;
         self.field_limits().check().map_err(ConfigError::Invalid)?;
+        if self
+            .metrics_listen
+            .is_some_and(|m| m == self.listen && m.port() != 0)
+        {
+            return invalid("metrics-listen must be another address or port than listen");
+        }
         if self.max_header_bytes < 1024 {
             return invalid("max-header-bytes must be at least 1024");
         }
@@ -1199,6 +1210,32 @@ mod tests {
                 .contains("max-inflight-body")
         );
         assert!(load(&["x", "--max-body", "2048", "--max-inflight-body", "2048"]).is_ok());
+        Ok(())
+    }
+
+    #[test]
+    fn metrics_listen_is_its_own_address() -> Result<(), Box<dyn std::error::Error>> {
+        let c = load(&["x", "--metrics-listen", "10.0.0.5:9100"])?;
+        assert_eq!(c.metrics_listen, Some("10.0.0.5:9100".parse()?));
+        assert_eq!(load(&["x"])?.metrics_listen, None);
+        let same = load(&[
+            "x",
+            "--listen",
+            "127.0.0.1:9000",
+            "--metrics-listen",
+            "127.0.0.1:9000",
+        ]);
+        let message = same.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(message.contains("metrics-listen"), "{message}");
+        // Two ephemeral ports are two ports.
+        assert!(load(&[
+            "x",
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "127.0.0.1:0"
+        ])
+        .is_ok());
         Ok(())
     }
 

@@ -14,6 +14,9 @@
 //! - [`app`]: the hub, its history, TLS, policies and routes, built once
 //!   from the parsed configuration;
 //! - [`server`]: binds, serves connections and shuts down;
+//! - [`startup`]: the summary line a hub writes once it listens;
+//! - [`log_limit`]: at most so many lines of a kind a caller can provoke;
+//! - [`process`]: the process figures `/metrics` reads from `/proc`;
 //! - [`outbound`]: the HTTP client for the calls the hub itself makes
 //!   (JWKS key sets).
 
@@ -23,6 +26,9 @@ pub mod config;
 pub mod engines;
 pub mod http;
 pub mod limits;
+pub mod log_limit;
 pub mod outbound;
+pub mod process;
 pub mod server;
+pub mod startup;
 pub mod transport;

@@ -192,13 +192,7 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         Err(error) => tracing::warn!(%error, "could not raise the open-file limit"),
     }
     let server = pushwire::server::start(config.clone()).await?;
-    tracing::info!(
-        addr = %server.addr(),
-        storage = ?config.storage,
-        "pushwire listening; demo page at {}://{}/",
-        if server.tls().is_some() { "https" } else { "http" },
-        server.addr()
-    );
+    pushwire::startup::log_summary(&config, server.addr(), server.metrics_addr());
     if let Some(tls) = server.tls() {
         reload_on_sighup(tls.clone());
     }

@@ -67,6 +67,7 @@ pub enum ServerError {
 /// A running hub.
 pub struct Server {
     addr: SocketAddr,
+    metrics_addr: Option<SocketAddr>,
     hub: Arc<Hub>,
     stop: CancellationToken,
     task: JoinHandle<()>,
@@ -77,6 +78,11 @@ impl Server {
     /// The address actually bound (useful with port 0).
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The address of the `--metrics-listen` listener, as bound.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     pub fn hub(&self) -> &Arc<Hub> {
@@ -131,6 +137,14 @@ pub async fn start(config: ServeConfig) -> Result<Server, ServerError> {
         addr: config.listen,
         source,
     })?;
+    let metrics_listener = match config.metrics_listen {
+        Some(at) => Some(
+            bind(at)
+                .and_then(|l| Ok((l.local_addr()?, l)))
+                .map_err(|source| ServerError::Bind { addr: at, source })?,
+        ),
+        None => None,
+    };
     let App {
         hub,
         cluster,
@@ -138,15 +152,22 @@ pub async fn start(config: ServeConfig) -> Result<Server, ServerError> {
         router: app,
         verifier,
     } = App::build(&config)?;
-    // Before the bind, so that the first tokens find their keys; a set
-    // that cannot be fetched delays the start by at most the fetch timeout.
+    // Before serving, so that the first tokens find their keys; a set that
+    // cannot be fetched delays the start by at most the fetch timeout.
     verifier.start_key_sets(hub.metrics().clone()).await;
     let addr = listener.local_addr().map_err(|source| ServerError::Bind {
         addr: config.listen,
         source,
     })?;
     let stop = CancellationToken::new();
-    let task = tokio::spawn(run(
+    // Scrapes are answered through the drain and the shutdown, until the
+    // server has stopped.
+    let scrapes_end = CancellationToken::new();
+    let metrics_addr = metrics_listener.map(|(addr, listener)| {
+        serve_metrics(listener, addr, hub.clone(), scrapes_end.clone());
+        addr
+    });
+    let serving = run(
         listener,
         app,
         hub.clone(),
@@ -154,9 +175,14 @@ pub async fn start(config: ServeConfig) -> Result<Server, ServerError> {
         config,
         tls.clone(),
         stop.clone(),
-    ));
+    );
+    let task = tokio::spawn(async move {
+        serving.await;
+        scrapes_end.cancel();
+    });
     Ok(Server {
         addr,
+        metrics_addr,
         hub,
         stop,
         task,
@@ -175,6 +201,21 @@ fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
     socket.listen(LISTEN_BACKLOG)
+}
+
+/// Serves `/metrics` on the `--metrics-listen` socket until `stop`. A
+/// scrape is one short request: axum's own server is enough, with none of
+/// the stream path's care.
+fn serve_metrics(listener: TcpListener, addr: SocketAddr, hub: Arc<Hub>, stop: CancellationToken) {
+    let router = crate::http::metrics_router(hub);
+    tokio::spawn(async move {
+        let served = axum::serve(listener, router)
+            .with_graceful_shutdown(stop.cancelled_owned())
+            .await;
+        if let Err(error) = served {
+            tracing::error!(%error, %addr, "the metrics listener stopped");
+        }
+    });
 }
 
 async fn run(

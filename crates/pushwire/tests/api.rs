@@ -331,6 +331,13 @@ async fn metrics_and_health() {
         "pushwire_events_published_total 1",
         "pushwire_deliveries_total 1",
         "pushwire_publish_duration_seconds_count 1",
+        &format!(
+            "pushwire_build_info{{version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        ),
+        "pushwire_history_events 1",
+        "pushwire_history_oldest_seq 1",
+        "pushwire_history_newest_seq 1",
     ] {
         assert!(
             metrics.body.contains(line),
@@ -339,6 +346,68 @@ async fn metrics_and_health() {
         );
     }
     assert_eq!(get(addr, "/healthz").await.body, "ok\n");
+}
+
+/// The value of an unlabelled sample in a scrape.
+fn sample(scrape: &str, name: &str) -> f64 {
+    scrape
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no {name} in\n{scrape}"))
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn metrics_include_the_process_and_the_history_bounds() {
+    let server = start_default().await;
+    let addr = server.addr();
+    let empty = get(addr, "/metrics").await.body;
+    assert_eq!(sample(&empty, "pushwire_history_events"), 0.0);
+    for n in 0..3 {
+        publish(addr, json!({"to": "all", "data": n.to_string()})).await;
+    }
+    let scrape = get(addr, "/metrics").await.body;
+    assert_eq!(sample(&scrape, "pushwire_history_events"), 3.0);
+    assert_eq!(sample(&scrape, "pushwire_history_oldest_seq"), 1.0);
+    assert_eq!(sample(&scrape, "pushwire_history_newest_seq"), 3.0);
+    assert!(sample(&scrape, "process_resident_memory_bytes") > 1e6);
+    assert!(sample(&scrape, "process_open_fds") >= 3.0);
+    assert!(sample(&scrape, "process_cpu_seconds_total") >= 0.0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let started = sample(&scrape, "process_start_time_seconds");
+    assert!(
+        started > now - 86_400.0 && started <= now + 1.0,
+        "{started}"
+    );
+}
+
+#[tokio::test]
+async fn metrics_listen_serves_metrics_and_nothing_else() {
+    let mut config = config();
+    config.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
+    let server = start(config).await;
+    let scrape_at = server.metrics_addr().expect("a metrics listener");
+    assert_ne!(scrape_at, server.addr());
+    publish(server.addr(), json!({"to": "all", "data": "x"})).await;
+    let scrape = get(scrape_at, "/metrics").await;
+    assert_eq!(scrape.status, 200);
+    assert_eq!(sample(&scrape.body, "pushwire_events_published_total"), 1.0);
+    // Still on the main port, as before.
+    assert_eq!(get(server.addr(), "/metrics").await.status, 200);
+    for path in ["/", "/healthz", "/api/v1/stats", "/sse/subscribe/u"] {
+        assert_eq!(get(scrape_at, path).await.status, 404, "{path}");
+    }
+    let publish = post_json(
+        scrape_at,
+        "/api/v1/publish",
+        &json!({"to": "all", "data": "x"}),
+    )
+    .await;
+    assert_eq!(publish.status, 404);
 }
 
 #[tokio::test]

@@ -760,3 +760,40 @@ async fn streams_end_when_redis_lost_the_history_and_resume_with_a_reset() -> Te
     assert_eq!(back.next().await.data, "after");
     Ok(())
 }
+
+/// The value of an unlabelled sample in a scrape.
+fn sample(scrape: &str, name: &str) -> Option<f64> {
+    scrape
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|v| v.parse().ok())
+}
+
+#[tokio::test]
+async fn each_node_reports_the_shared_history_and_how_far_behind_its_tail_is() -> TestResult {
+    let redis = RedisServer::start();
+    let (a, b) = (node(&redis, &[]), node(&redis, &[]));
+    // Once both tails follow (a publish is refused until they do).
+    eventually("node a takes publishes", || async {
+        try_publish(a.addr, &json!({ "to": "all", "data": "0" }))
+            .await
+            .status
+            == 200
+    })
+    .await;
+    for n in 1..=4 {
+        let reply = try_publish(a.addr, &json!({ "to": "all", "data": n.to_string() })).await;
+        assert_eq!(reply.status, 200, "{}", reply.body);
+    }
+    // Node b published nothing; it sees the shared history through Redis
+    // and its tail catches up with it.
+    eventually("node b's tail has delivered the whole history", || async {
+        let scrape = get(b.addr, "/metrics").await.body;
+        sample(&scrape, "pushwire_history_newest_seq") == Some(5.0)
+            && sample(&scrape, "pushwire_history_oldest_seq") == Some(1.0)
+            && sample(&scrape, "pushwire_history_events") == Some(5.0)
+            && sample(&scrape, "pushwire_redis_tail_lag_events") == Some(0.0)
+    })
+    .await;
+    Ok(())
+}

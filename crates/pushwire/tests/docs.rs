@@ -1,4 +1,5 @@
-//! Documentation that must stay true: the configuration table.
+//! Documentation that must stay true: the configuration table, the
+//! README's quick start, the Grafana dashboard's metric names.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use clap::Args;
@@ -45,4 +46,49 @@ fn readme_quick_start_names_the_test_command_ci_runs() {
     assert!(readme.contains("cargo run --release -- serve"));
     assert!(readme.contains("scripts/test"));
     assert!(ci.contains("scripts/test"));
+}
+
+/// docs/grafana-dashboard.json is valid JSON and every metric its queries
+/// name is in a scrape of a running hub.
+#[tokio::test]
+async fn the_grafana_dashboard_uses_only_metrics_the_hub_exports() {
+    use pushwire_testkit::prelude::*;
+    let dashboard: serde_json::Value =
+        serde_json::from_str(include_str!("../../../docs/grafana-dashboard.json")).unwrap();
+    let mut exprs = Vec::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            exprs.push(target["expr"].as_str().unwrap().to_owned());
+        }
+    }
+    exprs.extend(
+        dashboard["templating"]["list"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|v| v["definition"].as_str().map(str::to_owned)),
+    );
+    let names = regex::Regex::new(r"\b(?:pushwire|process)_[a-z_]+").unwrap();
+    let used: std::collections::BTreeSet<&str> = exprs
+        .iter()
+        .flat_map(|e| names.find_iter(e).map(|m| m.as_str()))
+        .collect();
+    assert!(
+        used.len() >= 10,
+        "the dashboard names too few metrics: {used:?}"
+    );
+
+    let hub = start_default().await;
+    let scrape = get(hub.addr(), "/metrics").await.body;
+    let exported: std::collections::BTreeSet<&str> = scrape
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split(['{', ' ']).next())
+        .collect();
+    for name in used {
+        assert!(
+            exported.contains(name),
+            "the dashboard uses {name}, which /metrics does not export:\n{scrape}"
+        );
+    }
 }

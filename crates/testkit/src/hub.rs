@@ -101,9 +101,11 @@ macro_rules! hub_binary {
 }
 
 /// A hub process started from the real binary; killed (SIGKILL) when dropped.
+/// Every line it logs (JSON, on stdout) is kept in `log`.
 pub struct HubProcess {
     pub child: std::process::Child,
     pub addr: SocketAddr,
+    pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Drop for HubProcess {
@@ -122,9 +124,18 @@ impl HubProcess {
         I: IntoIterator<Item = S>,
         S: AsRef<std::ffi::OsStr>,
     {
+        HubProcess::spawn_on(bin, "127.0.0.1:0", args)
+    }
+
+    /// [`HubProcess::spawn`] listening on `listen`.
+    pub fn spawn_on<I, S>(bin: &str, listen: &str, args: I) -> HubProcess
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
         use std::io::{BufRead, BufReader};
         let mut child = std::process::Command::new(bin)
-            .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
+            .args(["serve", "--listen", listen, "--log-format", "json"])
             .args(args)
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())
@@ -132,6 +143,7 @@ impl HubProcess {
             .expect("spawn pushwire");
         let stdout = child.stdout.take().unwrap();
         let mut lines = BufReader::new(stdout).lines();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let deadline = std::time::Instant::now() + WAIT;
         let addr = loop {
             assert!(
@@ -139,14 +151,51 @@ impl HubProcess {
                 "hub did not report its address"
             );
             let line = lines.next().expect("hub exited early").unwrap();
-            let log: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
-            if let Some(addr) = log["fields"]["addr"].as_str() {
+            let parsed: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+            log.lock().unwrap().push(line);
+            if let Some(addr) = parsed["fields"]["addr"].as_str() {
                 break addr.parse().unwrap();
             }
         };
         // Keep draining the log so the hub never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        HubProcess { child, addr }
+        let kept = log.clone();
+        std::thread::spawn(move || {
+            for line in lines {
+                match line {
+                    Ok(line) => kept.lock().unwrap().push(line),
+                    // A line that is not UTF-8 is skipped, not the rest.
+                    Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {}
+                    Err(_) => break,
+                }
+            }
+        });
+        HubProcess { child, addr, log }
+    }
+
+    /// The log lines so far, parsed (lines that are not JSON are left out).
+    pub fn log_lines(&self) -> Vec<serde_json::Value> {
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|line| serde_json::from_str(line).ok())
+            .collect()
+    }
+
+    /// Waits until a log line satisfies `want` and returns it.
+    pub fn wait_for_log(&self, want: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            if let Some(line) = self.log_lines().into_iter().find(|l| want(l)) {
+                return line;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no such log line in {:#?}",
+                self.log_lines()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Sends a signal by name (`TERM`, `HUP`, ...).

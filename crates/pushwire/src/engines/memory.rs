@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use futures_util::future::{self, BoxFuture, FutureExt};
 
 use pushwire_core::event::{hub_sequence, Draft, Event};
-use pushwire_core::log::{now_ms, Cursor, EventLog, Fanout, Retention, StoreError};
+use pushwire_core::log::{now_ms, Cursor, EventLog, Fanout, Retained, Retention, StoreError};
 
 pub struct MemoryLog {
     retention: Retention,
@@ -120,6 +120,17 @@ impl EventLog for MemoryLog {
 
     fn last(&self) -> BoxFuture<'_, Result<Option<Arc<Event>>, StoreError>> {
         future::ready(Ok(self.lock().events.back().cloned())).boxed()
+    }
+
+    fn retained(&self) -> BoxFuture<'_, Result<Retained, StoreError>> {
+        let w = self.lock();
+        let retained = Retained {
+            events: w.events.len() as u64,
+            oldest: w.events.front().map_or(0, |e| e.seq),
+            newest: w.events.back().map_or(0, |e| e.seq),
+            undelivered: 0,
+        };
+        future::ready(Ok(retained)).boxed()
     }
 
     fn trim(&self, now_ms: u64) -> BoxFuture<'_, Result<usize, StoreError>> {

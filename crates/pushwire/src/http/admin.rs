@@ -1,14 +1,19 @@
-//! The demo page, metrics, liveness (`/healthz`) and readiness (`/readyz`).
+//! The demo page, metrics (also alone on `--metrics-listen`), liveness
+//! (`/healthz`) and readiness (`/readyz`).
+
+use std::sync::Arc;
 
 use axum::extract::State as AxState;
-use axum::response::{Html, IntoResponse};
-use axum::Json;
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
 use http::{header, StatusCode};
 use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::errors::{ApiError, ErrorBody};
 use super::State;
+use pushwire_core::hub::Hub;
 
 /// The demo page, built into the binary.
 pub async fn demo_page() -> Html<&'static str> {
@@ -16,14 +21,35 @@ pub async fn demo_page() -> Html<&'static str> {
 }
 
 /// Prometheus text format.
-pub async fn metrics(AxState(state): State) -> impl IntoResponse {
+pub async fn metrics(AxState(state): State) -> Response {
+    render_metrics(&state.hub).await
+}
+
+/// A scrape: the history gauges brought up to date, then everything.
+async fn render_metrics(hub: &Hub) -> Response {
+    hub.refresh_history_metrics().await;
     (
         [(
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        state.hub.metrics().render(),
+        hub.metrics().render(),
     )
+        .into_response()
+}
+
+/// What `--metrics-listen` serves: `GET /metrics`, and 404 for anything
+/// else (the scrape port offers nothing to publish or subscribe with).
+pub fn metrics_router(hub: Arc<Hub>) -> Router {
+    Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let hub = hub.clone();
+                async move { render_metrics(&hub).await }
+            }),
+        )
+        .fallback(|| async { ApiError::not_found() })
 }
 
 /// `GET /readyz`: whether this node should get new clients. 503 while it

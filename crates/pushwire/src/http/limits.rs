@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use http::request::Parts;
 use http::StatusCode;
 
+use super::errors::Refusal;
 use super::{ApiError, AppState};
 use crate::auth::Credential;
 use crate::limits::{Limit, RateKey, StreamPermit};
@@ -72,7 +73,7 @@ pub fn check_publish_rate(state: &AppState, key: &RateKey) -> Result<(), ApiErro
         let metrics = state.hub.metrics();
         metrics.publishes_rejected.inc();
         metrics.limit_rejected(e.limit());
-        ApiError::from(e)
+        ApiError::from(e).noted(Refusal::rate(key))
     })
 }
 

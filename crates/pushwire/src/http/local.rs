@@ -30,6 +30,7 @@ use std::net::IpAddr;
 use http::request::Parts;
 use http::{header, HeaderMap, StatusCode};
 
+use super::errors::Refusal;
 use super::ApiError;
 use crate::config::ServeConfig;
 
@@ -79,7 +80,10 @@ impl LocalCallers {
                          served only for a loopback host (localhost, 127.0.0.1, [::1]) or one \
                          listed in --allowed-hosts, not for `{host}`"
                     ),
-                ));
+                )
+                .noted(Refusal::Auth {
+                    reason: "keyless call for a host that is not loopback or allowed".to_owned(),
+                }));
             }
         }
         if !self.origin_allowed(&parts.headers) {
@@ -89,7 +93,10 @@ impl LocalCallers {
                 "without a publisher credential, publish and management calls are refused \
                  from pages of other sites; list the page's origin in --api-cors-origins, \
                  or configure --publisher-key",
-            ));
+            )
+            .noted(Refusal::Auth {
+                reason: "keyless call from a page of another origin".to_owned(),
+            }));
         }
         Ok(())
     }

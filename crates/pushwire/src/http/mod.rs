@@ -39,6 +39,7 @@ mod schema;
 mod seed;
 mod streams;
 
+pub use admin::metrics_router;
 pub use api::{publish_body, PublishBody};
 pub use errors::ApiError;
 pub use local::LocalCallers;
@@ -188,6 +189,7 @@ pub fn router(state: Arc<AppState>, config: &ServeConfig) -> Router {
             limits::header_size,
         ))
         .layer(axum::middleware::from_fn(strict_host))
+        .layer(axum::middleware::from_fn(errors::log_refusals))
         .with_state(state)
 }
 

@@ -6,6 +6,7 @@
 use std::convert::Infallible;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::State as AxState;
@@ -19,8 +20,9 @@ use super::errors::ErrorBody;
 use super::limits::{stream_permit, ClientAddr};
 use super::{presented_token, ApiError, Params, PathParam, State, LAST_EVENT_ID};
 use crate::limits::StreamPermit;
+use crate::log_limit;
 use pushwire_core::hub::{SubscribeOptions, Subscribed};
-use pushwire_core::outbox::Frames;
+use pushwire_core::outbox::{Frames, StreamEnd};
 use pushwire_core::route::Interest;
 
 /// `GET /sse/subscribe/{user}` (seed).
@@ -31,7 +33,15 @@ pub async fn seed_subscribe_path(
     headers: HeaderMap,
     params: Params,
 ) -> Result<Response, ApiError> {
-    open(state, client, Some(user), &params, &headers).await
+    open(
+        state,
+        client,
+        Some(user),
+        &params,
+        &headers,
+        RouteKind::Seed,
+    )
+    .await
 }
 
 /// `GET /sse/subscribe?id={user}` (seed).
@@ -42,7 +52,15 @@ pub async fn seed_subscribe_query(
     params: Params,
 ) -> Result<Response, ApiError> {
     let user = params.required("id")?.to_owned();
-    open(state, client, Some(user), &params, &headers).await
+    open(
+        state,
+        client,
+        Some(user),
+        &params,
+        &headers,
+        RouteKind::Seed,
+    )
+    .await
 }
 
 /// One event of a stream, as a client's SSE parser reads it (WHATWG
@@ -96,7 +114,25 @@ pub async fn api_stream(
             "name a `user` or at least one `topic`",
         ));
     }
-    open(state, client, user, &params, &headers).await
+    open(state, client, user, &params, &headers, RouteKind::Api).await
+}
+
+/// Which family of routes opened a stream, as its log lines say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteKind {
+    Seed,
+    Api,
+    Mercure,
+}
+
+impl RouteKind {
+    fn label(self) -> &'static str {
+        match self {
+            RouteKind::Seed => "seed",
+            RouteKind::Api => "api",
+            RouteKind::Mercure => "mercure",
+        }
+    }
 }
 
 async fn open(
@@ -105,6 +141,7 @@ async fn open(
     user: Option<String>,
     params: &Params,
     headers: &HeaderMap,
+    route: RouteKind,
 ) -> Result<Response, ApiError> {
     let mut topics: Vec<String> = params.all("topic").map(str::to_owned).collect();
     topics.sort_unstable();
@@ -132,7 +169,7 @@ async fn open(
     let subscription = state.hub.subscribe(interest, options).await?;
 
     let newest = subscription.last_event_id.clone();
-    let mut response = event_stream(subscription, permit, "no-cache");
+    let mut response = stream_response(route, subscription, permit, "no-cache");
     if let Some(id) = newest.and_then(|id| HeaderValue::from_str(&id).ok()) {
         response.headers_mut().insert(LAST_EVENT_ID, id);
     }
@@ -164,15 +201,38 @@ pub fn requested_last_event_id<'a>(
 /// The `text/event-stream` response of a subscription, with the headers
 /// every stream route sends: no buffering by proxies, and
 /// `pushwire-reset: 1` when the requested id could not be resumed from.
-/// The body holds the stream's `permit` until it is dropped.
+/// The body holds the stream's `permit` until it is dropped. This is the
+/// Mercure route's; the others name their [`RouteKind`] to [`stream_response`].
 pub(super) fn event_stream(
     subscription: Subscribed,
     permit: StreamPermit,
     cache_control: &'static str,
 ) -> Response {
+    stream_response(RouteKind::Mercure, subscription, permit, cache_control)
+}
+
+fn stream_response(
+    route: RouteKind,
+    subscription: Subscribed,
+    permit: StreamPermit,
+    cache_control: &'static str,
+) -> Response {
     let reset = subscription.reset;
+    let interest = subscription.frames.interest();
+    tracing::debug!(
+        route = route.label(),
+        user = interest.user.as_deref(),
+        topics = interest.topics.len() + interest.selectors.len(),
+        resumed = subscription.resumed,
+        reset,
+        "stream opened"
+    );
     let mut response = Response::new(Body::new(StreamBody {
         frames: subscription.frames,
+        route,
+        resumed: subscription.resumed,
+        reset,
+        opened: Instant::now(),
         _permit: permit,
     }));
     *response.status_mut() = StatusCode::OK;
@@ -195,10 +255,40 @@ pub(super) fn event_stream(
 /// The body of a `text/event-stream` response: the stream's frames, each
 /// one data frame, and the stream's permit, given back when the body is
 /// dropped (the client left, the hub ended the stream, the connection
-/// broke).
+/// broke). Dropping it writes the stream's closing lines.
 pub struct StreamBody {
     frames: Frames,
+    route: RouteKind,
+    resumed: bool,
+    reset: bool,
+    opened: Instant,
     _permit: StreamPermit,
+}
+
+impl Drop for StreamBody {
+    fn drop(&mut self) {
+        let reason = self.frames.end_reason();
+        let user = || self.frames.interest().user.as_deref();
+        if reason == StreamEnd::SlowConsumer && log_limit::SLOW_CONSUMER.admit() {
+            tracing::warn!(
+                route = self.route.label(),
+                user = user(),
+                "slow consumer cut: its queue overflowed (--queue-capacity); \
+                 the client resumes from the history"
+            );
+        }
+        let interest = self.frames.interest();
+        tracing::debug!(
+            route = self.route.label(),
+            user = interest.user.as_deref(),
+            topics = interest.topics.len() + interest.selectors.len(),
+            resumed = self.resumed,
+            reset = self.reset,
+            duration = ?self.opened.elapsed(),
+            %reason,
+            "stream closed"
+        );
+    }
 }
 
 impl http_body::Body for StreamBody {

@@ -61,7 +61,7 @@ use redb::{Database, DatabaseError, ReadableDatabase, TableDefinition};
 use tokio::sync::oneshot;
 
 use pushwire_core::event::{hub_sequence, Draft, Event};
-use pushwire_core::log::{Cursor, EventLog, Fanout, Fsync, Retention, StoreError};
+use pushwire_core::log::{Cursor, EventLog, Fanout, Fsync, Retained, Retention, StoreError};
 use pushwire_core::record::decode;
 
 use head::{lock, Head};
@@ -294,6 +294,14 @@ impl EventLog for EmbeddedLog {
 
     fn last(&self) -> BoxFuture<'_, Result<Option<Arc<Event>>, StoreError>> {
         future::ready(Ok(self.head().last.clone())).boxed()
+    }
+
+    fn retained(&self) -> BoxFuture<'_, Result<Retained, StoreError>> {
+        // From the head, without a read transaction.
+        let head = self.head();
+        let newest = head.last.as_ref().map(|e| e.seq);
+        let oldest = newest.map(|_| head.first_seq);
+        future::ready(Ok(Retained::span(oldest, newest))).boxed()
     }
 
     fn trim(&self, now_ms: u64) -> BoxFuture<'_, Result<usize, StoreError>> {

@@ -23,6 +23,7 @@
 //! waits for it), so every later event reaches it.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use futures_util::future::{BoxFuture, FutureExt};
@@ -32,7 +33,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use pushwire_core::event::{Draft, Event};
-use pushwire_core::log::{now_ms, Cursor, EventLog, Fanout, Retention, StoreError};
+use pushwire_core::log::{now_ms, Cursor, EventLog, Fanout, Retained, Retention, StoreError};
 use pushwire_core::record::{decode, encode};
 
 use super::tail::Tail;
@@ -232,6 +233,9 @@ pub struct RedisLog {
     stop: CancellationToken,
     /// True once the tail has a position.
     following: watch::Receiver<bool>,
+    /// The last sequence number the tail handed to the fanout (or knows
+    /// it starts after), for `/metrics`.
+    delivered: Arc<AtomicU64>,
 }
 
 impl RedisLog {
@@ -241,7 +245,15 @@ impl RedisLog {
         let scripts = Arc::new(Scripts::new());
         let stop = CancellationToken::new();
         let (ready, following) = watch::channel(false);
-        let tail = Tail::new(redis.clone(), scripts.clone(), fanout, stop.clone(), ready);
+        let delivered = Arc::new(AtomicU64::new(0));
+        let tail = Tail::new(
+            redis.clone(),
+            scripts.clone(),
+            fanout,
+            stop.clone(),
+            ready,
+            delivered.clone(),
+        );
         tokio::spawn(tail.run());
         RedisLog {
             redis,
@@ -249,6 +261,7 @@ impl RedisLog {
             retention,
             stop,
             following,
+            delivered,
         }
     }
 
@@ -403,6 +416,22 @@ impl EventLog for RedisLog {
                         _ => Cursor::Unknown,
                     }
                 }
+            })
+        }
+        .boxed()
+    }
+
+    /// The default's bounds, and how far this node's tail is behind them.
+    /// The tail's place is read first: a batch delivered meanwhile makes
+    /// the lag look larger for one scrape, never smaller.
+    fn retained(&self) -> BoxFuture<'_, Result<Retained, StoreError>> {
+        async move {
+            let delivered = self.delivered.load(Ordering::Relaxed);
+            let oldest = self.read_after(0, 1).await?.first().map(|e| e.seq);
+            let newest = self.last().await?.map(|e| e.seq);
+            Ok(Retained {
+                undelivered: newest.map_or(0, |n| n.saturating_sub(delivered)),
+                ..Retained::span(oldest, newest)
             })
         }
         .boxed()

@@ -17,6 +17,7 @@
 //! [`RECONNECT_DELAY`] and continues from the last sequence it handed over,
 //! logging once per outage, not once per attempt.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -61,6 +62,8 @@ pub(super) struct Tail {
     ready: watch::Sender<bool>,
     /// The history's epoch when the tail last looked.
     epoch: Option<String>,
+    /// `position`, shared with the log for `/metrics`.
+    delivered: Arc<AtomicU64>,
 }
 
 impl Tail {
@@ -72,6 +75,7 @@ impl Tail {
         fanout: Arc<dyn Fanout>,
         stop: CancellationToken,
         ready: watch::Sender<bool>,
+        delivered: Arc<AtomicU64>,
     ) -> Tail {
         Tail {
             redis,
@@ -83,6 +87,7 @@ impl Tail {
             failing: false,
             ready,
             epoch: None,
+            delivered,
         }
     }
 
@@ -215,6 +220,7 @@ impl Tail {
             None => b.last,
         };
         self.position = Some(from);
+        self.delivered.store(from, Ordering::Relaxed);
         Ok(from)
     }
 
@@ -250,6 +256,7 @@ impl Tail {
         if !events.is_empty() {
             self.fanout.deliver(&events);
         }
+        self.delivered.store(last, Ordering::Relaxed);
     }
 
     fn control_entries(&mut self, entries: &[StreamId]) {
