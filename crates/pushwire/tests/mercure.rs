@@ -52,14 +52,9 @@ fn subscriber(selectors: &[&str]) -> String {
     )
 }
 
-fn form(fields: &[(&str, &str)]) -> String {
-    form_urlencoded::Serializer::new(String::new())
-        .extend_pairs(fields)
-        .finish()
-}
-
+/// A query value, encoded.
 fn enc(text: &str) -> String {
-    form(&[("x", text)])[2..].to_owned()
+    form_value(text)
 }
 
 /// `POST /.well-known/mercure` with a form and an optional Bearer token.
@@ -201,15 +196,9 @@ async fn invalid_updates_are_refused_and_change_nothing() -> TestResult {
     assert_eq!(reply.status, 415);
     client.expect_silence(SILENCE).await;
     let auth = format!("Bearer {token}");
-    let history = request(
-        hub.addr(),
-        "GET",
-        "/api/v1/events",
-        &[("Authorization", &auth)],
-        b"",
-    )
-    .await
-    .json();
+    let history = get_with(hub.addr(), "/api/v1/events", &[("Authorization", &auth)])
+        .await
+        .json();
     assert_eq!(history["events"], json!([]));
     Ok(())
 }
@@ -790,12 +779,10 @@ async fn subscriptions_are_announced_and_listed() -> TestResult {
     assert!(subscriber_id.starts_with("urn:uuid:"));
 
     let auth = format!("Bearer {token}");
-    let list = request(
+    let list = get_with(
         addr,
-        "GET",
         "/.well-known/mercure/subscriptions",
         &[("Authorization", &auth)],
-        b"",
     )
     .await;
     assert_eq!(list.status, 200, "{}", list.body);
@@ -815,15 +802,13 @@ async fn subscriptions_are_announced_and_listed() -> TestResult {
         "/.well-known/mercure/subscriptions/books/{}",
         enc(&subscriber_id)
     );
-    let one = request(addr, "GET", &one_path, &[("Authorization", &auth)], b"").await;
+    let one = get_with(addr, &one_path, &[("Authorization", &auth)]).await;
     assert_eq!(one.status, 200, "{}", one.body);
     assert_eq!(one.json()["subscriber"], subscriber_id.as_str());
-    let missing = request(
+    let missing = get_with(
         addr,
-        "GET",
         "/.well-known/mercure/subscriptions/books/urn%3Auuid%3Anobody",
         &[("Authorization", &auth)],
-        b"",
     )
     .await;
     assert_eq!(missing.status, 404);
@@ -832,12 +817,10 @@ async fn subscriptions_are_announced_and_listed() -> TestResult {
         401
     );
     let narrow = format!("Bearer {}", subscriber(&["books"]));
-    let forbidden = request(
+    let forbidden = get_with(
         addr,
-        "GET",
         "/.well-known/mercure/subscriptions",
         &[("Authorization", &narrow)],
-        b"",
     )
     .await;
     assert_eq!(forbidden.status, 403);
@@ -855,12 +838,10 @@ async fn subscriptions_are_announced_and_listed() -> TestResult {
 async fn the_subscriptions_api_is_off_unless_enabled() -> TestResult {
     let hub = start(hub_config()).await;
     let auth = format!("Bearer {}", presence_token());
-    let reply = request(
+    let reply = get_with(
         hub.addr(),
-        "GET",
         "/.well-known/mercure/subscriptions",
         &[("Authorization", &auth)],
-        b"",
     )
     .await;
     assert_eq!(reply.status, 404);

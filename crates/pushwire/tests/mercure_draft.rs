@@ -92,14 +92,9 @@ async fn post(addr: SocketAddr, token: Option<&str>, body: &str) -> Reply {
     .await
 }
 
-fn form(fields: &[(&str, &str)]) -> String {
-    form_urlencoded::Serializer::new(String::new())
-        .extend_pairs(fields)
-        .finish()
-}
-
+/// A query value, encoded.
 fn enc(text: &str) -> String {
-    form(&[("x", text)])[2..].to_owned()
+    form_value(text)
 }
 
 async fn publish(addr: SocketAddr, fields: &[(&str, &str)]) -> String {
@@ -1021,7 +1016,7 @@ async fn the_subscription_api_serves_collections_and_single_subscriptions_as_jso
     let auth = format!("Bearer {}", watcher_token());
     let fetch = |path: String| {
         let auth = auth.clone();
-        async move { request(addr, "GET", &path, &[("Authorization", &auth)], b"").await }
+        async move { get_with(addr, &path, &[("Authorization", &auth)]).await }
     };
 
     let all = fetch("/.well-known/mercure/subscriptions".into()).await;
@@ -1066,12 +1061,10 @@ async fn the_subscription_api_serves_collections_and_single_subscriptions_as_jso
     assert_eq!(missing.status, 404);
     // Access needs `subscribe` granted on the requested path.
     let narrow = format!("Bearer {}", subscriber(json!([{"match": "books"}])));
-    let forbidden = request(
+    let forbidden = get_with(
         addr,
-        "GET",
         "/.well-known/mercure/subscriptions/exact/books",
         &[("Authorization", &narrow)],
-        b"",
     )
     .await;
     assert_eq!(forbidden.status, 403);
@@ -1334,12 +1327,10 @@ async fn a_cookie_authorized_publish_from_another_site_is_refused() -> TestResul
 #[tokio::test]
 async fn the_subscription_api_last_event_id_is_earliest_before_any_event() -> TestResult {
     let hub = start(presence_hub()).await;
-    let reply = request(
+    let reply = get_with(
         hub.addr(),
-        "GET",
         "/.well-known/mercure/subscriptions",
         &[("Authorization", &format!("Bearer {}", watcher_token()))],
-        b"",
     )
     .await;
     assert_eq!(reply.status, 200, "{}", reply.body);

@@ -133,6 +133,23 @@ pub async fn get(addr: SocketAddr, path: &str) -> Reply {
     request(addr, "GET", path, &[], b"").await
 }
 
+/// `GET` with these headers (a token, a cookie, an origin).
+pub async fn get_with(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Reply {
+    request(addr, "GET", path, headers, b"").await
+}
+
+/// These fields as an `application/x-www-form-urlencoded` body or query.
+pub fn form(fields: &[(&str, &str)]) -> String {
+    form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(fields)
+        .finish()
+}
+
+/// One value encoded as a form or query value is (`#` becomes `%23`).
+pub fn form_value(text: &str) -> String {
+    form_urlencoded::byte_serialize(text.as_bytes()).collect()
+}
+
 pub async fn post_json(addr: SocketAddr, path: &str, json: &serde_json::Value) -> Reply {
     request(
         addr,

@@ -21,7 +21,8 @@ pub use prelude::*;
 /// The items nearly every test uses, for `use pushwire_testkit::prelude::*`.
 pub mod prelude {
     pub use crate::http::{
-        get, post_json, raw_exchange, request, try_request, Connection, Dechunker, HttpError, Reply,
+        form, form_value, get, get_with, post_json, raw_exchange, request, try_request, Connection,
+        Dechunker, HttpError, Reply,
     };
     pub use crate::hub::{
         config, eventually, history, publish, start, start_default, user_count, HubProcess,
