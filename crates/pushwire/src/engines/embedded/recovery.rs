@@ -84,10 +84,28 @@ pub(super) struct Recovered {
 pub(super) enum RecoverError {
     #[error("{0}")]
     Storage(redb::Error),
-    #[error("the history is in format {0}, written by another version of pushwire")]
+    #[error("{}", format_mismatch(*.0))]
     Format(u64),
     #[error("{0}")]
     Record(StoreError),
+}
+
+/// What a history of another format means for the operator: a newer one
+/// needs the newer binary back (a downgrade cannot read it), an older one
+/// the older binary (this one converts nothing).
+fn format_mismatch(found: u64) -> String {
+    let this = FORMAT;
+    if found > u64::from(this) {
+        format!(
+            "the history is in format {found}, written by a newer pushwire; this version reads \
+             format {this} and cannot downgrade it: run the newer version again"
+        )
+    } else {
+        format!(
+            "the history is in format {found}, written by an older pushwire that this version \
+             (format {this}) does not convert: run that version, or drain its clients first"
+        )
+    }
 }
 
 fn storage(error: impl Into<redb::Error>) -> RecoverError {
@@ -154,6 +172,7 @@ mod tests {
 
     use pushwire_core::event::{Draft, Target};
     use pushwire_core::log::{Cursor, EventLog, Fanout, Fsync};
+    use redb::ReadableDatabase;
 
     use crate::engines::embedded::{EmbeddedLog, FILE_NAME};
 
@@ -204,6 +223,45 @@ mod tests {
         assert_eq!(more[0].seq, 3);
         let refused = log.append(vec![with_id("order-1")]).await;
         assert!(matches!(refused, Err(StoreError::DuplicateId(_))));
+    }
+
+    /// A downgrade (a file of a newer format) and an upgrade across formats
+    /// are refused with what to run, and the file's format is left as it was.
+    #[tokio::test]
+    async fn a_history_of_another_format_is_refused_with_what_to_do() {
+        let dir = tempfile::tempdir().unwrap();
+        let seen = Arc::new(Seen::default());
+        drop(open(dir.path(), &seen));
+        for (format, says) in [(u64::from(FORMAT) + 1, "newer"), (0, "older")] {
+            {
+                let db = Database::open(dir.path().join(FILE_NAME)).unwrap();
+                let txn = db.begin_write().unwrap();
+                txn.open_table(META)
+                    .unwrap()
+                    .insert(META_FORMAT, format)
+                    .unwrap();
+                txn.commit().unwrap();
+            }
+            let refused = EmbeddedLog::open(
+                dir.path(),
+                retention(10),
+                Fsync::Always,
+                seen.clone() as Arc<dyn Fanout>,
+            );
+            let message = refused.err().unwrap().to_string();
+            assert!(message.contains(&format!("format {format}")), "{message}");
+            assert!(message.contains(says), "{message}");
+            // The file still says what it said: nothing was converted.
+            let db = Database::open(dir.path().join(FILE_NAME)).unwrap();
+            let txn = db.begin_read().unwrap();
+            let stored = txn
+                .open_table(META)
+                .unwrap()
+                .get(META_FORMAT)
+                .unwrap()
+                .map(|v| v.value());
+            assert_eq!(stored, Some(format));
+        }
     }
 
     #[tokio::test]
