@@ -81,23 +81,47 @@ pub(crate) async fn serve_tls(
     watcher: Watcher,
     stop: &CancellationToken,
 ) {
-    let handshake = tokio::time::timeout(protocols.first_bytes_timeout, acceptor.accept(socket));
-    let stream = tokio::select! {
-        _ = stop.cancelled() => return,
-        done = handshake => match done {
-            Ok(Ok(stream)) => stream,
-            Ok(Err(error)) => {
-                tracing::debug!(%error, %peer, "TLS handshake failed");
-                return;
-            }
-            Err(_) => {
-                tracing::debug!(%peer, "TLS handshake timed out");
-                return;
-            }
-        },
+    let Some(stream) = before_first_request(
+        acceptor.accept(socket),
+        protocols,
+        stop,
+        peer,
+        ("TLS handshake failed", "TLS handshake timed out"),
+    )
+    .await
+    else {
+        return;
     };
     let h2 = stream.get_ref().1.alpn_protocol() == Some(ALPN_H2);
     serve_negotiated(stream, h2, peer, protocols, app, watcher).await;
+}
+
+/// What must happen before a connection's first request (a TLS handshake,
+/// the peek at the HTTP/2 preface), bounded by the header read timeout and
+/// abandoned on shutdown. `None`, with a debug line, when it failed, timed
+/// out or the hub is stopping.
+async fn before_first_request<T, E: std::fmt::Display>(
+    step: impl std::future::Future<Output = Result<T, E>>,
+    protocols: &Protocols,
+    stop: &CancellationToken,
+    peer: SocketAddr,
+    (failed, timed_out): (&'static str, &'static str),
+) -> Option<T> {
+    let bounded = tokio::time::timeout(protocols.first_bytes_timeout, step);
+    tokio::select! {
+        _ = stop.cancelled() => None,
+        done = bounded => match done {
+            Ok(Ok(value)) => Some(value),
+            Ok(Err(error)) => {
+                tracing::debug!(%error, %peer, "{failed}");
+                None
+            }
+            Err(_) => {
+                tracing::debug!(%peer, "{timed_out}");
+                None
+            }
+        },
+    }
 }
 
 /// Serves one plain-text connection with `--h2c`: HTTP/2 when it starts
@@ -110,20 +134,19 @@ pub(crate) async fn serve_h2c(
     watcher: Watcher,
     stop: &CancellationToken,
 ) {
-    let sniff = tokio::time::timeout(protocols.first_bytes_timeout, h2_preface(&socket));
-    let h2 = tokio::select! {
-        _ = stop.cancelled() => return,
-        sniffed = sniff => match sniffed {
-            Ok(Ok(h2)) => h2,
-            Ok(Err(error)) => {
-                tracing::debug!(%error, %peer, "connection failed before its first request");
-                return;
-            }
-            Err(_) => {
-                tracing::debug!(%peer, "no request within the header read timeout");
-                return;
-            }
-        },
+    let Some(h2) = before_first_request(
+        h2_preface(&socket),
+        protocols,
+        stop,
+        peer,
+        (
+            "connection failed before its first request",
+            "no request within the header read timeout",
+        ),
+    )
+    .await
+    else {
+        return;
     };
     if h2 {
         return serve_negotiated(socket, true, peer, protocols, app, watcher).await;
