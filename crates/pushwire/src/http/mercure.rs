@@ -18,10 +18,10 @@ use http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use serde_json::{json, Value};
 
 use super::limits::{stream_permit, ClientAddr};
-use super::streams::{event_stream, requested_last_event_id};
+use super::streams::{event_stream, requested_last_event_id, RouteKind};
 use super::{
-    presented_token, rated_publish_rights, read_body, rejected, ApiError, AppState, Params, State,
-    LAST_EVENT_ID,
+    bearer, presented_token, rated_publish_rights, read_body, rejected, ApiError, AppState, Params,
+    State, LAST_EVENT_ID,
 };
 use crate::auth::{AuthError, PublishRights};
 use crate::limits::Limit;
@@ -102,7 +102,12 @@ pub async fn subscribe(
     };
 
     // `private`: a token may be in the URL, and no shared cache may keep it.
-    let mut response = event_stream(subscription, permit, "private, no-cache, no-store");
+    let mut response = event_stream(
+        RouteKind::Mercure,
+        subscription,
+        permit,
+        "private, no-cache, no-store",
+    );
     if let Ok(value) = HeaderValue::from_str(&resumed_after) {
         let h = response.headers_mut();
         h.insert(LAST_EVENT_ID, value.clone());
@@ -187,19 +192,8 @@ fn unknown_matcher(name: &str) -> ApiError {
 /// malformed presentation, `400` with the `invalid_request` challenge (the
 /// current draft's "Error Responses"), rather than being read as no token.
 fn check_presentation(headers: &HeaderMap) -> Result<(), ApiError> {
-    let mut values = headers.get_all(header::AUTHORIZATION).iter();
-    let Some(value) = values.next() else {
-        return Ok(());
-    };
-    let well_formed = values.next().is_none()
-        && value
-            .to_str()
-            .ok()
-            .and_then(|v| v.split_once(' '))
-            .is_some_and(|(scheme, token)| {
-                scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty()
-            });
-    if well_formed {
+    let count = headers.get_all(header::AUTHORIZATION).iter().count();
+    if count == 0 || (count == 1 && bearer(headers).is_some_and(|token| !token.is_empty())) {
         Ok(())
     } else {
         Err(ApiError::bad_request(

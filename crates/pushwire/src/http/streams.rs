@@ -169,7 +169,7 @@ async fn open(
     let subscription = state.hub.subscribe(interest, options).await?;
 
     let newest = subscription.last_event_id.clone();
-    let mut response = stream_response(route, subscription, permit, "no-cache");
+    let mut response = event_stream(route, subscription, permit, "no-cache");
     if let Some(id) = newest.and_then(|id| HeaderValue::from_str(&id).ok()) {
         response.headers_mut().insert(LAST_EVENT_ID, id);
     }
@@ -201,17 +201,8 @@ pub fn requested_last_event_id<'a>(
 /// The `text/event-stream` response of a subscription, with the headers
 /// every stream route sends: no buffering by proxies, and
 /// `pushwire-reset: 1` when the requested id could not be resumed from.
-/// The body holds the stream's `permit` until it is dropped. This is the
-/// Mercure route's; the others name their [`RouteKind`] to [`stream_response`].
+/// The body holds the stream's `permit` until it is dropped.
 pub(super) fn event_stream(
-    subscription: Subscribed,
-    permit: StreamPermit,
-    cache_control: &'static str,
-) -> Response {
-    stream_response(RouteKind::Mercure, subscription, permit, cache_control)
-}
-
-fn stream_response(
     route: RouteKind,
     subscription: Subscribed,
     permit: StreamPermit,
