@@ -31,8 +31,6 @@ const WELL_KNOWN: &str = "/.well-known/oauth-protected-resource";
 pub struct ProtectedResource {
     /// The route serving the document: [`WELL_KNOWN`] and the resource's path.
     pub route: String,
-    /// The document's absolute URL, for `resource_metadata`.
-    url: String,
     /// `Bearer ..., resource_metadata="<url>"`, ready to append.
     parameter: String,
     document: Value,
@@ -79,17 +77,11 @@ impl ProtectedResource {
                 map.insert("mercure_subscriptions".to_owned(), json!(true));
             }
         }
-        let url = url.to_string();
         Some(ProtectedResource {
             route,
             parameter: format!("resource_metadata=\"{url}\""),
-            url,
             document,
         })
-    }
-
-    pub fn url(&self) -> &str {
-        &self.url
     }
 }
 
@@ -143,8 +135,8 @@ mod tests {
         config.jwt_audience = Some("https://hub.example.com/.well-known/mercure".into());
         let metadata = ProtectedResource::of(&config).unwrap();
         assert_eq!(
-            metadata.url(),
-            "https://hub.example.com/.well-known/oauth-protected-resource/.well-known/mercure"
+            metadata.parameter,
+            "resource_metadata=\"https://hub.example.com/.well-known/oauth-protected-resource/.well-known/mercure\""
         );
         assert_eq!(
             metadata.route,
