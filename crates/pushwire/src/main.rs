@@ -191,6 +191,9 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         ),
         Err(error) => tracing::warn!(%error, "could not raise the open-file limit"),
     }
+    // Before the hub says where it listens: a SIGTERM sent as soon as the
+    // address is known must find the handler, not kill the process.
+    let shutdown = shutdown_signal();
     let server = pushwire::server::start(config.clone()).await?;
     pushwire::startup::log_summary(&config, server.addr(), server.metrics_addr());
     if let Some(tls) = server.tls() {
@@ -198,7 +201,7 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     }
     let stop = server.stop_token();
     tokio::spawn(async move {
-        wait_for_signal().await;
+        shutdown.await;
         stop.cancel();
     });
     server.wait().await;
@@ -239,26 +242,33 @@ fn reload_on_sighup(tls: std::sync::Arc<pushwire::transport::tls::Tls>) {
     drop(tls);
 }
 
-async fn wait_for_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// SIGTERM or Ctrl-C, whichever comes first. The handlers are registered
+/// when this is called, not when the future is first polled.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = ctrl_c => {}
-                    _ = term.recv() => {}
+        let term = signal(SignalKind::terminate());
+        let interrupt = signal(SignalKind::interrupt());
+        async move {
+            match (term, interrupt) {
+                (Ok(mut term), Ok(mut interrupt)) => {
+                    tokio::select! {
+                        _ = term.recv() => {}
+                        _ = interrupt.recv() => {}
+                    }
                 }
-            }
-            Err(_) => {
-                let _ = ctrl_c.await;
+                _ => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
             }
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = ctrl_c.await;
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
 
