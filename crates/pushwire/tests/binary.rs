@@ -11,6 +11,11 @@ use serde_json::json;
 /// The hub binary under test.
 const BIN: &str = pushwire_testkit::hub_binary!();
 
+/// Runs the binary with these arguments to its end.
+fn pushwire(args: &[&str]) -> std::process::Output {
+    Command::new(BIN).args(args).output().unwrap()
+}
+
 /// The hub binary with in-memory history.
 fn spawn_hub(extra: &[&str]) -> HubProcess {
     HubProcess::spawn(BIN, ["--storage", "memory"].iter().chain(extra))
@@ -127,18 +132,12 @@ async fn cli_publish_reaches_cli_subscribe() {
 fn cli_publish_reports_hub_errors() {
     let hub = spawn_hub(&["--publisher-key", "k"]);
     let url = format!("http://{}", hub.addr);
-    let out = Command::new(BIN)
-        .args(["publish", "--url", &url, "--all", "--data", "x"])
-        .output()
-        .unwrap();
+    let out = pushwire(&["publish", "--url", &url, "--all", "--data", "x"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("401"));
-    let out = Command::new(BIN)
-        .args([
-            "publish", "--url", &url, "--all", "--data", "x", "--key", "k",
-        ])
-        .output()
-        .unwrap();
+    let out = pushwire(&[
+        "publish", "--url", &url, "--all", "--data", "x", "--key", "k",
+    ]);
     assert!(
         out.status.success(),
         "{}",
@@ -148,24 +147,18 @@ fn cli_publish_reports_hub_errors() {
 
 #[test]
 fn bad_configuration_exits_with_code_2_and_says_why() {
-    let out = Command::new(BIN)
-        .args(["serve", "--heartbeat", "0s"])
-        .output()
-        .unwrap();
+    let out = pushwire(&["serve", "--heartbeat", "0s"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("heartbeat"));
 
     // A timeout this long once started, then every connection panicked
     // computing its deadline.
-    let out = Command::new(BIN)
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--header-read-timeout=18446744073709551615s",
-        ])
-        .output()
-        .unwrap();
+    let out = pushwire(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--header-read-timeout=18446744073709551615s",
+    ]);
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("header-read-timeout"), "{stderr}");
@@ -277,10 +270,7 @@ fn a_bad_environment_variable_is_named_as_such() {
         "{stderr}"
     );
     // The same value as a flag is the flag's error.
-    let out = Command::new(BIN)
-        .args(["check-config", "--max-body", "lots"])
-        .output()
-        .unwrap();
+    let out = pushwire(&["check-config", "--max-body", "lots"]);
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -291,10 +281,7 @@ fn a_bad_environment_variable_is_named_as_such() {
 
 #[test]
 fn listen_takes_a_host_name() {
-    let out = Command::new(BIN)
-        .args(["check-config", "--listen", "localhost:9000"])
-        .output()
-        .unwrap();
+    let out = pushwire(&["check-config", "--listen", "localhost:9000"]);
     assert!(
         out.status.success(),
         "{}",
@@ -306,10 +293,7 @@ fn listen_takes_a_host_name() {
             || stdout.contains("listen = \"[::1]:9000\""),
         "{stdout}"
     );
-    let out = Command::new(BIN)
-        .args(["check-config", "--listen", "localhost"])
-        .output()
-        .unwrap();
+    let out = pushwire(&["check-config", "--listen", "localhost"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("port"));
 }
