@@ -3,11 +3,13 @@
 //! query and header forms a client can send it in, which must never panic.
 //!
 //! The model's rule (docs/history.md): an id resolves to "after sequence
-//! s" when it is a hub id (the decimal sequence number) from the event
-//! right before the retained window up to the newest event, or a
-//! publisher's id still in the window; anything else is unknown. So a
-//! resolved cursor never points past the newest event, and never skips a
-//! retained event the client has not seen.
+//! s" when it is the hub id (`#`, the decimal sequence number, `.` and the
+//! event's tag) of an event in the retained window or of the one right
+//! before it, or a publisher's id still in the window; anything else is
+//! unknown, the untagged forms of earlier releases included (this history
+//! stored no event without a tag). So a resolved cursor never points past
+//! the newest event, never skips a retained event the client has not seen,
+//! and never takes an id for another event under the same number.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -37,7 +39,8 @@ pub enum Op {
     Publish(Option<String>),
     /// Resolve this text as a client's `Last-Event-ID`.
     Resolve(String),
-    /// Resolve the hub id of this many events back from the newest.
+    /// Resolve the hub id of this many events back from the newest, and
+    /// its untagged forms.
     ResolveRecent(u8),
     /// A request's query string and `Last-Event-ID` header.
     Request {
@@ -64,35 +67,97 @@ fn now<T>(future: impl Future<Output = T>) -> T {
     }
 }
 
-/// The history as the model sees it: (sequence, publisher id) of retained events.
+/// One retained event as the model sees it.
+struct Kept {
+    seq: u64,
+    /// The publisher's id, if it had one.
+    own: Option<String>,
+    /// The id the engine gave it.
+    id: String,
+    /// The tag of its hub id (0 with a publisher's id).
+    tag: u64,
+}
+
+/// The history as the model sees it.
 struct Model {
     window: usize,
-    kept: VecDeque<(u64, Option<String>)>,
+    kept: VecDeque<Kept>,
     next_seq: u64,
+    /// The event that left the window last: (sequence, tag, id).
+    boundary: (u64, u64, String),
+}
+
+/// A hub id as docs/history.md writes it: `#<seq>.<8 base32 chars>`, or the
+/// untagged `#<seq>` and `<seq>` of earlier releases; the sequence in
+/// canonical decimal, the tag not all `a`. (sequence, tag 0 for none).
+fn hub_id(id: &str) -> Option<(u64, u64)> {
+    let (digits, tag) = match id.strip_prefix('#') {
+        Some(rest) => match rest.split_once('.') {
+            Some((digits, tag)) => (digits, Some(tag)),
+            None => (rest, None),
+        },
+        None => (id, None),
+    };
+    let canonical = !digits.is_empty()
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && (digits == "0" || !digits.starts_with('0'));
+    if !canonical {
+        return None;
+    }
+    let seq = digits.parse::<u64>().ok()?;
+    let tag = match tag {
+        None => 0,
+        Some(text) if text.len() == 8 => {
+            let mut value = 0u64;
+            for c in text.bytes() {
+                let digit = match c {
+                    b'a'..=b'z' => c - b'a',
+                    b'2'..=b'7' => c - b'2' + 26,
+                    _ => return None,
+                };
+                value = value * 32 + u64::from(digit);
+            }
+            if value == 0 {
+                return None;
+            }
+            value
+        }
+        Some(_) => return None,
+    };
+    Some((seq, tag))
 }
 
 impl Model {
     fn first_seq(&self) -> u64 {
-        self.kept.front().map_or(self.next_seq, |(s, _)| *s)
+        self.kept.front().map_or(self.next_seq, |k| k.seq)
     }
 
     fn resolve(&self, id: &str) -> Cursor {
-        // `#` and the canonical decimal, or the bare decimal of earlier
-        // releases.
-        let digits = id.strip_prefix('#').unwrap_or(id);
-        let canonical = !digits.is_empty()
-            && digits.bytes().all(|b| b.is_ascii_digit())
-            && (digits == "0" || !digits.starts_with('0'));
-        if canonical {
-            return match digits.parse::<u64>() {
-                Ok(seq) if seq < self.next_seq && seq + 1 >= self.first_seq() => Cursor::After(seq),
-                _ => Cursor::Unknown,
+        if let Some((seq, tag)) = hub_id(id) {
+            let issued = self
+                .kept
+                .iter()
+                .any(|k| k.seq == seq && k.tag == tag && k.own.is_none())
+                || (seq + 1 == self.first_seq() && tag == self.boundary.1);
+            return if issued {
+                Cursor::After(seq)
+            } else {
+                Cursor::Unknown
             };
         }
         self.kept
             .iter()
-            .find(|(_, own)| own.as_deref() == Some(id))
-            .map_or(Cursor::Unknown, |(seq, _)| Cursor::After(*seq))
+            .find(|k| k.own.as_deref() == Some(id))
+            .map_or(Cursor::Unknown, |k| Cursor::After(k.seq))
+    }
+
+    /// The id the engine gave the event with this sequence, if the model
+    /// still knows it.
+    fn id_of(&self, seq: u64) -> Option<&str> {
+        if self.boundary.0 == seq && !self.boundary.2.is_empty() {
+            return Some(&self.boundary.2);
+        }
+        self.kept.iter().find(|k| k.seq == seq).map(|k| k.id.as_str())
     }
 }
 
@@ -107,6 +172,7 @@ pub fn check(input: Input) {
         window,
         kept: VecDeque::new(),
         next_seq: 1,
+        boundary: (0, 0, String::new()),
     };
     for op in input.ops.into_iter().take(64) {
         match op {
@@ -122,19 +188,26 @@ pub fn check(input: Input) {
                     Ok(events) => {
                         assert_eq!(events.len(), 1);
                         assert_eq!(events[0].seq, model.next_seq);
-                        model.kept.push_back((model.next_seq, id));
+                        model.kept.push_back(Kept {
+                            seq: model.next_seq,
+                            own: id,
+                            id: events[0].id.to_string(),
+                            tag: events[0].tag,
+                        });
                         model.next_seq += 1;
                         while model.kept.len() > model.window {
-                            model.kept.pop_front();
+                            if let Some(gone) = model.kept.pop_front() {
+                                // No hub id names an event with a
+                                // publisher's id, not even an untagged one.
+                                let tag = if gone.own.is_some() { u64::MAX } else { gone.tag };
+                                model.boundary = (gone.seq, tag, gone.id);
+                            }
                         }
                     }
                     Err(_) => {
                         let id = id.unwrap_or_default();
                         assert!(
-                            model
-                                .kept
-                                .iter()
-                                .any(|(_, own)| own.as_deref() == Some(&id)),
+                            model.kept.iter().any(|k| k.own.as_deref() == Some(&id)),
                             "refused `{id}`, which is not in the window"
                         );
                     }
@@ -143,6 +216,9 @@ pub fn check(input: Input) {
             Op::Resolve(id) => check_resolve(&log, &model, &id),
             Op::ResolveRecent(back) => {
                 let seq = model.next_seq.saturating_sub(1 + u64::from(back));
+                if let Some(id) = model.id_of(seq) {
+                    check_resolve(&log, &model, id);
+                }
                 check_resolve(&log, &model, &format!("#{seq}"));
                 check_resolve(&log, &model, &seq.to_string());
             }

@@ -4,6 +4,7 @@
 //! encoded.
 
 use arbitrary::Arbitrary;
+use pushwire_core::id::HubId;
 use pushwire_core::event::{Draft, Event, EventError, Target, MAX_RETRY_MS};
 use pushwire_core::frame::{encode_comment, encode_retry};
 use pushwire_core::limits::{FieldLimits, MAX_EVENT_TYPE_LEN, MAX_ID_LEN};
@@ -86,7 +87,14 @@ pub fn check(input: Input) {
 fn check_frame(event: &Event, input: &Input) {
     let expected_id = match &input.id {
         Some(id) => id.clone(),
-        None => format!("#{}", input.seq),
+        None => {
+            assert_ne!(event.tag, 0, "a hub id carries a tag");
+            HubId {
+                seq: input.seq,
+                tag: event.tag,
+            }
+            .to_string()
+        }
     };
     let expected = sse::Dispatched {
         kind: input.event.clone().unwrap_or_else(|| "message".to_owned()),

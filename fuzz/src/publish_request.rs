@@ -8,6 +8,7 @@
 //! requests: the first byte picks the parser, the rest is its input.
 
 use pushwire::http::{mercure_update, publish_body, Params, SeedPublish};
+use pushwire_core::id::HubId;
 use pushwire_core::event::Target;
 use pushwire_core::event::{Draft, Event};
 use pushwire_core::limits::FieldLimits;
@@ -57,10 +58,18 @@ fn check_accepted(seq: u64, mut draft: Draft) {
     let expected = sse::Dispatched {
         kind: draft.event.clone().unwrap_or_else(|| "message".to_owned()),
         data: sse::normalize_line_ends(&draft.data),
-        last_event_id: draft.id.clone().unwrap_or_else(|| format!("#{seq}")),
+        last_event_id: draft.id.clone().unwrap_or_default(),
     };
     let retry = draft.retry;
     let event = Event::new(seq, draft, 0);
+    let expected = sse::Dispatched {
+        last_event_id: if expected.last_event_id.is_empty() {
+            HubId { seq, tag: event.tag }.to_string()
+        } else {
+            expected.last_event_id
+        },
+        ..expected
+    };
     let read = sse::read(event.frame());
     assert_eq!(read.events, [expected], "frame {:?}", event.frame());
     assert_eq!(

@@ -18,6 +18,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::frame::encode_event;
+use crate::id::{fresh_tag, HubId, PUBLISHER_ID};
 #[cfg(test)]
 use crate::limits::MAX_EVENT_TYPE_LEN;
 use crate::limits::{FieldLimits, Limit};
@@ -132,31 +133,11 @@ impl Draft {
     }
 }
 
-/// The id the hub gives an event that has no publisher id: `#` and the
-/// sequence number in decimal. A fragment, as the current Mercure draft
-/// asks of hub-generated ids ("Publication": an IRI or a relative reference
-/// consisting of a fragment), and one no publisher can supply, since
-/// publisher ids may not start with `#`.
-pub fn hub_id(seq: u64) -> String {
-    format!("#{seq}")
-}
-
-/// The sequence number a hub-assigned id stands for: `#` and the decimal
-/// sequence number, no sign, no leading zero; or that decimal alone, the
-/// form earlier releases gave, so the ids they handed out still resume.
-/// Any other text, such as `#+5`, `+5` or `05`, is not a hub id, even though
-/// Rust's integer parser would read it as one: `+5` may be a publisher's
-/// own id, and must be looked up as such, never mistaken for sequence 5.
+/// The sequence number a hub id stands for, in any of its forms (see
+/// [`HubId::parse`]); `None` for any other text, which may be a
+/// publisher's own id.
 pub fn hub_sequence(id: &str) -> Option<u64> {
-    let digits = id.strip_prefix('#').unwrap_or(id);
-    let canonical = !digits.is_empty()
-        && digits.bytes().all(|b| b.is_ascii_digit())
-        && (digits == "0" || !digits.starts_with('0'));
-    if canonical {
-        digits.parse().ok()
-    } else {
-        None
-    }
+    HubId::parse(id).map(|id| id.seq)
 }
 
 /// A value that goes on one SSE line: not empty, at most `max` bytes (the
@@ -201,16 +182,30 @@ pub struct Event {
     pub private: bool,
     /// Milliseconds since the Unix epoch when the hub accepted the event.
     pub time: u64,
+    /// The random part of a hub id ([`crate::id`]), stored with the event;
+    /// 0 for an event with a publisher's id, or stored by a release that
+    /// drew no tags.
+    #[serde(skip)]
+    pub tag: u64,
     #[serde(skip)]
     frame: Bytes,
 }
 
 impl Event {
-    /// Makes the stored form of a validated draft and encodes its frame once.
+    /// Makes the stored form of a validated draft and encodes its frame
+    /// once. An event without a publisher's id gets the hub's, with a fresh
+    /// tag.
     pub fn new(seq: u64, draft: Draft, time: u64) -> Event {
+        let tag = if draft.id.is_none() { fresh_tag() } else { 0 };
+        Event::stored(seq, draft, time, tag)
+    }
+
+    /// An event as its record gave it back: `tag` as it was drawn (0 for
+    /// none).
+    pub fn stored(seq: u64, draft: Draft, time: u64, tag: u64) -> Event {
         let id: Arc<str> = match draft.id {
             Some(id) => id.into(),
-            None => hub_id(seq).into(),
+            None => HubId { seq, tag }.to_string().into(),
         };
         let frame = encode_event(&id, draft.event.as_deref(), draft.retry, &draft.data);
         Event {
@@ -222,7 +217,19 @@ impl Event {
             retry: draft.retry,
             private: draft.private,
             time,
+            tag,
             frame,
+        }
+    }
+
+    /// What [`crate::id::locate`] compares a hub id's tag with: the tag, or
+    /// [`PUBLISHER_ID`] when the event has a publisher's id (hub ids, tagged
+    /// or of earlier releases, start with `#`; publisher ids cannot).
+    pub fn hub_tag(&self) -> u64 {
+        if self.id.starts_with('#') {
+            self.tag
+        } else {
+            PUBLISHER_ID
         }
     }
 
@@ -492,10 +499,18 @@ mod tests {
     }
 
     #[test]
-    fn hub_assigned_id_is_the_sequence_number_as_a_fragment() {
+    fn hub_assigned_id_is_the_sequence_number_and_a_tag_as_a_fragment() {
         let e = Event::new(42, draft(), 0);
-        assert_eq!(&*e.id, "#42");
-        assert_eq!(&e.frame()[..], b"id: #42\ndata: x\n\n");
-        assert_eq!(hub_sequence(&e.id), Some(42));
+        let id = HubId::parse(&e.id);
+        assert_eq!(id.map(|id| (id.seq, id.tag)), Some((42, e.tag)));
+        assert!(e.id.starts_with("#42.") && e.id.len() == 12, "{}", e.id);
+        assert_eq!(
+            e.frame()[..],
+            *format!("id: {}\ndata: x\n\n", e.id).as_bytes()
+        );
+        // Each event draws its own tag.
+        assert_ne!(Event::new(42, draft(), 0).id, e.id);
+        // Restored from a record of an earlier release: no tag.
+        assert_eq!(&*Event::stored(42, draft(), 0, 0).id, "#42");
     }
 }

@@ -648,6 +648,7 @@ mod tests {
 
     use super::*;
     use crate::event::hub_sequence;
+    use crate::id::{locate, HubId, Span};
 
     #[derive(Default)]
     struct Kept {
@@ -702,11 +703,18 @@ mod tests {
 
         fn resolve(&self, id: &str) -> BoxFuture<'_, Result<Cursor, StoreError>> {
             let kept = self.lock();
-            let cursor = match hub_sequence(id) {
-                Some(seq) if seq <= kept.next && seq + 1 >= kept.first => Cursor::After(seq),
-                _ => Cursor::Unknown,
+            let span = Span {
+                first: kept.first.max(1),
+                next: kept.next + 1,
+                boundary_tag: 0,
             };
-            future::ready(Ok(cursor)).boxed()
+            let cursor = match HubId::parse(id) {
+                Some(id) => locate(id, span, |seq| {
+                    Ok::<_, StoreError>(kept.events.get(&seq).map(|e| e.hub_tag()))
+                }),
+                None => Ok(Cursor::Unknown),
+            };
+            future::ready(cursor).boxed()
         }
 
         fn last(&self) -> BoxFuture<'_, Result<Option<Arc<Event>>, StoreError>> {
@@ -808,14 +816,14 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_resume_is_told_apart_from_a_fresh_stream() {
         let (hub, _) = hub_with(config());
-        hub.publish(vec![to("u", "1")]).await.unwrap();
+        let published = hub.publish(vec![to("u", "1")]).await.unwrap();
         let fresh = hub
             .subscribe(Interest::user("u"), SubscribeOptions::default())
             .await
             .unwrap();
         assert!(!fresh.resumed && !fresh.reset);
         let options = SubscribeOptions {
-            last_event_id: Some("#1"),
+            last_event_id: Some(&published[0].id),
             ..SubscribeOptions::default()
         };
         let resumed = hub.subscribe(Interest::user("u"), options).await.unwrap();
@@ -836,11 +844,12 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn resume_replays_what_was_missed_then_continues_live_with_no_duplicate() {
         let (hub, _) = hub_with(config());
+        let mut published = Vec::new();
         for n in 1..=5 {
-            hub.publish(vec![to("u", &n.to_string())]).await.unwrap();
+            published.extend(hub.publish(vec![to("u", &n.to_string())]).await.unwrap());
         }
         let options = SubscribeOptions {
-            last_event_id: Some("#2"),
+            last_event_id: Some(&published[1].id),
             ..SubscribeOptions::default()
         };
         let mut opened = hub.subscribe(Interest::user("u"), options).await.unwrap();
@@ -848,14 +857,16 @@ mod tests {
             .await
             .unwrap();
         let frames = ready(&mut opened.frames);
-        assert_eq!(ids(&frames), vec!["#3", "#4", "#5", "#6"]);
+        let seqs: Vec<u64> = ids(&frames).into_iter().filter_map(hub_sequence).collect();
+        assert_eq!(seqs, [3, 4, 5, 6]);
     }
 
     #[tokio::test(start_paused = true)]
     async fn an_id_the_history_cannot_resume_from_gets_a_reset_not_a_silent_skip() {
         let (hub, log) = hub_with(config());
+        let mut published = Vec::new();
         for n in 1..=4 {
-            hub.publish(vec![to("u", &n.to_string())]).await.unwrap();
+            published.extend(hub.publish(vec![to("u", &n.to_string())]).await.unwrap());
         }
         log.lock().first = 4;
         let options = SubscribeOptions {
@@ -866,10 +877,8 @@ mod tests {
         let mut opened = hub.subscribe(Interest::user("u"), options).await.unwrap();
         assert!(opened.reset);
         let frames = ready(&mut opened.frames);
-        assert!(
-            frames[1].starts_with("id: #4\nevent: reset\n"),
-            "{frames:?}"
-        );
+        let newest = format!("id: {}\nevent: reset\n", published[3].id);
+        assert!(frames[1].starts_with(&newest), "{frames:?}");
         assert_eq!(hub.metrics().resets.get(), 1);
     }
 

@@ -28,6 +28,7 @@ pub mod event;
 pub mod frame;
 pub mod grants;
 pub mod hub;
+pub mod id;
 pub mod limits;
 pub mod log;
 pub mod metrics;

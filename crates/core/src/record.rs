@@ -3,9 +3,11 @@
 //! engine's `events` table, the `r` field of each Redis Stream entry).
 //!
 //! A record is a format byte ([`FORMAT`]), then JSON with what is needed to
-//! rebuild the [`Event`]: the publisher-supplied id (a hub id is the
-//! sequence number, which the engine keeps beside the record), the target,
-//! type, data, retry, privacy and time. Decoding rebuilds the event with
+//! rebuild the [`Event`]: the publisher-supplied id, or for a hub id its tag
+//! (the sequence number, the id's other part, is kept by the engine beside
+//! the record; see [`crate::id`]), the target, type, data, retry, privacy
+//! and time. Records of releases that drew no tags have none, and their
+//! events keep the untagged ids those releases handed out. Decoding rebuilds the event with
 //! [`Event::new`], so its frame is encoded exactly as at publish time. A
 //! record of another format is refused, never guessed at: a history written
 //! by another version of pushwire fails as unavailable rather than serve
@@ -36,6 +38,12 @@ struct RecordOut<'a> {
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     private: bool,
     time: u64,
+    #[serde(skip_serializing_if = "is_zero")]
+    tag: u64,
+}
+
+fn is_zero(tag: &u64) -> bool {
+    *tag == 0
 }
 
 /// The stored form of an event, as read back.
@@ -52,6 +60,8 @@ struct RecordIn {
     #[serde(default)]
     private: bool,
     time: u64,
+    #[serde(default)]
+    tag: u64,
 }
 
 /// The parts of a record retention needs.
@@ -62,6 +72,21 @@ pub struct RecordKey {
     pub id: Option<String>,
     /// Milliseconds since the Unix epoch when the hub accepted the event.
     pub time: u64,
+    /// The tag of its hub id (0 for none): what the history keeps of the
+    /// newest event it removed.
+    #[serde(default)]
+    pub tag: u64,
+}
+
+impl RecordKey {
+    /// The event's tag as [`crate::id::locate`] compares it (see
+    /// [`Event::hub_tag`]).
+    pub fn hub_tag(&self) -> u64 {
+        match self.id {
+            Some(_) => crate::id::PUBLISHER_ID,
+            None => self.tag,
+        }
+    }
 }
 
 /// The record of an event (shared by the engines, so every engine and
@@ -76,6 +101,7 @@ pub fn encode(event: &Event, supplied_id: bool) -> Result<Vec<u8>, StoreError> {
         retry: event.retry,
         private: event.private,
         time: event.time,
+        tag: if supplied_id { 0 } else { event.tag },
     };
     let mut bytes = Vec::with_capacity(event.data.len() + 64);
     bytes.push(FORMAT);
@@ -105,7 +131,7 @@ pub fn decode(seq: u64, bytes: &[u8]) -> Result<Event, StoreError> {
         retry: record.retry,
         private: record.private,
     };
-    Ok(Event::new(seq, draft, record.time))
+    Ok(Event::stored(seq, draft, record.time, record.tag))
 }
 
 /// Reads only what retention needs of a record, without rebuilding the
@@ -145,16 +171,24 @@ mod tests {
     }
 
     #[test]
-    fn a_hub_id_is_not_stored_and_comes_back_as_the_sequence() {
-        let original = Event::new(42, Draft::new(Target::All, "x"), 7);
+    fn a_hub_id_is_stored_as_its_tag_and_comes_back_with_the_sequence() {
+        let original = Event::stored(42, Draft::new(Target::All, "x"), 7, 1);
         let bytes = encode(&original, false).unwrap();
         assert_eq!(bytes[0], FORMAT);
-        assert_eq!(&bytes[1..], br#"{"to":"all","data":"x","time":7}"#);
+        assert_eq!(&bytes[1..], br#"{"to":"all","data":"x","time":7,"tag":1}"#);
         let back = decode(42, &bytes).unwrap();
-        assert_eq!(&*back.id, "#42");
+        assert_eq!(&*back.id, "#42.aaaaaaab");
         assert_eq!(back, original);
         // Read back under another sequence, the id follows that sequence.
-        assert_eq!(&*decode(43, &bytes).unwrap().id, "#43");
+        assert_eq!(&*decode(43, &bytes).unwrap().id, "#43.aaaaaaab");
+    }
+
+    #[test]
+    fn a_record_of_an_earlier_release_keeps_its_untagged_id() {
+        let bytes = [&[FORMAT][..], br#"{"to":"all","data":"x","time":7}"#].concat();
+        let back = decode(42, &bytes).unwrap();
+        assert_eq!((&*back.id, back.tag), ("#42", 0));
+        assert_eq!(decode_key(42, &bytes).unwrap().tag, 0);
     }
 
     #[test]
@@ -169,13 +203,14 @@ mod tests {
     }
 
     #[test]
-    fn the_key_is_the_publisher_id_and_the_time() {
+    fn the_key_is_the_publisher_id_the_time_and_the_tag() {
         let key = decode_key(1, &encode(&full(), true).unwrap()).unwrap();
         assert_eq!(key.id.as_deref(), Some("order-1"));
         assert_eq!(key.time, 1_700_000_000_123);
+        assert_eq!(key.tag, 0);
         let hub = Event::new(5, Draft::new(Target::user("u"), "x"), 9);
         let key = decode_key(5, &encode(&hub, false).unwrap()).unwrap();
-        assert_eq!((key.id, key.time), (None, 9));
+        assert_eq!((key.id, key.time, key.tag), (None, 9, hub.tag));
     }
 
     #[test]

@@ -53,6 +53,24 @@ async fn resume(addr: SocketAddr, user: &str, last_event_id: &str) -> SseClient 
     client
 }
 
+/// A hub id without its tag (`#3.kq3vz7ma` → `#3`), to compare sequences;
+/// other ids as they are.
+fn untagged(id: &str) -> String {
+    match pushwire_core::id::HubId::parse(id) {
+        Some(hub) => format!("#{}", hub.seq),
+        None => id.to_owned(),
+    }
+}
+
+/// The ids of some events, untagged.
+fn untagged_ids(events: Vec<pushwire_client::sse::ParsedEvent>) -> Vec<String> {
+    events
+        .iter()
+        .filter_map(|e| e.id.as_deref())
+        .map(untagged)
+        .collect()
+}
+
 /// Publishes and returns the reply (any status).
 async fn try_publish(addr: SocketAddr, body: &Value) -> Reply {
     post_json(addr, "/api/v1/publish", body).await
@@ -443,47 +461,50 @@ async fn publisher_ids_batches_and_retention_hold_across_nodes() -> TestResult {
         publish(n1, json!({ "to": "all", "data": "c", "id": "order-2" })).await,
         "order-2"
     );
-    assert_eq!(publish(n0, json!({ "to": "all", "data": "e" })).await, "#3");
+    assert_eq!(
+        untagged(&publish(n0, json!({ "to": "all", "data": "e" })).await),
+        "#3"
+    );
 
     // Resume by a publisher id on the other node.
     let mut tab = resume(n1, "alice", "order-1").await;
     assert_eq!(tab.header("pushwire-reset"), None);
-    let got: Vec<String> = tab.take(2).await.into_iter().filter_map(|e| e.id).collect();
-    assert_eq!(got, ["order-2", "#3"]);
+    assert_eq!(untagged_ids(tab.take(2).await), ["order-2", "#3"]);
 
     // Retention keeps the newest five: 6..=10.
+    let mut ids = Vec::new();
     for i in 4..=10 {
-        assert_eq!(
-            publish(n0, json!({ "to": "all", "data": i })).await,
-            format!("#{i}")
-        );
+        let id = publish(n0, json!({ "to": "all", "data": i })).await;
+        assert_eq!(untagged(&id), format!("#{i}"));
+        ids.push(id);
     }
-    let mut from_five = resume(n1, "alice", "#5").await;
-    let got: Vec<String> = from_five
-        .take(5)
-        .await
-        .into_iter()
-        .filter_map(|e| e.id)
-        .collect();
-    assert_eq!(got, ["#6", "#7", "#8", "#9", "#10"]);
+    let (fifth, sixth) = (ids[1].clone(), ids[2].clone());
+    let mut from_five = resume(n1, "alice", &fifth).await;
+    assert_eq!(
+        untagged_ids(from_five.take(5).await),
+        ["#6", "#7", "#8", "#9", "#10"]
+    );
     for gone in ["#4", "order-1", "#11", "4"] {
         let mut tab = resume(n0, "alice", gone).await;
         assert_eq!(tab.header("pushwire-reset"), Some("1"), "{gone}");
         let reset = tab.next().await;
         assert_eq!(reset.event, "reset");
-        assert_eq!(reset.id.as_deref(), Some("#10"));
+        assert_eq!(reset.id.as_deref().map(untagged).as_deref(), Some("#10"));
     }
     // A trimmed publisher id may be used again, as with the embedded engine.
     assert_eq!(
         publish(n1, json!({ "to": "all", "data": "again", "id": "order-1" })).await,
         "order-1"
     );
-    let history = get(n0, "/api/v1/events?after=%236").await.json();
-    let ids: Vec<&str> = history["events"]
+    let after = form_urlencoded::byte_serialize(sixth.as_bytes()).collect::<String>();
+    let history = get(n0, &format!("/api/v1/events?after={after}"))
+        .await
+        .json();
+    let ids: Vec<String> = history["events"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|e| e["id"].as_str().unwrap())
+        .map(|e| untagged(e["id"].as_str().unwrap()))
         .collect();
     assert_eq!(ids, ["#7", "#8", "#9", "#10", "order-1"]);
     Ok(())
@@ -590,11 +611,12 @@ async fn engine_trims_by_age_with_the_ids_and_its_tail_delivers_in_order() -> Te
         .append(vec![draft("c", Some("y")), draft("d", Some("y"))])
         .await;
     assert!(matches!(err, Err(StoreError::DuplicateId(id)) if id == "y"));
-    log.append(vec![draft("e", None)]).await?;
+    let third = log.append(vec![draft("e", None)]).await?;
     assert_eq!(log.resolve("x").await?, Cursor::After(1));
     assert_eq!(log.resolve("0").await?, Cursor::After(0));
-    assert_eq!(log.resolve("3").await?, Cursor::After(3));
-    assert_eq!(log.resolve("4").await?, Cursor::Unknown);
+    assert_eq!(log.resolve(&third[0].id).await?, Cursor::After(3));
+    assert_eq!(log.resolve("3").await?, Cursor::Unknown, "not its id");
+    assert_eq!(log.resolve("#4").await?, Cursor::Unknown);
     // `+5` and `03` are publisher ids, not hub ids in another spelling.
     assert_eq!(log.resolve("03").await?, Cursor::Unknown);
     let plus = log.append(vec![draft("g", Some("+5"))]).await?;
@@ -611,14 +633,21 @@ async fn engine_trims_by_age_with_the_ids_and_its_tail_delivers_in_order() -> Te
     assert!(log.read_after(0, 10).await?.is_empty());
     assert!(log.last().await?.is_none());
     assert_eq!(log.resolve("x").await?, Cursor::Unknown);
-    // The last sequence stays a valid point to resume from; numbers go on.
-    assert_eq!(log.resolve("4").await?, Cursor::After(4));
+    // 4 had a publisher's id: no hub id names it, even trimmed.
+    assert_eq!(log.resolve("4").await?, Cursor::Unknown);
     assert_eq!(log.resolve("3").await?, Cursor::Unknown);
     let again = log.append(vec![draft("f", Some("x"))]).await?;
     assert_eq!(again[0].seq, 5);
+    // The newest event trimmed stays a valid point to resume from, by its
+    // id only; numbers go on.
+    let sixth = log.append(vec![draft("h", None)]).await?;
+    assert_eq!(log.trim(pushwire_core::log::now_ms() + 61_000).await?, 2);
+    assert_eq!(log.resolve(&sixth[0].id).await?, Cursor::After(6));
+    assert_eq!(log.resolve("#6").await?, Cursor::Unknown);
+    assert_eq!(log.resolve(&third[0].id).await?, Cursor::Unknown);
 
     eventually("the tail delivered every event in order", || async {
-        seen.seqs() == [1, 2, 3, 4, 5]
+        seen.seqs() == [1, 2, 3, 4, 5, 6]
     })
     .await;
     Ok(())
@@ -734,7 +763,7 @@ async fn streams_end_when_redis_lost_the_history_and_resume_with_a_reset() -> Te
     for i in 0..3 {
         publish(hub.addr, json!({ "to": "all", "data": i })).await;
     }
-    let ids: Vec<String> = tab.take(3).await.into_iter().filter_map(|e| e.id).collect();
+    let ids = untagged_ids(tab.take(3).await);
     assert_eq!(ids, ["#1", "#2", "#3"]);
 
     // Redis loses everything (as after a restart without persistence).
@@ -744,7 +773,7 @@ async fn streams_end_when_redis_lost_the_history_and_resume_with_a_reset() -> Te
         .query_async::<()>(&mut conn)
         .await?;
     assert_eq!(
-        publish(hub.addr, json!({ "to": "all", "data": "new" })).await,
+        untagged(&publish(hub.addr, json!({ "to": "all", "data": "new" })).await),
         "#1"
     );
 
@@ -753,8 +782,8 @@ async fn streams_end_when_redis_lost_the_history_and_resume_with_a_reset() -> Te
     assert_eq!(back.header("pushwire-reset"), Some("1"));
     let reset = back.next().await;
     assert_eq!(
-        (reset.event.as_str(), reset.id.as_deref()),
-        ("reset", Some("#1"))
+        (reset.event.as_str(), reset.id.as_deref().map(untagged)),
+        ("reset", Some("#1".to_owned()))
     );
     publish(hub.addr, json!({ "to": "all", "data": "after" })).await;
     assert_eq!(back.next().await.data, "after");

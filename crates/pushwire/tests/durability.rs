@@ -648,14 +648,13 @@ async fn race_replay_joins_live_without_gap_or_duplicate() {
         clients.push(tokio::spawn(async move {
             let mut rng = Rng::seeded(100 + c as u64);
             let mut seen: Vec<u64> = Vec::new();
+            let mut last_id: Option<String> = None;
             loop {
                 assert!(
                     Instant::now() < deadline,
                     "client {c} did not catch up in time"
                 );
-                let last = seen
-                    .last()
-                    .map_or_else(|| "earliest".to_owned(), u64::to_string);
+                let last = last_id.clone().unwrap_or_else(|| "earliest".to_owned());
                 let mut tab = SseClient::connect_with(
                     addr,
                     "/api/v1/stream?user=racer",
@@ -670,7 +669,9 @@ async fn race_replay_joins_live_without_gap_or_duplicate() {
                         break;
                     };
                     assert_eq!(event.event, "message", "client {c}: {event:?}");
-                    seen.push(seq(event.id.as_deref().unwrap()));
+                    let id = event.id.unwrap();
+                    seen.push(seq(&id));
+                    last_id = Some(id);
                 }
                 drop(tab);
                 let newest = newest.load(Ordering::SeqCst);

@@ -1165,10 +1165,10 @@ async fn url_patterns_are_case_sensitive_but_for_the_host() -> TestResult {
 async fn hub_generated_ids_are_fragments() -> TestResult {
     let hub = start(hub_config()).await;
     let id = publish(hub.addr(), &[("topic", "t")]).await;
-    assert!(
-        id.starts_with('#') && id[1..].bytes().all(|b| b.is_ascii_digit()),
-        "{id}"
-    );
+    // `#`, the sequence number, `.` and the event's tag.
+    let parsed = pushwire_core::id::HubId::parse(&id);
+    assert!(parsed.is_some_and(|h| h.seq == 1 && h.tag != 0), "{id}");
+    assert!(id.starts_with("#1.") && id.len() == 11, "{id}");
     Ok(())
 }
 

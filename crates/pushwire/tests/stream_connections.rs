@@ -124,7 +124,7 @@ async fn other_requests_keep_their_connection_alive_and_pipelined_ones_are_answe
         body.len()
     );
     stream.write_all(publish.as_bytes()).await.unwrap();
-    read_until(&mut stream, &mut raw, "{\"id\":\"#1\"}").await;
+    read_until(&mut stream, &mut raw, "{\"id\":\"#1.").await;
 }
 
 #[tokio::test]

@@ -76,6 +76,12 @@ impl RedisServer {
         format!("redis://127.0.0.1:{}/0", self.port)
     }
 
+    /// The server's directory (its append-only files), to copy and put
+    /// back as a restore from an older copy would.
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
     /// SIGKILL: with `appendfsync always`, nothing acknowledged is lost.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {

@@ -2,14 +2,18 @@
 //! For tests, demos and deployments that accept losing history on restart.
 //!
 //! Sequence numbers are contiguous in the window, so finding where a cursor
-//! points is an index computation, not a search.
+//! points is an index computation, not a search. After a restart the
+//! numbers start over at 1, with new tags (see `pushwire_core::id`): an id
+//! handed out before the restart gets a reset, never another event.
 
 use std::collections::{HashMap, VecDeque};
+use std::convert::Infallible;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use futures_util::future::{self, BoxFuture, FutureExt};
 
-use pushwire_core::event::{hub_sequence, Draft, Event};
+use pushwire_core::event::{Draft, Event};
+use pushwire_core::id::{locate, HubId, Span};
 use pushwire_core::log::{now_ms, Cursor, EventLog, Fanout, Retained, Retention, StoreError};
 
 pub struct MemoryLog {
@@ -24,6 +28,8 @@ struct Window {
     next_seq: u64,
     /// Publisher-supplied ids still in the window.
     by_id: HashMap<Arc<str>, u64>,
+    /// The tag of the newest event that left the window.
+    boundary_tag: u64,
 }
 
 impl MemoryLog {
@@ -35,6 +41,7 @@ impl MemoryLog {
                 events: VecDeque::new(),
                 next_seq: 1,
                 by_id: HashMap::new(),
+                boundary_tag: 0,
             }),
         }
     }
@@ -82,6 +89,7 @@ impl Window {
     fn pop_oldest(&mut self) {
         if let Some(old) = self.events.pop_front() {
             self.by_id.remove(&old.id);
+            self.boundary_tag = old.hub_tag();
         }
     }
 }
@@ -105,11 +113,23 @@ impl EventLog for MemoryLog {
 
     fn resolve(&self, id: &str) -> BoxFuture<'_, Result<Cursor, StoreError>> {
         let w = self.lock();
-        let cursor = match hub_sequence(id) {
-            // A hub id: valid while it was issued and is still in the window
-            // (the event right before the window is a valid point to resume).
-            Some(seq) if seq < w.next_seq && seq + 1 >= Self::first_seq(&w) => Cursor::After(seq),
-            Some(_) => Cursor::Unknown,
+        let cursor = match HubId::parse(id) {
+            // A hub id: valid for the event it was issued for while that is
+            // in the window, or is the one right before it.
+            Some(id) => {
+                let first = Self::first_seq(&w);
+                let span = Span {
+                    first,
+                    next: w.next_seq,
+                    boundary_tag: w.boundary_tag,
+                };
+                let stored = |seq: u64| {
+                    let index = usize::try_from(seq.saturating_sub(first)).unwrap_or(usize::MAX);
+                    Ok::<_, Infallible>(w.events.get(index).map(|e| e.hub_tag()))
+                };
+                let Ok(cursor) = locate(id, span, stored);
+                cursor
+            }
             None => w
                 .by_id
                 .get(id)
@@ -186,23 +206,62 @@ mod tests {
         }
         let plus = log.append(vec![draft(Some("+5"))]).await.unwrap();
         assert_eq!(log.resolve("+5").await.unwrap(), Cursor::After(plus[0].seq));
-        assert_eq!(log.resolve("5").await.unwrap(), Cursor::After(5));
+        let fifth = log.read_after(4, 1).await.unwrap();
+        assert_eq!(log.resolve(&fifth[0].id).await.unwrap(), Cursor::After(5));
         assert_eq!(log.resolve("05").await.unwrap(), Cursor::Unknown);
     }
 
     #[tokio::test]
     async fn a_cursor_never_points_past_the_newest_event() {
         let log = log(3);
+        let mut ids = vec![String::new()];
         for _ in 0..5 {
-            log.append(vec![draft(None)]).await.unwrap();
+            ids.push(
+                log.append(vec![draft(None)]).await.unwrap()[0]
+                    .id
+                    .to_string(),
+            );
         }
-        assert_eq!(log.resolve("5").await.unwrap(), Cursor::After(5));
-        assert_eq!(log.resolve("6").await.unwrap(), Cursor::Unknown);
-        assert_eq!(log.resolve("2").await.unwrap(), Cursor::After(2));
-        assert_eq!(log.resolve("1").await.unwrap(), Cursor::Unknown);
+        assert_eq!(log.resolve(&ids[5]).await.unwrap(), Cursor::After(5));
+        assert_eq!(log.resolve("#6").await.unwrap(), Cursor::Unknown);
+        // The window holds 3..=5; 2 left it last and is where 3 resumes.
+        assert_eq!(log.resolve(&ids[2]).await.unwrap(), Cursor::After(2));
+        assert_eq!(log.resolve(&ids[1]).await.unwrap(), Cursor::Unknown);
         assert_eq!(
             log.resolve(&u64::MAX.to_string()).await.unwrap(),
             Cursor::Unknown
         );
+    }
+
+    /// A restart of a memory hub starts the numbers over: the ids handed
+    /// out before it must not resume over the new events that took their
+    /// numbers.
+    #[tokio::test]
+    async fn ids_of_a_lost_history_do_not_resume_over_the_new_one() {
+        let before = log(100);
+        let mut old = Vec::new();
+        for _ in 0..6 {
+            old.push(
+                before.append(vec![draft(None)]).await.unwrap()[0]
+                    .id
+                    .clone(),
+            );
+        }
+        let after = log(100);
+        for _ in 0..3 {
+            after.append(vec![draft(None)]).await.unwrap();
+        }
+        for id in &old {
+            assert_eq!(after.resolve(id).await.unwrap(), Cursor::Unknown, "{id}");
+        }
+        for _ in 0..5 {
+            after.append(vec![draft(None)]).await.unwrap();
+        }
+        for id in &old {
+            assert_eq!(after.resolve(id).await.unwrap(), Cursor::Unknown, "{id}");
+        }
+        // The untagged form of a number the new history holds is no better.
+        assert_eq!(after.resolve("#4").await.unwrap(), Cursor::Unknown);
+        assert_eq!(after.resolve("#0").await.unwrap(), Cursor::After(0));
     }
 }

@@ -16,6 +16,7 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use pushwire_core::event::Event;
+use pushwire_core::id::Span;
 
 use super::recovery::Recovered;
 
@@ -33,6 +34,8 @@ pub(super) struct Head {
     /// The oldest retained sequence number (`next_seq` when none is).
     pub(super) first_seq: u64,
     pub(super) last: Option<Arc<Event>>,
+    /// The tag of the newest event retention removed.
+    boundary_tag: u64,
     /// The newest events stored since the log was opened: consecutive
     /// sequence numbers ending at `next_seq - 1`.
     recent: VecDeque<Arc<Event>>,
@@ -48,6 +51,7 @@ impl Head {
             next_seq: recovered.next_seq,
             first_seq: recovered.first_seq,
             last: recovered.last.clone(),
+            boundary_tag: recovered.boundary_tag,
             recent: VecDeque::new(),
             recent_bytes: 0,
         }
@@ -60,16 +64,34 @@ impl Head {
         Some(self.recent.iter().skip(skip).take(limit).cloned().collect())
     }
 
+    /// What a hub id may point into (see `pushwire_core::id::locate`).
+    pub(super) fn span(&self) -> Span {
+        Span {
+            first: self.first_seq,
+            next: self.next_seq,
+            boundary_tag: self.boundary_tag,
+        }
+    }
+
+    /// The tag of a retained event, if it is among the recent ones.
+    pub(super) fn recent_tag(&self, seq: u64) -> Option<u64> {
+        let oldest = self.recent.front()?.seq;
+        let index = usize::try_from(seq.checked_sub(oldest)?).ok()?;
+        self.recent.get(index).map(|e| e.hub_tag())
+    }
+
     /// Records a committed group and what retention left.
     pub(super) fn committed(
         &mut self,
         events: &[Arc<Event>],
         next_seq: u64,
         first_seq: u64,
+        boundary_tag: u64,
         empty: bool,
     ) {
         self.next_seq = next_seq;
         self.first_seq = first_seq;
+        self.boundary_tag = boundary_tag;
         for event in events {
             self.recent_bytes += event.frame().len();
             self.recent.push_back(event.clone());
@@ -102,6 +124,7 @@ impl Head {
             self.last = recovered.last.clone();
         }
         self.next_seq = next_seq;
+        self.boundary_tag = recovered.boundary_tag;
         self.first_seq = if recovered.count == 0 {
             next_seq
         } else {

@@ -32,7 +32,9 @@
 //!   with the Redis engine);
 //! - `ids`: publisher-supplied id → sequence number, for the retained events;
 //! - `meta`: `next_seq` (kept even when retention has emptied `events`, so a
-//!   sequence number is never issued twice), the record `format`, and with
+//!   sequence number is never issued twice), the record `format`, the
+//!   `boundary_tag` (the tag of the newest event retention removed, so the
+//!   id of that event still resumes; see `pushwire_core::id`), and with
 //!   `--fsync interval` or `never` a `reserved_seq`: commits that are not
 //!   forced to disk can be lost in a crash, so sequence numbers are reserved
 //!   ahead in forced commits and a restart continues after the reservation.
@@ -60,9 +62,10 @@ use futures_util::future::{self, BoxFuture, FutureExt};
 use redb::{Database, DatabaseError, ReadableDatabase, TableDefinition};
 use tokio::sync::oneshot;
 
-use pushwire_core::event::{hub_sequence, Draft, Event};
+use pushwire_core::event::{Draft, Event};
+use pushwire_core::id::{locate, HubId};
 use pushwire_core::log::{Cursor, EventLog, Fanout, Fsync, Retained, Retention, StoreError};
-use pushwire_core::record::decode;
+use pushwire_core::record::{decode, decode_key};
 
 use head::{lock, Head};
 use recovery::{describe_open_error, open_file, recover};
@@ -81,6 +84,8 @@ const META_NEXT_SEQ: &str = "next_seq";
 /// been issued by commits a crash lost, so a restart continues from here.
 const META_RESERVED: &str = "reserved_seq";
 const META_FORMAT: &str = "format";
+/// The tag of the newest event retention removed (absent: none, or untagged).
+const META_BOUNDARY_TAG: &str = "boundary_tag";
 
 /// A durable [`EventLog`]; see the module documentation.
 pub struct EmbeddedLog {
@@ -266,16 +271,19 @@ impl EventLog for EmbeddedLog {
     }
 
     fn resolve(&self, id: &str) -> BoxFuture<'_, Result<Cursor, StoreError>> {
-        let cursor = match hub_sequence(id) {
-            Some(seq) => {
-                let head = self.head();
-                // Valid while issued and not trimmed; the event right before
-                // the oldest retained one is a valid point to resume from.
-                if seq < head.next_seq && seq.saturating_add(1) >= head.first_seq {
-                    Ok(Cursor::After(seq))
-                } else {
-                    Ok(Cursor::Unknown)
-                }
+        let cursor = match HubId::parse(id) {
+            // Valid for the event it was issued for while that is retained,
+            // or is the newest one retention removed; the tag is read from
+            // the head when the event is recent, else from its record.
+            Some(id) => {
+                let (span, recent) = {
+                    let head = self.head();
+                    (head.span(), head.recent_tag(id.seq))
+                };
+                locate(id, span, |seq| match recent {
+                    Some(tag) => Ok(Some(tag)),
+                    None => self.db.get().and_then(|db| stored_tag(&db, seq)),
+                })
             }
             None => self
                 .db
@@ -352,6 +360,17 @@ fn read_page(db: &Database, after: u64, limit: usize) -> Result<Vec<Arc<Event>>,
         }
     }
     Ok(page)
+}
+
+/// The tag of a stored event, read from its record.
+fn stored_tag(db: &Database, seq: u64) -> Result<Option<u64>, StoreError> {
+    let failed = |e: &dyn Display| unavailable("cannot read the history", e);
+    let txn = db.begin_read().map_err(|e| failed(&e))?;
+    let events = txn.open_table(EVENTS).map_err(|e| failed(&e))?;
+    match events.get(seq).map_err(|e| failed(&e))? {
+        Some(record) => Ok(Some(decode_key(seq, record.value())?.hub_tag())),
+        None => Ok(None),
+    }
 }
 
 fn lookup_id(db: &Database, id: &str) -> Result<Option<u64>, StoreError> {
@@ -432,12 +451,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let seen = Arc::new(Seen::default());
         let log = open(dir.path(), &seen);
+        let mut ids = vec![String::new()];
         for i in 0..6 {
-            log.append(vec![draft("u", &i.to_string())]).await.unwrap();
+            let stored = log.append(vec![draft("u", &i.to_string())]).await.unwrap();
+            ids.push(stored[0].id.to_string());
         }
         let plus = log.append(vec![with_id("+5")]).await.unwrap();
         assert_eq!(log.resolve("+5").await.unwrap(), Cursor::After(plus[0].seq));
-        assert_eq!(log.resolve("5").await.unwrap(), Cursor::After(5));
+        assert_eq!(log.resolve(&ids[5]).await.unwrap(), Cursor::After(5));
         assert_eq!(log.resolve("05").await.unwrap(), Cursor::Unknown);
     }
 

@@ -27,7 +27,7 @@ use pushwire_core::event::Event;
 use pushwire_core::log::StoreError;
 use pushwire_core::record::{decode, FORMAT};
 
-use super::{EVENTS, IDS, META, META_FORMAT, META_NEXT_SEQ, META_RESERVED};
+use super::{EVENTS, IDS, META, META_BOUNDARY_TAG, META_FORMAT, META_NEXT_SEQ, META_RESERVED};
 
 /// Memory the database may use to cache pages.
 const CACHE_BYTES: usize = 64 * 1024 * 1024;
@@ -77,6 +77,8 @@ pub(super) struct Recovered {
     pub(super) first_seq: u64,
     pub(super) count: u64,
     pub(super) last: Option<Arc<Event>>,
+    /// The tag of the newest event retention removed (0: none, or untagged).
+    pub(super) boundary_tag: u64,
 }
 
 /// Why the history could not be read back at open.
@@ -154,12 +156,17 @@ pub(super) fn recover(db: &Database) -> Result<Recovered, RecoverError> {
             .map_err(storage)?
             .map_or(next_seq, |(seq, _)| seq.value());
         let count = events.len().map_err(storage)?;
+        let boundary_tag = meta
+            .get(META_BOUNDARY_TAG)
+            .map_err(storage)?
+            .map_or(0, |v| v.value());
         meta.insert(META_NEXT_SEQ, next_seq).map_err(storage)?;
         Recovered {
             next_seq,
             first_seq,
             count,
             last,
+            boundary_tag,
         }
     };
     txn.commit().map_err(storage)?;
@@ -195,6 +202,7 @@ mod tests {
             },
             0,
         );
+        let second;
         {
             let log = open(dir.path(), &seen);
             let draft = Draft {
@@ -205,20 +213,24 @@ mod tests {
                 retry: original.retry,
                 private: original.private,
             };
-            log.append(vec![draft, Draft::new(Target::All, "two")])
+            second = log
+                .append(vec![draft, Draft::new(Target::All, "two")])
                 .await
-                .unwrap();
+                .unwrap()[1]
+                .id
+                .clone();
         }
         let log = open(dir.path(), &seen);
         let stored = log.read_after(0, 10).await.unwrap();
         assert_eq!(stored.len(), 2);
         assert_eq!(stored[0].frame(), original.frame());
         assert_eq!(stored[0].target, original.target);
-        assert_eq!(&*stored[1].id, "#2");
+        assert_eq!(stored[1].id, second, "the hub id, tag and all, survives");
         assert_eq!(log.last().await.unwrap().unwrap().seq, 2);
         assert_eq!(log.resolve("order-1").await.unwrap(), Cursor::After(1));
-        assert_eq!(log.resolve("2").await.unwrap(), Cursor::After(2));
-        assert_eq!(log.resolve("3").await.unwrap(), Cursor::Unknown);
+        assert_eq!(log.resolve(&second).await.unwrap(), Cursor::After(2));
+        assert_eq!(log.resolve("#2").await.unwrap(), Cursor::Unknown);
+        assert_eq!(log.resolve("#3").await.unwrap(), Cursor::Unknown);
         let more = log.append(vec![draft("u", "three")]).await.unwrap();
         assert_eq!(more[0].seq, 3);
         let refused = log.append(vec![with_id("order-1")]).await;

@@ -12,7 +12,7 @@
 //! may be used again by a publisher), but `next_seq` stays in `meta`, so a
 //! sequence number is never issued twice, even when retention emptied the
 //! history; the event right before the oldest retained one stays a valid
-//! point to resume from.
+//! point to resume from, so its tag stays in `meta` (`boundary_tag`).
 
 use redb::{ReadableTable, StorageError, Table};
 
@@ -97,6 +97,7 @@ impl Writer {
             ids.remove(id.as_str()).map_err(failed)?;
         }
         self.count = self.count.saturating_sub(1);
+        self.boundary_tag = key.hub_tag();
         Ok(true)
     }
 }
@@ -117,19 +118,27 @@ mod tests {
     async fn retention_keeps_sequences_and_resolves_like_memory() {
         let dir = tempfile::tempdir().unwrap();
         let seen = Arc::new(Seen::default());
+        let mut ids = vec![String::new()];
+        let last;
         {
             let log =
                 EmbeddedLog::open(dir.path(), retention(3), Fsync::Always, seen.clone()).unwrap();
-            log.append(vec![with_id("old")]).await.unwrap();
+            ids.push(
+                log.append(vec![with_id("old")]).await.unwrap()[0]
+                    .id
+                    .to_string(),
+            );
             for i in 0..5 {
-                log.append(vec![draft("u", &i.to_string())]).await.unwrap();
+                let stored = log.append(vec![draft("u", &i.to_string())]).await.unwrap();
+                ids.push(stored[0].id.to_string());
             }
             // Events 1..=3 are gone; 3 is the predecessor of the oldest kept.
             assert_eq!(log.resolve("old").await.unwrap(), Cursor::Unknown);
-            assert_eq!(log.resolve("2").await.unwrap(), Cursor::Unknown);
-            assert_eq!(log.resolve("3").await.unwrap(), Cursor::After(3));
-            assert_eq!(log.resolve("6").await.unwrap(), Cursor::After(6));
-            assert_eq!(log.resolve("7").await.unwrap(), Cursor::Unknown);
+            assert_eq!(log.resolve(&ids[2]).await.unwrap(), Cursor::Unknown);
+            assert_eq!(log.resolve(&ids[3]).await.unwrap(), Cursor::After(3));
+            assert_eq!(log.resolve("#3").await.unwrap(), Cursor::Unknown);
+            assert_eq!(log.resolve(&ids[6]).await.unwrap(), Cursor::After(6));
+            assert_eq!(log.resolve("#7").await.unwrap(), Cursor::Unknown);
             let kept: Vec<u64> = log
                 .read_after(0, 10)
                 .await
@@ -145,10 +154,23 @@ mod tests {
             assert_eq!(gone, 3);
             assert!(log.last().await.unwrap().is_none());
             assert!(log.read_after(0, 10).await.unwrap().is_empty());
-            assert_eq!(log.resolve("7").await.unwrap(), Cursor::After(7));
+            // 7 had the publisher's id `old`; the newest hub id trimmed, 6,
+            // is no longer the boundary.
+            assert_eq!(log.resolve("old").await.unwrap(), Cursor::Unknown);
+            assert_eq!(log.resolve(&ids[6]).await.unwrap(), Cursor::Unknown);
+            last = log.append(vec![draft("u", "8")]).await.unwrap()[0]
+                .id
+                .clone();
+            log.trim(now_ms() + 2 * 3_600_000).await.unwrap();
+            assert_eq!(log.resolve(&last).await.unwrap(), Cursor::After(8));
         }
+        // The boundary is stored: after a restart, the trimmed newest event
+        // still resumes.
         let log = open(dir.path(), &seen);
+        assert!(log.read_after(0, 10).await.unwrap().is_empty());
+        assert_eq!(log.resolve(&last).await.unwrap(), Cursor::After(8));
+        assert_eq!(log.resolve("#8").await.unwrap(), Cursor::Unknown);
         let next = log.append(vec![draft("u", "after")]).await.unwrap();
-        assert_eq!(next[0].seq, 8, "sequence numbers are never reused");
+        assert_eq!(next[0].seq, 9, "sequence numbers are never reused");
     }
 }

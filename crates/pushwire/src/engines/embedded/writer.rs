@@ -48,7 +48,9 @@ use pushwire_core::record::encode;
 
 use super::head::{lock, Head};
 use super::recovery::{open_file, recover, RecoverError, Recovered};
-use super::{unavailable, writer_stopped, EVENTS, IDS, META, META_NEXT_SEQ, META_RESERVED};
+use super::{
+    unavailable, writer_stopped, EVENTS, IDS, META, META_BOUNDARY_TAG, META_NEXT_SEQ, META_RESERVED,
+};
 
 /// Most requests one group commit takes.
 pub const MAX_GROUP: usize = 4096;
@@ -163,6 +165,8 @@ pub(super) struct Writer {
     fsync: Fsync,
     next_seq: u64,
     first_seq: u64,
+    /// The tag of the newest event retention removed.
+    pub(super) boundary_tag: u64,
     /// Events retained.
     pub(super) count: u64,
     last_durable: Instant,
@@ -220,6 +224,7 @@ impl Writer {
             fsync,
             next_seq: recovered.next_seq,
             first_seq: recovered.first_seq,
+            boundary_tag: recovered.boundary_tag,
             count: recovered.count,
             last_durable: Instant::now(),
             unsynced: false,
@@ -390,6 +395,7 @@ impl Writer {
         })?;
         self.next_seq = self.next_seq.max(recovered.next_seq);
         self.count = recovered.count;
+        self.boundary_tag = recovered.boundary_tag;
         self.reserved = 0;
         self.unsynced = false;
         self.last_durable = Instant::now();
@@ -422,7 +428,13 @@ impl Writer {
             refuse(replies, &error);
             return;
         }
-        let before = (self.next_seq, self.first_seq, self.count, self.reserved);
+        let before = (
+            self.next_seq,
+            self.first_seq,
+            self.count,
+            self.reserved,
+            self.boundary_tag,
+        );
         let Written {
             events,
             done,
@@ -432,7 +444,13 @@ impl Writer {
             Err(error) => {
                 // Nothing of the group is stored: its sequence numbers were
                 // never issued and are given out again.
-                (self.next_seq, self.first_seq, self.count, self.reserved) = before;
+                (
+                    self.next_seq,
+                    self.first_seq,
+                    self.count,
+                    self.reserved,
+                    self.boundary_tag,
+                ) = before;
                 tracing::error!(%error, "history write failed; the file will be opened again");
                 refuse(replies, &error);
                 // redb refuses every later operation on this handle.
@@ -447,7 +465,13 @@ impl Writer {
         } else {
             self.unsynced = true;
         }
-        lock(&self.head).committed(&events, self.next_seq, self.first_seq, self.count == 0);
+        lock(&self.head).committed(
+            &events,
+            self.next_seq,
+            self.first_seq,
+            self.boundary_tag,
+            self.count == 0,
+        );
         // Stored: now the streams may see it, in sequence order.
         if !events.is_empty() {
             self.fanout.deliver(&events);
@@ -471,6 +495,7 @@ impl Writer {
         let path = self.path.clone();
         let failed = |e: redb::Error| disk_error(&path, "cannot write", e);
         let db = self.db.get()?;
+        let boundary_before = self.boundary_tag;
         let mut txn = db.begin_write().map_err(|e| failed(e.into()))?;
         let mut events = Vec::new();
         let mut done = Vec::with_capacity(jobs.len());
@@ -516,6 +541,10 @@ impl Writer {
             let mut meta = txn.open_table(META).map_err(|e| failed(e.into()))?;
             meta.insert(META_NEXT_SEQ, self.next_seq)
                 .map_err(|e| failed(e.into()))?;
+            if self.boundary_tag != boundary_before {
+                meta.insert(META_BOUNDARY_TAG, self.boundary_tag)
+                    .map_err(|e| failed(e.into()))?;
+            }
             // Without `always`, this commit's `next_seq` may be lost in a
             // crash after its ids were acknowledged: before issuing numbers
             // beyond the reservation, reserve more in a forced commit.
@@ -627,6 +656,8 @@ mod tests {
 
     use crate::engines::embedded::EmbeddedLog;
 
+    use pushwire_core::event::hub_sequence;
+
     use super::*;
     use crate::engines::embedded::testing::{draft, open, retention, with_id, Seen};
 
@@ -681,6 +712,7 @@ mod tests {
             fsync: Fsync::Always,
             next_seq: 2,
             first_seq: 1,
+            boundary_tag: 0,
             count: 1,
             last_durable: Instant::now(),
             unsynced: false,
@@ -711,7 +743,10 @@ mod tests {
             r.as_ref()
                 .unwrap()
                 .iter()
-                .map(|e| e.id.to_string())
+                .map(|e| match hub_sequence(&e.id) {
+                    Some(seq) => format!("#{seq}"),
+                    None => e.id.to_string(),
+                })
                 .collect()
         };
         assert_eq!(ids(&results[0]), ["#2"]);

@@ -4,12 +4,17 @@
 //! Sequence numbers are the stream entry ids `0-<seq>`: Redis (7.0 or newer)
 //! gives `XADD <key> 0-*` the id after the last one it ever generated, so
 //! sequence numbers are contiguous, strictly increasing and never reused,
-//! even after trimming. The hub's event id is the sequence number in
-//! decimal, exactly as with the embedded engine, and each entry carries the
-//! record the embedded engine also writes (`r`, see `pushwire_core::record`),
-//! so every node decodes an event the same way. Two more fields serve
-//! retention: `t` (the time, in milliseconds) and `i` (the
-//! publisher-supplied id, if any).
+//! even after trimming. The hub's event id is the sequence number and the
+//! event's tag (`pushwire_core::id`), exactly as with the embedded engine,
+//! and each entry carries the record the embedded engine also writes (`r`,
+//! see `pushwire_core::record`), so every node decodes an event the same
+//! way. Three more fields serve retention and resumes: `t` (the time, in
+//! milliseconds), `i` (the publisher-supplied id, if any) and `g` (the tag
+//! of a hub id). What retention removes last leaves its tag in
+//! `<prefix>:boundary`, so the id of that event still resumes. A history
+//! that Redis lost or restored from an older copy hands sequence numbers
+//! out again, but with other tags: a client holding an id of the lost
+//! events gets a reset.
 //!
 //! Writes are Lua scripts, so each is atomic: `append` checks every
 //! publisher-supplied id against `<prefix>:ids` before its first write (a
@@ -33,6 +38,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use pushwire_core::event::{Draft, Event};
+use pushwire_core::id::{fresh_tag, locate, HubId, Span, PUBLISHER_ID};
 use pushwire_core::log::{now_ms, Cursor, EventLog, Fanout, Retained, Retention, StoreError};
 use pushwire_core::record::{decode, encode};
 
@@ -45,25 +51,26 @@ const MAX_TRIM_PER_CALL: usize = 100_000;
 /// balancer's probe timeout, so that a hung Redis reads as not ready.
 const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// KEYS: events, ids, epoch. ARGV: max_events, an epoch for a new history,
-/// then per event: publisher id (or empty), time, record. Refuses the whole
-/// batch if a publisher id is taken (before any write); otherwise adds
-/// every event, records the publisher ids, trims beyond max_events (with
-/// the ids of what goes) and returns `{"ok", id...}`.
+/// KEYS: events, ids, epoch, boundary. ARGV: max_events, an epoch for a
+/// new history, then per event: publisher id (or empty), time, record, tag
+/// (`0` for a publisher id). Refuses the whole batch if a publisher id is
+/// taken (before any write); otherwise adds every event, records the
+/// publisher ids, trims beyond max_events (with the ids of what goes,
+/// keeping the tag of the newest removed) and returns `{"ok", id...}`.
 const APPEND: &str = r#"
-local events, ids, epoch = KEYS[1], KEYS[2], KEYS[3]
+local events, ids, epoch, boundary = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local max = tonumber(ARGV[1])
-for i = 3, #ARGV, 3 do
+for i = 3, #ARGV, 4 do
   if ARGV[i] ~= '' and redis.call('HEXISTS', ids, ARGV[i]) == 1 then
     return {'duplicate', ARGV[i]}
   end
 end
 redis.call('SET', epoch, ARGV[2], 'NX')
 local out = {'ok'}
-for i = 3, #ARGV, 3 do
+for i = 3, #ARGV, 4 do
   local id
   if ARGV[i] == '' then
-    id = redis.call('XADD', events, '0-*', 't', ARGV[i + 1], 'r', ARGV[i + 2])
+    id = redis.call('XADD', events, '0-*', 't', ARGV[i + 1], 'r', ARGV[i + 2], 'g', ARGV[i + 3])
   else
     id = redis.call('XADD', events, '0-*', 't', ARGV[i + 1], 'r', ARGV[i + 2], 'i', ARGV[i])
     redis.call('HSET', ids, ARGV[i], string.sub(id, 3))
@@ -72,25 +79,30 @@ for i = 3, #ARGV, 3 do
 end
 local excess = redis.call('XLEN', events) - max
 if excess > 0 then
+  local tag = '0'
   for _, entry in ipairs(redis.call('XRANGE', events, '-', '+', 'COUNT', excess)) do
     local f = entry[2]
+    tag = '0'
     for j = 1, #f, 2 do
-      if f[j] == 'i' then redis.call('HDEL', ids, f[j + 1]) end
+      if f[j] == 'i' then redis.call('HDEL', ids, f[j + 1]) tag = 'p' elseif f[j] == 'g' then tag = f[j + 1] end
     end
   end
   redis.call('XTRIM', events, 'MAXLEN', max)
+  redis.call('SET', boundary, tag)
 end
 return out
 "#;
 
-/// KEYS: events, ids. ARGV: max_events, cutoff (ms), most to remove.
-/// Removes the oldest entries while there are more than max_events or they
-/// are older than the cutoff, with their publisher ids; returns how many.
+/// KEYS: events, ids, boundary. ARGV: max_events, cutoff (ms), most to
+/// remove. Removes the oldest entries while there are more than max_events
+/// or they are older than the cutoff, with their publisher ids, keeping the
+/// tag of the newest removed; returns how many.
 const TRIM: &str = r#"
-local events, ids = KEYS[1], KEYS[2]
+local events, ids, boundary = KEYS[1], KEYS[2], KEYS[3]
 local max, cutoff, most = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local len = redis.call('XLEN', events)
 local gone = 0
+local tag = '0'
 local from = '-'
 -- The oldest entry alone first: most calls find it young enough and stop.
 local count = 1
@@ -100,28 +112,38 @@ while gone < most do
   local stop = false
   for _, entry in ipairs(page) do
     local f = entry[2]
-    local time, pid = 0, nil
+    local time, pid, g = 0, nil, '0'
     for j = 1, #f, 2 do
-      if f[j] == 't' then time = tonumber(f[j + 1]) elseif f[j] == 'i' then pid = f[j + 1] end
+      if f[j] == 't' then time = tonumber(f[j + 1])
+      elseif f[j] == 'i' then pid = f[j + 1]
+      elseif f[j] == 'g' then g = f[j + 1] end
     end
     if gone >= most or (len - gone <= max and time >= cutoff) then stop = true break end
-    if pid then redis.call('HDEL', ids, pid) end
+    if pid then redis.call('HDEL', ids, pid) g = 'p' end
+    tag = g
     gone = gone + 1
   end
   if stop or #page < count then break end
   from = '(' .. page[#page][1]
   count = 256
 end
-if gone > 0 then redis.call('XTRIM', events, 'MAXLEN', len - gone) end
+if gone > 0 then
+  redis.call('XTRIM', events, 'MAXLEN', len - gone)
+  redis.call('SET', boundary, tag)
+end
 return gone
 "#;
 
-/// KEYS: events, ids, epoch. ARGV: a publisher id or empty. Returns the
-/// last generated id ("0-0" for none), the oldest retained id (empty for
-/// none), the sequence of the publisher id (empty when unknown) and the
-/// history's epoch (empty before the first append).
+/// KEYS: events, ids, epoch, boundary. ARGV: a publisher id or empty, a
+/// sequence number or empty. Returns the last generated id ("0-0" for
+/// none), the oldest retained id (empty for none), the sequence of the
+/// publisher id (empty when unknown), the history's epoch (empty before the
+/// first append), the tag of the newest event retention removed ("0" for
+/// none) and the tag of the event with that sequence number (empty when it
+/// is not retained, "0" when it has none). A tag is `p` for an event with a
+/// publisher's id.
 const BOUNDS: &str = r#"
-local events, ids, epoch = KEYS[1], KEYS[2], KEYS[3]
+local events, ids, epoch, boundary = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local last, first = '0-0', ''
 if redis.call('EXISTS', events) == 1 then
   local info = redis.call('XINFO', 'STREAM', events)
@@ -133,7 +155,19 @@ if redis.call('EXISTS', events) == 1 then
 end
 local seq = ''
 if ARGV[1] ~= '' then seq = redis.call('HGET', ids, ARGV[1]) or '' end
-return {last, first, seq, redis.call('GET', epoch) or ''}
+local tag = ''
+if ARGV[2] ~= '' then
+  local at = '0-' .. ARGV[2]
+  local found = redis.call('XRANGE', events, at, at)
+  if #found > 0 then
+    tag = '0'
+    local f = found[1][2]
+    for j = 1, #f, 2 do
+      if f[j] == 'g' then tag = f[j + 1] elseif f[j] == 'i' then tag = 'p' end
+    end
+  end
+end
+return {last, first, seq, redis.call('GET', epoch) or '', redis.call('GET', boundary) or '0', tag}
 "#;
 
 /// Where the stream stands.
@@ -148,6 +182,22 @@ pub(super) struct Bounds {
     /// Set by the first append to a new history: another value means the
     /// history was lost and started over.
     pub(super) epoch: String,
+    /// The tag of the newest event retention removed (0: none, or untagged).
+    pub(super) boundary_tag: u64,
+    /// The tag of the event asked about, if it is retained.
+    pub(super) tag: Option<u64>,
+}
+
+/// The bounds script's answer, as Redis gives it (see [`BOUNDS`]).
+pub(super) type BoundsReply = (String, String, String, String, String, String);
+
+/// What the bounds script is asked about besides the bounds.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Lookup<'a> {
+    /// A publisher-supplied id, for its sequence number.
+    pub(super) publisher_id: &'a str,
+    /// A sequence number, for its event's tag.
+    pub(super) seq: Option<u64>,
 }
 
 /// The sequence number of an entry id `0-<seq>`.
@@ -171,27 +221,41 @@ pub(super) fn decode_entry(entry: &StreamId) -> Result<Event, StoreError> {
     }
 }
 
-/// Runs the bounds script: (last generated id, oldest id, publisher id's
-/// sequence), as Redis answers them.
+/// Runs the bounds script, as Redis answers it.
 pub(super) async fn bounds_query(
     conn: &mut impl redis::aio::ConnectionLike,
     scripts: &Scripts,
     keys: &Keys,
-    publisher_id: &str,
-) -> Result<(String, String, String, String), RedisError> {
+    lookup: Lookup<'_>,
+) -> Result<BoundsReply, RedisError> {
     scripts
         .bounds
         .key(&keys.events)
         .key(&keys.ids)
         .key(&keys.epoch)
-        .arg(publisher_id)
+        .key(&keys.boundary)
+        .arg(lookup.publisher_id)
+        .arg(lookup.seq.map(|s| s.to_string()).unwrap_or_default())
         .invoke_async(conn)
         .await
 }
 
+/// A tag as the scripts answer it: decimal, `0` for none, `p` for an event
+/// with a publisher's id.
+fn parse_tag(text: &str) -> Result<u64, StoreError> {
+    if text == "p" {
+        return Ok(PUBLISHER_ID);
+    }
+    text.parse().map_err(|_| {
+        StoreError::Unavailable(format!(
+            "the history holds the tag `{text}`, which pushwire did not write"
+        ))
+    })
+}
+
 impl Bounds {
     pub(super) fn parse(
-        (last, first, seq, epoch): (String, String, String, String),
+        (last, first, seq, epoch, boundary, tag): BoundsReply,
     ) -> Result<Bounds, StoreError> {
         let last = seq_of(&last)?;
         let first = if first.is_empty() {
@@ -204,6 +268,11 @@ impl Bounds {
             first,
             found: seq.parse().ok(),
             epoch,
+            boundary_tag: parse_tag(&boundary)?,
+            tag: match tag.as_str() {
+                "" => None,
+                text => Some(parse_tag(text)?),
+            },
         })
     }
 }
@@ -276,21 +345,27 @@ impl RedisLog {
         let time = now_ms();
         let mut records = Vec::with_capacity(drafts.len());
         for draft in &drafts {
-            let record = encode(&Event::new(0, draft.clone(), time), draft.id.is_some())?;
-            records.push(record);
+            let tag = if draft.id.is_none() { fresh_tag() } else { 0 };
+            let record = encode(
+                &Event::stored(0, draft.clone(), time, tag),
+                draft.id.is_some(),
+            )?;
+            records.push((record, tag));
         }
         let mut invocation = self.scripts.append.prepare_invoke();
         invocation
             .key(&self.redis.keys.events)
             .key(&self.redis.keys.ids)
             .key(&self.redis.keys.epoch)
+            .key(&self.redis.keys.boundary)
             .arg(self.retention.max_events)
             .arg(uuid::Uuid::new_v4().to_string());
-        for (draft, record) in drafts.iter().zip(&records) {
+        for (draft, (record, tag)) in drafts.iter().zip(&records) {
             invocation
                 .arg(draft.id.as_deref().unwrap_or(""))
                 .arg(time)
-                .arg(record.as_slice());
+                .arg(record.as_slice())
+                .arg(tag);
         }
         let mut conn = self.redis.conn();
         let answer: Vec<String> = self
@@ -307,7 +382,10 @@ impl RedisLog {
             Some((status, ids)) if status == "ok" && ids.len() == drafts.len() => drafts
                 .into_iter()
                 .zip(ids)
-                .map(|(draft, id)| Ok(Arc::new(Event::new(seq_of(id)?, draft, time))))
+                .zip(&records)
+                .map(|((draft, id), (_, tag))| {
+                    Ok(Arc::new(Event::stored(seq_of(id)?, draft, time, *tag)))
+                })
                 .collect(),
             _ => Err(StoreError::Unavailable(
                 "unexpected answer from the append script".to_owned(),
@@ -325,12 +403,12 @@ impl RedisLog {
             .collect()
     }
 
-    async fn bounds(&self, publisher_id: &str) -> Result<Bounds, StoreError> {
+    async fn bounds(&self, lookup: Lookup<'_>) -> Result<Bounds, StoreError> {
         let mut conn = self.redis.conn();
         self.redis
             .run(
                 "cannot read the history",
-                bounds_query(&mut conn, &self.scripts, &self.redis.keys, publisher_id),
+                bounds_query(&mut conn, &self.scripts, &self.redis.keys, lookup),
             )
             .await
             .and_then(Bounds::parse)
@@ -394,23 +472,31 @@ impl EventLog for RedisLog {
     fn resolve(&self, id: &str) -> BoxFuture<'_, Result<Cursor, StoreError>> {
         let id = id.to_owned();
         async move {
-            // The embedded engine's rules: a hub id is valid while issued
-            // and not trimmed, and the one right before the oldest retained
-            // event is a valid point to resume from; a publisher id while
-            // its event is retained.
-            // Only the canonical decimal form is a hub id (`+5` and `05`
-            // may be publishers' ids): see `event::hub_sequence`.
-            Ok(match pushwire_core::event::hub_sequence(&id) {
-                Some(seq) => {
-                    let b = self.bounds("").await?;
-                    if seq <= b.last && seq.saturating_add(1) >= b.first {
-                        Cursor::After(seq)
-                    } else {
-                        Cursor::Unknown
-                    }
+            // The embedded engine's rules (`pushwire_core::id::locate`): a
+            // hub id is valid for the event it was issued for while that is
+            // retained or is the newest one retention removed; a publisher
+            // id while its event is retained. Only the canonical form is a
+            // hub id (`+5` and `05` may be publishers' ids).
+            Ok(match HubId::parse(&id) {
+                Some(hub_id) => {
+                    let lookup = Lookup {
+                        seq: Some(hub_id.seq),
+                        ..Lookup::default()
+                    };
+                    let b = self.bounds(lookup).await?;
+                    let span = Span {
+                        first: b.first,
+                        next: b.last.saturating_add(1),
+                        boundary_tag: b.boundary_tag,
+                    };
+                    locate(hub_id, span, |_| Ok::<_, StoreError>(b.tag))?
                 }
                 None => {
-                    let b = self.bounds(&id).await?;
+                    let lookup = Lookup {
+                        publisher_id: &id,
+                        ..Lookup::default()
+                    };
+                    let b = self.bounds(lookup).await?;
                     match b.found {
                         Some(seq) if seq.saturating_add(1) >= b.first => Cursor::After(seq),
                         _ => Cursor::Unknown,
@@ -475,6 +561,7 @@ impl EventLog for RedisLog {
             invocation
                 .key(&self.redis.keys.events)
                 .key(&self.redis.keys.ids)
+                .key(&self.redis.keys.boundary)
                 .arg(self.retention.max_events)
                 .arg(cutoff)
                 .arg(MAX_TRIM_PER_CALL);
@@ -506,7 +593,15 @@ mod tests {
     #[test]
     fn bounds_of_an_empty_history_resume_after_the_last_issued() {
         let parsed = |last: &str, first: &str, seq: &str| {
-            Bounds::parse((last.into(), first.into(), seq.into(), "e".into())).ok()
+            let reply = (
+                last.into(),
+                first.into(),
+                seq.into(),
+                "e".into(),
+                "0".into(),
+                String::new(),
+            );
+            Bounds::parse(reply).ok()
         };
         let empty = parsed("0-7", "", "").map(|b| (b.last, b.first, b.found));
         assert_eq!(empty, Some((7, 8, None)));

@@ -56,6 +56,8 @@ pub struct Keys {
     /// A random value the first append of a history sets: if it changes,
     /// the history was lost and started over.
     pub epoch: String,
+    /// The tag of the newest event retention removed (see log.rs).
+    pub boundary: String,
 }
 
 impl Keys {
@@ -67,6 +69,7 @@ impl Keys {
             control: format!("{prefix}:control"),
             nodes: format!("{prefix}:nodes"),
             epoch: format!("{prefix}:epoch"),
+            boundary: format!("{prefix}:boundary"),
         }
     }
 

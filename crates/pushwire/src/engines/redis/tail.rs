@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 
 use pushwire_core::log::{Fanout, StoreError};
 
-use super::log::{bounds_query, decode_entry, seq_of, Bounds, Scripts};
+use super::log::{bounds_query, decode_entry, seq_of, Bounds, Lookup, Scripts};
 use super::{unavailable, RedisNode, COMMAND_TIMEOUT};
 
 /// How long one `XREAD BLOCK` of the tail waits for new entries. The tail's
@@ -197,7 +197,9 @@ impl Tail {
         conn: &mut MultiplexedConnection,
     ) -> Result<u64, StoreError> {
         let keys = self.redis.keys.clone();
-        let b = Bounds::parse(bounded(bounds_query(conn, &self.scripts, &keys, "")).await?)?;
+        let b = Bounds::parse(
+            bounded(bounds_query(conn, &self.scripts, &keys, Lookup::default())).await?,
+        )?;
         let lost = match (&self.epoch, self.position) {
             (Some(known), _) if !known.is_empty() && *known != b.epoch => true,
             (_, Some(seen)) => b.last < seen,
