@@ -157,7 +157,10 @@ impl Model {
         if self.boundary.0 == seq && !self.boundary.2.is_empty() {
             return Some(&self.boundary.2);
         }
-        self.kept.iter().find(|k| k.seq == seq).map(|k| k.id.as_str())
+        self.kept
+            .iter()
+            .find(|k| k.seq == seq)
+            .map(|k| k.id.as_str())
     }
 }
 
@@ -199,7 +202,11 @@ pub fn check(input: Input) {
                             if let Some(gone) = model.kept.pop_front() {
                                 // No hub id names an event with a
                                 // publisher's id, not even an untagged one.
-                                let tag = if gone.own.is_some() { u64::MAX } else { gone.tag };
+                                let tag = if gone.own.is_some() {
+                                    u64::MAX
+                                } else {
+                                    gone.tag
+                                };
                                 model.boundary = (gone.seq, tag, gone.id);
                             }
                         }

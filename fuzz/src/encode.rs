@@ -4,9 +4,9 @@
 //! encoded.
 
 use arbitrary::Arbitrary;
-use pushwire_core::id::HubId;
 use pushwire_core::event::{Draft, Event, EventError, Target, MAX_RETRY_MS};
 use pushwire_core::frame::{encode_comment, encode_retry};
+use pushwire_core::id::HubId;
 use pushwire_core::limits::{FieldLimits, MAX_EVENT_TYPE_LEN, MAX_ID_LEN};
 
 use crate::sse;

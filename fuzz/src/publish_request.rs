@@ -8,9 +8,9 @@
 //! requests: the first byte picks the parser, the rest is its input.
 
 use pushwire::http::{mercure_update, publish_body, Params, SeedPublish};
-use pushwire_core::id::HubId;
 use pushwire_core::event::Target;
 use pushwire_core::event::{Draft, Event};
+use pushwire_core::id::HubId;
 use pushwire_core::limits::FieldLimits;
 
 use crate::sse;
@@ -64,7 +64,11 @@ fn check_accepted(seq: u64, mut draft: Draft) {
     let event = Event::new(seq, draft, 0);
     let expected = sse::Dispatched {
         last_event_id: if expected.last_event_id.is_empty() {
-            HubId { seq, tag: event.tag }.to_string()
+            HubId {
+                seq,
+                tag: event.tag,
+            }
+            .to_string()
         } else {
             expected.last_event_id
         },
