@@ -138,7 +138,7 @@ impl Model {
                 .kept
                 .iter()
                 .any(|k| k.seq == seq && k.tag == tag && k.own.is_none())
-                || (seq + 1 == self.first_seq() && tag == self.boundary.1);
+                || (seq.checked_add(1) == Some(self.first_seq()) && tag == self.boundary.1);
             return if issued {
                 Cursor::After(seq)
             } else {
