@@ -284,7 +284,7 @@ pub async fn publish(AxState(state): State, req: Request) -> Result<Response, Ap
     }
     let form = read_body(Request::from_parts(parts.clone(), body), &state).await?;
     let mut params = query;
-    params.extend(Params::decode(&form)?);
+    params.extend(Params::decode_owned(Vec::from(form))?);
     let rights = match rights {
         Some(rights) => rights,
         None => {

@@ -11,6 +11,7 @@
 //! - `errors`: the one error-to-response mapping.
 
 use std::net::SocketAddr;
+use std::ops::Range;
 use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
@@ -445,38 +446,105 @@ impl<S: Send + Sync> FromRequestParts<S> for PathParam {
 
 /// Request parameters from the query string and, for a form POST, the body:
 /// the seed's management calls accept both.
+///
+/// Each text is decoded in its own buffer, in place (percent-decoding only
+/// shortens it), so a form body costs its own length once, not twice.
 #[derive(Debug, Default)]
-pub struct Params(Vec<(String, String)>);
+pub struct Params {
+    texts: Vec<String>,
+    pairs: Vec<Pair>,
+}
+
+/// One parameter: its name and value as ranges of one of the texts.
+#[derive(Debug)]
+struct Pair {
+    text: usize,
+    key: Range<usize>,
+    value: Range<usize>,
+}
 
 impl Params {
     /// The parameters of one `application/x-www-form-urlencoded` text: a
     /// query string or a form body.
     pub fn decode(input: &[u8]) -> Result<Params, ApiError> {
-        let mut pairs = Vec::new();
-        Params::parse(input, &mut pairs)?;
-        Ok(Params(pairs))
+        Params::decode_owned(input.to_vec())
     }
 
-    fn parse(input: &[u8], into: &mut Vec<(String, String)>) -> Result<(), ApiError> {
-        for pair in input.split(|&b| b == b'&').filter(|p| !p.is_empty()) {
-            let mut halves = pair.splitn(2, |&b| b == b'=');
-            let key = decode(halves.next().unwrap_or_default())?;
-            let value = decode(halves.next().unwrap_or_default())?;
-            into.push((key, value));
+    /// [`Params::decode`] of a text the caller gives up, decoded where it is.
+    pub fn decode_owned(input: Vec<u8>) -> Result<Params, ApiError> {
+        let mut params = Params::default();
+        params.push_text(input)?;
+        Ok(params)
+    }
+
+    fn push_text(&mut self, mut raw: Vec<u8>) -> Result<(), ApiError> {
+        let text = self.texts.len();
+        let first_pair = self.pairs.len();
+        let len = raw.len();
+        let mut write = 0;
+        let mut read = 0;
+        while read < len {
+            let end = raw[read..]
+                .iter()
+                .position(|&b| b == b'&')
+                .map_or(len, |p| read + p);
+            if end > read {
+                let (key_end, value_start) = match raw[read..end].iter().position(|&b| b == b'=') {
+                    Some(p) => (read + p, read + p + 1),
+                    None => (end, end),
+                };
+                let key = decode_in_place(&mut raw, read..key_end, &mut write);
+                let value = decode_in_place(&mut raw, value_start..end, &mut write);
+                self.pairs.push(Pair { text, key, value });
+            }
+            read = end + 1;
         }
-        Ok(())
+        raw.truncate(write);
+        let invalid = || ApiError::bad_request("invalid_utf8", "parameters must be valid UTF-8");
+        // Every piece on its own: two invalid halves could make a valid whole.
+        let valid = self.pairs[first_pair..].iter().all(|pair| {
+            [&pair.key, &pair.value]
+                .into_iter()
+                .all(|range| std::str::from_utf8(&raw[range.clone()]).is_ok())
+        });
+        if !valid {
+            self.pairs.truncate(first_pair);
+            return Err(invalid());
+        }
+        match String::from_utf8(raw) {
+            Ok(decoded) => {
+                self.texts.push(decoded);
+                Ok(())
+            }
+            Err(_) => {
+                self.pairs.truncate(first_pair);
+                Err(invalid())
+            }
+        }
+    }
+
+    fn key(&self, pair: &Pair) -> &str {
+        self.texts[pair.text]
+            .get(pair.key.clone())
+            .unwrap_or_default()
+    }
+
+    fn value(&self, pair: &Pair) -> &str {
+        self.texts[pair.text]
+            .get(pair.value.clone())
+            .unwrap_or_default()
     }
 
     /// The single value of a parameter. Repeating it with different values
     /// is ambiguous and refused.
     pub fn one(&self, name: &str) -> Result<Option<&str>, ApiError> {
         let mut found: Option<&str> = None;
-        for value in self
-            .0
+        let values = self
+            .pairs
             .iter()
-            .filter(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-        {
+            .filter(|p| self.key(p) == name)
+            .map(|p| self.value(p));
+        for value in values {
             match found {
                 Some(v) if v != value => {
                     return Err(ApiError::bad_request(
@@ -496,44 +564,58 @@ impl Params {
 
     /// Appends `more` after these, as a form body follows its query.
     pub fn extend(&mut self, more: Params) {
-        self.0.extend(more.0);
+        let offset = self.texts.len();
+        self.texts.extend(more.texts);
+        self.pairs.extend(more.pairs.into_iter().map(|p| Pair {
+            text: p.text + offset,
+            ..p
+        }));
     }
 
     /// Every parameter, in request order.
     pub fn pairs(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.0.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+        self.pairs.iter().map(|p| (self.key(p), self.value(p)))
     }
 
     pub fn all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
-        self.0
+        self.pairs
             .iter()
-            .filter(move |(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
+            .filter(move |p| self.key(p) == name)
+            .map(|p| self.value(p))
     }
 }
 
-fn decode(raw: &[u8]) -> Result<String, ApiError> {
-    // `+` is a space; percent-decoding the pieces between them (a `%2B`
-    // stays a `+`) takes one copy of the value, not two.
-    let mut bytes = Vec::with_capacity(raw.len());
-    for (i, piece) in raw.split(|&b| b == b'+').enumerate() {
-        if i > 0 {
-            bytes.push(b' ');
-        }
-        bytes.extend(percent_encoding::percent_decode(piece));
+/// Decodes `buf[from]` (`+` is a space, `%XX` a byte; a `%` without two hex
+/// digits stays as it is) to `buf[*write..]`, which never runs ahead of the
+/// reading; returns where the decoded piece is.
+fn decode_in_place(buf: &mut [u8], from: Range<usize>, write: &mut usize) -> Range<usize> {
+    let start = *write;
+    let mut i = from.start;
+    while i < from.end {
+        let (byte, used) = match buf[i] {
+            b'+' => (b' ', 1),
+            b'%' if i + 2 < from.end => match (hex(buf[i + 1]), hex(buf[i + 2])) {
+                (Some(high), Some(low)) => (high << 4 | low, 3),
+                _ => (b'%', 1),
+            },
+            other => (other, 1),
+        };
+        buf[*write] = byte;
+        *write += 1;
+        i += used;
     }
-    String::from_utf8(bytes)
-        .map_err(|_| ApiError::bad_request("invalid_utf8", "parameters must be valid UTF-8"))
+    start..*write
+}
+
+fn hex(digit: u8) -> Option<u8> {
+    (digit as char).to_digit(16).map(|d| d as u8)
 }
 
 impl FromRequest<Arc<AppState>> for Params {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &Arc<AppState>) -> Result<Self, Self::Rejection> {
-        let mut pairs = Vec::new();
-        if let Some(query) = req.uri().query() {
-            Params::parse(query.as_bytes(), &mut pairs)?;
-        }
+        let mut params = Params::decode(req.uri().query().unwrap_or_default().as_bytes())?;
         if req.method() == Method::POST {
             let is_form = content_type_is(req.headers(), "application/x-www-form-urlencoded");
             let has_type = req.headers().contains_key(header::CONTENT_TYPE);
@@ -546,10 +628,10 @@ impl FromRequest<Arc<AppState>> for Params {
                         "send parameters in the query or as application/x-www-form-urlencoded",
                     ));
                 }
-                Params::parse(&body, &mut pairs)?;
+                params.push_text(Vec::from(body))?;
             }
         }
-        Ok(Params(pairs))
+        Ok(params)
     }
 }
 
@@ -638,9 +720,7 @@ mod tests {
     use super::*;
 
     fn params(q: &str) -> Params {
-        let mut v = Vec::new();
-        Params::parse(q.as_bytes(), &mut v).ok();
-        Params(v)
+        Params::decode(q.as_bytes()).unwrap_or_default()
     }
 
     #[test]
@@ -653,6 +733,25 @@ mod tests {
     }
 
     #[test]
+    fn decoding_in_place_reads_what_a_copy_would() {
+        let p = params("a=%41%2B+b%&k%3Dv=1&&%zz=%4&t=%");
+        let pairs: Vec<_> = p.pairs().collect();
+        assert_eq!(
+            pairs,
+            [("a", "A+ b%"), ("k=v", "1"), ("%zz", "%4"), ("t", "%")]
+        );
+        let mut q = params("x=1");
+        q.extend(params("y=%C3%A9"));
+        assert_eq!(q.pairs().collect::<Vec<_>>(), [("x", "1"), ("y", "é")]);
+    }
+
+    #[test]
+    fn halves_of_a_character_in_two_pieces_are_refused() {
+        assert!(Params::decode(b"a=%C3&b=%A9").is_err());
+        assert!(Params::decode(b"a%C3=%A9").is_err());
+    }
+
+    #[test]
     fn conflicting_repeats_are_refused_identical_ones_accepted() {
         assert!(params("a=1&a=2").one("a").is_err());
         assert_eq!(params("a=1&a=1").one("a").ok().flatten(), Some("1"));
@@ -661,8 +760,7 @@ mod tests {
 
     #[test]
     fn invalid_utf8_is_an_error() {
-        let mut v = Vec::new();
-        assert!(Params::parse(b"a=%FF", &mut v).is_err());
+        assert!(Params::decode(b"a=%FF").is_err());
     }
 
     #[test]
