@@ -320,13 +320,21 @@ impl Hub {
                 Refusal::Closing => SubscribeError::ShuttingDown,
                 Refusal::Full { max } => SubscribeError::TooManyStreams(max),
             })?;
+        let mut announced = None;
         if let Some(subscriber) = options.subscriber.as_ref().filter(|_| self.config.presence) {
-            self.log.append(subscriber.announcements(true)).await?;
+            let events = self.log.append(subscriber.announcements(true)).await?;
+            announced = events.first().map(|e| e.seq);
         }
         let last = self.log.last().await?;
         let mut head = vec![encode_retry(self.config.retry_ms)];
         let mut replay = None;
-        let mut skip_through = 0;
+        // A live stream starts after the newest event when it opened: the
+        // fanout stage may still hold older ones, which it then skips. Its
+        // own announcement, if it made one, it receives like any other.
+        let mut skip_through = match announced {
+            Some(seq) => seq.saturating_sub(1),
+            None => last.as_ref().map_or(0, |e| e.seq),
+        };
         let mut reset = false;
         if let Some(requested) = options.last_event_id {
             let cursor = if requested == EARLIEST {
@@ -755,6 +763,67 @@ mod tests {
         })
         .unwrap();
         (hub, log.unwrap())
+    }
+
+    /// A hub whose log delivers through a fanout stage, and the stage's
+    /// runner, not yet running: what the log committed stays queued there.
+    fn staged_hub() -> (Hub, impl std::future::Future<Output = ()>) {
+        let mut runner = None;
+        let hub = Hub::new(config(), Arc::new(Metrics::new()), |fanout| {
+            let (stage, run) = crate::stage::Stage::new(fanout);
+            runner = Some(run);
+            Ok::<Arc<dyn EventLog>, StoreError>(Arc::new(TestLog {
+                kept: Mutex::new(Kept {
+                    first: 1,
+                    ..Kept::default()
+                }),
+                fanout: stage,
+            }))
+        })
+        .unwrap();
+        (hub, runner.unwrap())
+    }
+
+    #[tokio::test]
+    async fn events_acknowledged_before_a_stream_opened_never_reach_it_live() {
+        let (hub, runner) = staged_hub();
+        // Acknowledged, still in the stage when the streams open.
+        let first = hub
+            .publish(vec![to("u", "1"), to("u", "2"), to("u", "3")])
+            .await
+            .unwrap()
+            .remove(0);
+        let mut fresh = hub
+            .subscribe(Interest::user("u"), SubscribeOptions::default())
+            .await
+            .unwrap();
+        let mut resumed = hub
+            .subscribe(
+                Interest::user("u"),
+                SubscribeOptions {
+                    last_event_id: Some(&first.id),
+                    ..SubscribeOptions::default()
+                },
+            )
+            .await
+            .unwrap();
+        let runner = tokio::spawn(runner);
+        hub.publish(vec![to("u", "4")]).await.unwrap();
+        let data = |frames: &[String]| -> Vec<String> {
+            frames
+                .iter()
+                .filter_map(|f| f.lines().find_map(|l| l.strip_prefix("data: ")))
+                .map(str::to_owned)
+                .collect()
+        };
+        // Give the runner every chance to deliver what it holds.
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(data(&ready(&mut fresh.frames)), ["4"]);
+        assert_eq!(data(&ready(&mut resumed.frames)), ["2", "3", "4"]);
+        drop(hub);
+        runner.await.unwrap();
     }
 
     fn to(user: &str, data: &str) -> Draft {

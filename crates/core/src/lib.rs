@@ -7,8 +7,9 @@
 //!   ([`frame`]) is encoded once;
 //! - [`log`]: the [`EventLog`](log::EventLog) trait gives it its sequence
 //!   number and stores it (the engines live in the server crate), then hands
-//!   it, in sequence order, to the fanout; the durable engines store it in
-//!   the one format of [`record`];
+//!   it, in sequence order, to the fanout (through the [`stage`], so that
+//!   the publish is answered without waiting for it); the durable engines
+//!   store it in the one format of [`record`];
 //! - [`registry`]: the index of open streams finds every stream whose
 //!   [`Interest`](route::Interest) ([`route`]) receives it;
 //! - [`outbox`]: each stream's bounded queue, drained as a stream of
@@ -36,4 +37,5 @@ pub mod outbox;
 pub mod record;
 pub mod registry;
 pub mod route;
+pub mod stage;
 pub mod text;

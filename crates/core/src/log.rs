@@ -72,6 +72,16 @@ pub trait Fanout: Send + Sync {
     fn close_user(&self, _user: &str) -> usize {
         0
     }
+
+    /// Waits until the fanout can take more: a fanout that queues (the
+    /// [`crate::stage::Stage`]) says so when it is far behind, and an engine
+    /// awaits this before it stores more. Most fanouts never wait.
+    fn room(&self) -> BoxFuture<'_, ()> {
+        Box::pin(std::future::ready(()))
+    }
+
+    /// [`Fanout::room`] for an engine on a thread of its own, blocking it.
+    fn wait_for_room(&self) {}
 }
 
 /// What a history retains: how many events, and the sequence numbers of

@@ -30,8 +30,9 @@ use crate::http::{router, AppState};
 use crate::limits::{PublishRateLimiter, StreamLimits};
 use crate::transport::tls::{Tls, TlsError};
 use pushwire_core::hub::{Hub, HubConfig};
-use pushwire_core::log::{EventLog, Retention, StoreError};
+use pushwire_core::log::{EventLog, Fanout, Retention, StoreError};
 use pushwire_core::metrics::Metrics;
+use pushwire_core::stage::Stage;
 
 /// Why the configuration could not be turned into a running application.
 #[derive(Debug, thiserror::Error)]
@@ -111,16 +112,24 @@ fn build_hub(config: &ServeConfig) -> Result<(Arc<Hub>, Option<Arc<Cluster>>), A
     let mut metrics = Metrics::new();
     metrics.register_collector(Box::new(crate::process::ProcessCollector));
     let hub = Hub::new(hub_config, Arc::new(metrics), |fanout| {
+        // The single-node engines deliver through the fanout stage, so a
+        // publish is answered once stored; a cluster node's tail is a stage
+        // of its own.
+        let staged = |fanout| -> Arc<dyn Fanout> {
+            let (stage, runner) = Stage::new(fanout);
+            tokio::spawn(runner);
+            stage
+        };
         Ok::<Arc<dyn EventLog>, StoreError>(match (config.storage, &redis) {
             (Storage::Redis, Some(redis)) => {
                 Arc::new(RedisLog::open(redis.clone(), retention, fanout))
             }
-            (Storage::Memory, _) => Arc::new(MemoryLog::new(retention, fanout)),
+            (Storage::Memory, _) => Arc::new(MemoryLog::new(retention, staged(fanout))),
             _ => Arc::new(EmbeddedLog::open(
                 &config.data_dir,
                 retention,
                 config.fsync,
-                fanout,
+                staged(fanout),
             )?),
         })
     })?;

@@ -96,7 +96,11 @@ impl Window {
 
 impl EventLog for MemoryLog {
     fn append(&self, drafts: Vec<Draft>) -> BoxFuture<'_, Result<Vec<Arc<Event>>, StoreError>> {
-        future::ready(self.append_now(drafts)).boxed()
+        Box::pin(async move {
+            // A fanout far behind holds publishers back before they store.
+            self.fanout.room().await;
+            self.append_now(drafts)
+        })
     }
 
     fn read_after(

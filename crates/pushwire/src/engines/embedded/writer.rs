@@ -244,6 +244,9 @@ impl Writer {
     pub(super) fn run(mut self, queue: Receiver<Command>) {
         let _alarm = PanicAlarm;
         while let Some(first) = self.next_command(&queue) {
+            // A fanout far behind holds the next group back (and with it
+            // the publishers) rather than let its queue grow.
+            self.fanout.wait_for_room();
             let mut group = vec![first];
             while group.len() < MAX_GROUP {
                 match queue.try_recv() {
