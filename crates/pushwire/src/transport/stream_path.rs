@@ -112,6 +112,9 @@ pub async fn serve(
     let Some((mut request, version)) = request else {
         return Served::Other { read: head, socket };
     };
+    // The request took what it needs: the buffer must not live as long as
+    // the stream does (a dropped local is not kept across the awaits below).
+    drop(head);
     request.extensions_mut().insert(ConnectInfo(peer));
     let response = match app.oneshot(request).await {
         Ok(response) => response,
@@ -211,7 +214,11 @@ async fn respond(
     }
     // HTTP/1.0 has no chunked encoding: the body then ends with the connection.
     let chunked = version == Version::HTTP_11;
-    socket.write_all(&head(&parts, None, chunked)).await?;
+    let written = head(&parts, None, chunked);
+    // Nothing of the response head is needed while the stream lasts.
+    drop(parts);
+    socket.write_all(&written).await?;
+    drop(written);
     let (mut reader, mut writer) = socket.split();
     let mut body = std::pin::pin!(body);
     let mut discard = [0u8; 64];
