@@ -7,8 +7,9 @@
 # hub, stops it. At the end the table of figures and ratios is written into
 # docs/performance.md between the compare markers.
 #
-#   bench/compare.sh                      # everything, about 5 minutes
+#   bench/compare.sh                      # everything, about 12 minutes
 #   HUBS="pushwire-memory nchan" bench/compare.sh
+#   WORKLOADS="burst spread" HUBS="pushwire-durable" bench/compare.sh
 #   FANOUT_STREAMS=2000 SPREAD_TOPICS=2000 bench/compare.sh
 #
 # Every bench command is bounded in count and time; every process the script
@@ -27,19 +28,36 @@ IDLE_STREAMS=${IDLE_STREAMS:-10000}
 FANOUT_STREAMS=${FANOUT_STREAMS:-10000}
 FANOUT_EVENTS=${FANOUT_EVENTS:-60}
 FANOUT_RATE=${FANOUT_RATE:-2}
-# burst: the same topic and subscribers, events published as fast as the
-# publisher connections go: how many deliveries per second a hub manages.
-BURST_EVENTS=${BURST_EVENTS:-100}
-# spread: one subscriber per topic, as fast as the publishers go.
+# fanout1k and fanout10k: the same at the rates of a busy hub.
+FANOUT1K_STREAMS=${FANOUT1K_STREAMS:-1000}
+FANOUT1K_EVENTS=${FANOUT1K_EVENTS:-2000}
+FANOUT1K_RATE=${FANOUT1K_RATE:-200}
+FANOUT10K_STREAMS=${FANOUT10K_STREAMS:-10000}
+FANOUT10K_EVENTS=${FANOUT10K_EVENTS:-500}
+FANOUT10K_RATE=${FANOUT10K_RATE:-50}
+# burst: the fanout's subscribers and topic, events published as fast as one
+# publisher connection goes (each publish waits for its answer): how many
+# deliveries per second a hub manages, and how fast it answers meanwhile.
+BURST_EVENTS=${BURST_EVENTS:-200}
+BURST_PUBLISHERS=${BURST_PUBLISHERS:-1}
+# spread: one subscriber per topic, as fast as one publisher connection goes
+# (spread16: sixteen).
 SPREAD_TOPICS=${SPREAD_TOPICS:-10000}
 SPREAD_EVENTS=${SPREAD_EVENTS:-20000}
 SPREAD_RATE=${SPREAD_RATE:-0}
+SPREAD_PUBLISHERS=${SPREAD_PUBLISHERS:-1}
+SPREAD16_PUBLISHERS=${SPREAD16_PUBLISHERS:-16}
 SIZE=${SIZE:-64}
 PROCESSES=${PROCESSES:-2}
+# Publisher connections of the fanout workloads.
 PUBLISHERS=${PUBLISHERS:-8}
 # Streams opened at once, in total (the idle run uses one process; the
 # fanout and spread workers share it out).
 CONNECT_CONCURRENCY=${CONNECT_CONCURRENCY:-64}
+WORKLOADS=${WORKLOADS:-"idle fanout fanout1k fanout10k burst spread spread16"}
+# Pushpin needs about 55 µs of CPU per delivery here: the workloads of
+# 100,000 deliveries per second and more would measure only its backlog.
+PUSHPIN_WORKLOADS=${PUSHPIN_WORKLOADS:-"idle fanout spread spread16"}
 HUBS=${HUBS:-"pushwire-memory pushwire-durable nchan pushpin"}
 DOC=${DOC:-docs/performance.md}
 RUN_TIMEOUT=${RUN_TIMEOUT:-300}
@@ -77,7 +95,9 @@ pushpin_version=$(dpkg-query -W -f '${Version}' pushpin 2>/dev/null | sed 's/-[^
 # --- pushwire -----------------------------------------------------------------
 log "building pushwire (release)"
 cargo build --release --quiet -p pushwire -p pushwire-bench
-PUSHWIRE=$ROOT/target/release/pushwire
+# PUSHWIRE_BIN: another build of the hub to measure (an earlier commit's,
+# for a before-and-after), with this load generator.
+PUSHWIRE=${PUSHWIRE_BIN:-$ROOT/target/release/pushwire}
 BENCH=$ROOT/target/release/pushwire-bench
 
 # --- processes and cleanup ----------------------------------------------------
@@ -265,48 +285,67 @@ idle_path() {
 }
 
 per_worker=$(((CONNECT_CONCURRENCY + PROCESSES - 1) / PROCESSES))
+# The load generator's arguments for hub $1 with $2 publisher connections.
 load_args() {
     printf '%s\n' --target "$(target_of "$1")" --hub "$(stream_addr "$1")" \
         --publish-to "$(publish_addr "$1")" --processes "$PROCESSES" \
-        --concurrency "$per_worker" --publishers "$PUBLISHERS" --size "$SIZE" \
+        --concurrency "$per_worker" --publishers "$2" --size "$SIZE" \
         --deadline 30s --connect-deadline 120s
+}
+
+# Runs workload $2 against a freshly started hub $1.
+run_workload() {
+    local hub=$1 workload=$2 common
+    if ! start_hub "$hub"; then
+        log "$hub did not start; its log: $(tail -n 3 "$WORK/$hub/hub.log" 2>/dev/null | tr '\n' ' ')"
+        stop_hub
+        printf '{"label":"%s","workload":"%s","error":"the hub did not start: %s"}\n' \
+            "$hub" "$workload" "${START_ERROR:-see its log}" >>"$RESULTS"
+        return
+    fi
+    case $workload in
+        idle)
+            run_bench "$hub" idle idle --hub "$(stream_addr "$hub")" \
+                --path "$(idle_path "$hub")" --streams "$IDLE_STREAMS" \
+                --concurrency "$CONNECT_CONCURRENCY" --deadline 120s ;;
+        fanout)
+            mapfile -t common < <(load_args "$hub" "$PUBLISHERS")
+            run_bench "$hub" fanout fanout "${common[@]}" --streams "$FANOUT_STREAMS" \
+                --events "$FANOUT_EVENTS" --rate "$FANOUT_RATE" ;;
+        fanout1k)
+            mapfile -t common < <(load_args "$hub" "$PUBLISHERS")
+            run_bench "$hub" fanout fanout1k "${common[@]}" --streams "$FANOUT1K_STREAMS" \
+                --events "$FANOUT1K_EVENTS" --rate "$FANOUT1K_RATE" ;;
+        fanout10k)
+            mapfile -t common < <(load_args "$hub" "$PUBLISHERS")
+            run_bench "$hub" fanout fanout10k "${common[@]}" --streams "$FANOUT10K_STREAMS" \
+                --events "$FANOUT10K_EVENTS" --rate "$FANOUT10K_RATE" ;;
+        burst)
+            mapfile -t common < <(load_args "$hub" "$BURST_PUBLISHERS")
+            run_bench "$hub" fanout burst "${common[@]}" --streams "$FANOUT_STREAMS" \
+                --events "$BURST_EVENTS" --rate 0 ;;
+        spread)
+            mapfile -t common < <(load_args "$hub" "$SPREAD_PUBLISHERS")
+            run_bench "$hub" spread spread "${common[@]}" --streams "$SPREAD_TOPICS" \
+                --events "$SPREAD_EVENTS" --rate "$SPREAD_RATE" ;;
+        spread16)
+            mapfile -t common < <(load_args "$hub" "$SPREAD16_PUBLISHERS")
+            run_bench "$hub" spread spread16 "${common[@]}" --streams "$SPREAD_TOPICS" \
+                --events "$SPREAD_EVENTS" --rate "$SPREAD_RATE" ;;
+        *) log "unknown workload $workload" ;;
+    esac
+    stop_hub
 }
 
 for hub in $HUBS; do
     case $hub in
-        pushwire-memory | pushwire-durable | nchan | pushpin) ;;
+        pushwire-memory | pushwire-durable | nchan) workloads=$WORKLOADS ;;
+        pushpin) workloads=$PUSHPIN_WORKLOADS ;;
         *) log "unknown hub $hub"; exit 2 ;;
     esac
-    mapfile -t common < <(load_args "$hub")
-
-    if ! start_hub "$hub"; then
-        log "$hub did not start; its log: $(tail -n 3 "$WORK/$hub/hub.log" 2>/dev/null | tr '\n' ' ')"
-        stop_hub
-        for workload in idle fanout burst spread; do
-            printf '{"label":"%s","workload":"%s","error":"the hub did not start: %s"}\n' \
-                "$hub" "$workload" "${START_ERROR:-see its log}" >>"$RESULTS"
-        done
-        continue
-    fi
-    run_bench "$hub" idle idle --hub "$(stream_addr "$hub")" \
-        --path "$(idle_path "$hub")" --streams "$IDLE_STREAMS" \
-        --concurrency "$CONNECT_CONCURRENCY" --deadline 120s
-    stop_hub
-
-    start_hub "$hub" || { stop_hub; continue; }
-    run_bench "$hub" fanout fanout "${common[@]}" --streams "$FANOUT_STREAMS" \
-        --events "$FANOUT_EVENTS" --rate "$FANOUT_RATE"
-    stop_hub
-
-    start_hub "$hub" || { stop_hub; continue; }
-    run_bench "$hub" fanout burst "${common[@]}" --streams "$FANOUT_STREAMS" \
-        --events "$BURST_EVENTS" --rate 0
-    stop_hub
-
-    start_hub "$hub" || { stop_hub; continue; }
-    run_bench "$hub" spread spread "${common[@]}" --streams "$SPREAD_TOPICS" \
-        --events "$SPREAD_EVENTS" --rate "$SPREAD_RATE"
-    stop_hub
+    for workload in $workloads; do
+        run_workload "$hub" "$workload"
+    done
 done
 
 revision=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
@@ -320,6 +359,6 @@ log "all runs done in ${elapsed}s; writing the table into $DOC"
     --hub nchan=Nchan --hub pushpin=Pushpin \
     --ratio pushwire-memory/nchan --ratio pushwire-memory/pushpin \
     --ratio pushwire-durable/nchan --ratio pushwire-durable/pushpin \
-    --note "Measured $(date -u +%Y-%m-%d) by \`bench/compare.sh\` in ${elapsed} s on $(nproc) cores: nginx ${nginx_version} with Nchan ${nchan_version}, Pushpin ${pushpin_version}, pushwire ${revision} (release build)." \
-    --note "Workloads: idle ${IDLE_STREAMS} streams; fanout ${FANOUT_STREAMS} subscribers of one topic × ${FANOUT_EVENTS} events at ${FANOUT_RATE}/s; burst the same with ${BURST_EVENTS} events as fast as possible; spread ${SPREAD_TOPICS} topics × 1 subscriber, ${SPREAD_EVENTS} events $(rate_text "$SPREAD_RATE"); ${SIZE}-byte events, ${PROCESSES} load processes, ${PUBLISHERS} publisher connections."
+    --note "Measured $(date -u +%Y-%m-%d) by \`bench/compare.sh\` in ${elapsed} s on $(nproc) cores: nginx ${nginx_version} with Nchan ${nchan_version}, Pushpin ${pushpin_version}, pushwire ${PUSHWIRE_REVISION:-$revision} (release build)." \
+    --note "Workloads: idle ${IDLE_STREAMS} streams; fanout ${FANOUT_STREAMS} subscribers of one topic × ${FANOUT_EVENTS} events at ${FANOUT_RATE}/s; fanout 1k ${FANOUT1K_STREAMS} × ${FANOUT1K_EVENTS} at ${FANOUT1K_RATE}/s; fanout 10k ${FANOUT10K_STREAMS} × ${FANOUT10K_EVENTS} at ${FANOUT10K_RATE}/s (these three over ${PUBLISHERS} publisher connections); burst ${FANOUT_STREAMS} subscribers × ${BURST_EVENTS} events as fast as ${BURST_PUBLISHERS} publisher connection(s) go; spread ${SPREAD_TOPICS} topics × 1 subscriber, ${SPREAD_EVENTS} events $(rate_text "$SPREAD_RATE") over ${SPREAD_PUBLISHERS} publisher connection(s) (spread 16: ${SPREAD16_PUBLISHERS}); ${SIZE}-byte events, ${PROCESSES} load processes; Pushpin runs ${PUSHPIN_WORKLOADS}."
 if [ -n "${RESULTS_COPY:-}" ]; then cp "$RESULTS" "$RESULTS_COPY"; fi

@@ -454,6 +454,12 @@ pub async fn load(kind: Kind, args: LoadArgs) -> anyhow::Result<()> {
     let connected = hub_usage(&args.hub_pid)?;
     tokio::time::sleep(args.settle).await;
     let settled = hub_usage(&args.hub_pid)?;
+    // The load generator's own CPU over the same phase (this process and its
+    // workers), so that a reader can tell which side set the pace.
+    let load_pids: Vec<u32> = std::iter::once(std::process::id())
+        .chain(workers.children.iter().map(Child::id))
+        .collect();
+    let load_settled = hub_usage(&load_pids).ok().flatten();
 
     // Publish, then wait for the deliveries.
     let publish_started = Instant::now();
@@ -471,6 +477,7 @@ pub async fn load(kind: Kind, args: LoadArgs) -> anyhow::Result<()> {
         }
     }
     let delivered = hub_usage(&args.hub_pid)?;
+    let load_delivered = hub_usage(&load_pids).ok().flatten();
     tokio::time::sleep(args.linger).await;
     workers.stop_all();
     let results_by = Instant::now() + Duration::from_secs(30);
@@ -589,6 +596,14 @@ pub async fn load(kind: Kind, args: LoadArgs) -> anyhow::Result<()> {
         report["hub_cpu_seconds"] = json!(cpu);
         if unique > 0 {
             report["hub_cpu_us_per_delivery"] =
+                json!((cpu * 1e6 / unique as f64 * 100.0).round() / 100.0);
+        }
+    }
+    if let (Some(l0), Some(l1)) = (load_settled, load_delivered) {
+        let cpu = l1.cpu_seconds - l0.cpu_seconds;
+        report["load_cpu_seconds"] = json!(cpu);
+        if unique > 0 {
+            report["load_cpu_us_per_delivery"] =
                 json!((cpu * 1e6 / unique as f64 * 100.0).round() / 100.0);
         }
     }

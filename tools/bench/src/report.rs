@@ -73,6 +73,15 @@ fn cpu_per_delivery(r: &Value) -> Option<f64> {
     r["hub_cpu_us_per_delivery"].as_f64()
 }
 
+fn load_cpu_per_delivery(r: &Value) -> Option<f64> {
+    r["load_cpu_us_per_delivery"].as_f64()
+}
+
+/// How long the hub took to answer a publish, at quantile `q`.
+fn answered_ms(r: &Value, q: &str) -> Option<f64> {
+    r["publish_latency_us"][q].as_f64().map(|us| us / 1000.0)
+}
+
 fn lost(r: &Value) -> Option<f64> {
     r["lost"].as_f64()
 }
@@ -119,20 +128,16 @@ const METRICS: &[Metric] = &[
     ),
     metric(
         "fanout",
-        "fanout: latency max (ms)",
-        |r| latency_ms(r, "max"),
-        1,
+        "fanout: publish answered, p50 (ms)",
+        |r| answered_ms(r, "p50"),
+        2,
         true,
     ),
     metric(
         "fanout",
-        "fanout: publish answered, p50 (ms)",
-        |r| {
-            r["publish_latency_us"]["p50"]
-                .as_f64()
-                .map(|us| us / 1000.0)
-        },
-        1,
+        "fanout: publish answered, p99 (ms)",
+        |r| answered_ms(r, "p99"),
+        2,
         true,
     ),
     metric(
@@ -142,12 +147,114 @@ const METRICS: &[Metric] = &[
         2,
         true,
     ),
+    metric(
+        "fanout",
+        "fanout: load generator CPU per delivery (µs)",
+        load_cpu_per_delivery,
+        2,
+        false,
+    ),
     metric("fanout", "fanout: lost", lost, 0, false),
     metric("fanout", "fanout: duplicated", duplicated, 0, false),
+    metric(
+        "fanout1k",
+        "fanout 1k: deliveries/s",
+        deliveries_per_second,
+        0,
+        true,
+    ),
+    metric(
+        "fanout1k",
+        "fanout 1k: publish answered, p50 (ms)",
+        |r| answered_ms(r, "p50"),
+        2,
+        true,
+    ),
+    metric(
+        "fanout1k",
+        "fanout 1k: publish answered, p99 (ms)",
+        |r| answered_ms(r, "p99"),
+        2,
+        true,
+    ),
+    metric(
+        "fanout1k",
+        "fanout 1k: hub CPU per delivery (µs)",
+        cpu_per_delivery,
+        2,
+        true,
+    ),
+    metric(
+        "fanout1k",
+        "fanout 1k: load generator CPU per delivery (µs)",
+        load_cpu_per_delivery,
+        2,
+        false,
+    ),
+    metric("fanout1k", "fanout 1k: lost", lost, 0, false),
+    metric("fanout1k", "fanout 1k: duplicated", duplicated, 0, false),
+    metric(
+        "fanout10k",
+        "fanout 10k: deliveries/s",
+        deliveries_per_second,
+        0,
+        true,
+    ),
+    metric(
+        "fanout10k",
+        "fanout 10k: latency p50 (ms)",
+        |r| latency_ms(r, "p50"),
+        1,
+        true,
+    ),
+    metric(
+        "fanout10k",
+        "fanout 10k: latency p99 (ms)",
+        |r| latency_ms(r, "p99"),
+        1,
+        true,
+    ),
+    metric(
+        "fanout10k",
+        "fanout 10k: publish answered, p50 (ms)",
+        |r| answered_ms(r, "p50"),
+        2,
+        true,
+    ),
+    metric(
+        "fanout10k",
+        "fanout 10k: publish answered, p99 (ms)",
+        |r| answered_ms(r, "p99"),
+        2,
+        true,
+    ),
+    metric(
+        "fanout10k",
+        "fanout 10k: hub CPU per delivery (µs)",
+        cpu_per_delivery,
+        2,
+        true,
+    ),
+    metric(
+        "fanout10k",
+        "fanout 10k: load generator CPU per delivery (µs)",
+        load_cpu_per_delivery,
+        2,
+        false,
+    ),
+    metric("fanout10k", "fanout 10k: lost", lost, 0, false),
+    metric("fanout10k", "fanout 10k: duplicated", duplicated, 0, false),
     metric(
         "burst",
         "burst: deliveries/s",
         deliveries_per_second,
+        0,
+        true,
+    ),
+    metric(
+        "burst",
+        "burst: publishes answered/s",
+        |r| r["publish_rate"].as_f64(),
         0,
         true,
     ),
@@ -164,6 +271,13 @@ const METRICS: &[Metric] = &[
         cpu_per_delivery,
         2,
         true,
+    ),
+    metric(
+        "burst",
+        "burst: load generator CPU per delivery (µs)",
+        load_cpu_per_delivery,
+        2,
+        false,
     ),
     metric("burst", "burst: lost", lost, 0, false),
     metric("burst", "burst: duplicated", duplicated, 0, false),
@@ -195,8 +309,52 @@ const METRICS: &[Metric] = &[
         2,
         true,
     ),
+    metric(
+        "spread",
+        "spread: load generator CPU per delivery (µs)",
+        load_cpu_per_delivery,
+        2,
+        false,
+    ),
     metric("spread", "spread: lost", lost, 0, false),
     metric("spread", "spread: duplicated", duplicated, 0, false),
+    metric(
+        "spread16",
+        "spread 16: deliveries/s",
+        deliveries_per_second,
+        0,
+        true,
+    ),
+    metric(
+        "spread16",
+        "spread 16: latency p50 (ms)",
+        |r| latency_ms(r, "p50"),
+        1,
+        true,
+    ),
+    metric(
+        "spread16",
+        "spread 16: latency p99 (ms)",
+        |r| latency_ms(r, "p99"),
+        1,
+        true,
+    ),
+    metric(
+        "spread16",
+        "spread 16: hub CPU per delivery (µs)",
+        cpu_per_delivery,
+        2,
+        true,
+    ),
+    metric(
+        "spread16",
+        "spread 16: load generator CPU per delivery (µs)",
+        load_cpu_per_delivery,
+        2,
+        false,
+    ),
+    metric("spread16", "spread 16: lost", lost, 0, false),
+    metric("spread16", "spread 16: duplicated", duplicated, 0, false),
 ];
 
 /// A number with thousands separators.
