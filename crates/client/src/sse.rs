@@ -23,12 +23,28 @@ pub struct Parser {
     started: bool,
     data: String,
     event: String,
+    /// The last event ID buffer: what the latest `id:` field set.
+    id_buffer: String,
+    /// The last event ID string: the buffer as of the latest dispatch. An
+    /// `id:` of an event the stream never completed is not in it, so a
+    /// client resuming from it does not skip that event.
     last_id: String,
     retry: Option<u64>,
     comments: usize,
 }
 
 impl Parser {
+    /// A parser for a reconnection, starting from the last event id the
+    /// previous connection left (a browser's `EventSource` keeps it across
+    /// connections: events without an `id:` carry it on).
+    pub fn resuming(last_event_id: &str) -> Parser {
+        Parser {
+            id_buffer: last_event_id.to_owned(),
+            last_id: last_event_id.to_owned(),
+            ..Parser::default()
+        }
+    }
+
     /// Feeds bytes and returns the events they complete.
     pub fn feed(&mut self, bytes: &[u8]) -> Vec<ParsedEvent> {
         let mut out = Vec::new();
@@ -64,7 +80,8 @@ impl Parser {
         self.retry
     }
 
-    /// The last event id the stream set (what a browser would send back).
+    /// The last event id of the events dispatched so far (what a browser
+    /// sends back as `Last-Event-ID`); empty when none was set.
     pub fn last_event_id(&self) -> &str {
         &self.last_id
     }
@@ -98,7 +115,7 @@ impl Parser {
                 self.data.push_str(value);
                 self.data.push('\n');
             }
-            "id" if !value.contains('\0') => self.last_id = value.to_owned(),
+            "id" if !value.contains('\0') => self.id_buffer = value.to_owned(),
             "retry" if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) => {
                 self.retry = value.parse().ok();
             }
@@ -107,6 +124,8 @@ impl Parser {
     }
 
     fn dispatch(&mut self, out: &mut Vec<ParsedEvent>) {
+        // Even a blank line that dispatches no event sets the string.
+        self.last_id.clone_from(&self.id_buffer);
         let event = std::mem::take(&mut self.event);
         if self.data.is_empty() {
             return;
@@ -167,6 +186,29 @@ mod tests {
             ids,
             vec![Some("a".into()), Some("a".into()), Some("a".into())]
         );
+    }
+
+    #[test]
+    fn the_id_of_an_event_cut_short_is_not_the_last_event_id() {
+        let mut p = Parser::default();
+        let events = p.feed(b"id: 1\ndata: a\n\nid: 2\ndata: b\n");
+        assert_eq!(events.len(), 1);
+        assert_eq!(p.last_event_id(), "1");
+        // A blank line completes it, even with no data.
+        p.feed(b"\n");
+        assert_eq!(p.last_event_id(), "2");
+        let mut p = Parser::default();
+        p.feed(b"id: 3\n\n");
+        assert_eq!(p.last_event_id(), "3");
+    }
+
+    #[test]
+    fn a_resuming_parser_carries_the_last_event_id_on() {
+        let mut p = Parser::resuming("7");
+        assert_eq!(p.last_event_id(), "7");
+        let events = p.feed(b"data: x\n\n");
+        assert_eq!(events[0].id.as_deref(), Some("7"));
+        assert_eq!(Parser::resuming("").feed(b"data: y\n\n")[0].id, None);
     }
 
     #[test]
