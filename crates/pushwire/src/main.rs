@@ -62,15 +62,24 @@ struct TargetArgs {
 struct PublishArgs {
     #[command(flatten)]
     hub: HubArgs,
-    /// Publisher key, if the hub requires one.
-    #[arg(long, env = "PUSHWIRE_PUBLISHER_KEY", hide_env_values = true)]
+    /// Publisher key or publisher token (a JWT), if the hub requires one;
+    /// sent as `Authorization: Bearer`.
+    #[arg(
+        long,
+        visible_alias = "token",
+        env = "PUSHWIRE_PUBLISHER_KEY",
+        hide_env_values = true
+    )]
     key: Option<String>,
     #[command(flatten)]
     target: TargetArgs,
     /// Event type (the SSE `event:` field).
     #[arg(long)]
     event: Option<String>,
-    /// The message.
+    /// The message. `-` reads it from standard input: all of it, byte for
+    /// byte (a trailing line break included), as UTF-8 text; the hub refuses
+    /// a request larger than its --max-body (1 MiB by default), which counts
+    /// the message once escaped as a JSON string.
     #[arg(long)]
     data: String,
     /// Event id (otherwise the hub assigns one).
@@ -79,6 +88,10 @@ struct PublishArgs {
     /// Reconnection delay to send with the event, in milliseconds.
     #[arg(long)]
     retry: Option<u64>,
+    /// Deliver the topic event only to streams whose subscriber token grants
+    /// one of its topics (with --topic).
+    #[arg(long)]
+    private: bool,
 }
 
 #[derive(Args)]
@@ -274,6 +287,9 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> {
 
 async fn publish(args: PublishArgs) -> anyhow::Result<()> {
     let t = args.target;
+    if args.private && t.topic.is_empty() {
+        anyhow::bail!("--private is for topic events: name the event's --topic");
+    }
     let to = if t.all {
         json!("all")
     } else if let Some(prefix) = t.prefix {
@@ -283,7 +299,14 @@ async fn publish(args: PublishArgs) -> anyhow::Result<()> {
     } else {
         json!({ "users": t.user })
     };
-    let mut body = json!({ "to": to, "data": args.data });
+    let data = match args.data.as_str() {
+        "-" => read_stdin_data()?,
+        _ => args.data,
+    };
+    let mut body = json!({ "to": to, "data": data });
+    if args.private {
+        body["private"] = json!(true);
+    }
     if let Some(event) = args.event {
         body["event"] = json!(event);
     }
@@ -297,6 +320,29 @@ async fn publish(args: PublishArgs) -> anyhow::Result<()> {
     let reply = client.publish(&body).await.context("publish failed")?;
     println!("{reply}");
     Ok(())
+}
+
+/// The largest `--max-body` a hub accepts: more than this no hub takes.
+const MAX_STDIN_DATA: u64 = 1 << 30;
+
+/// `--data -`: the whole of standard input, as UTF-8 text.
+fn read_stdin_data() -> anyhow::Result<String> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    std::io::stdin()
+        .lock()
+        .take(MAX_STDIN_DATA + 1)
+        .read_to_end(&mut bytes)
+        .context("cannot read the data from standard input")?;
+    if bytes.len() as u64 > MAX_STDIN_DATA {
+        anyhow::bail!("the data on standard input is over 1 GiB, more than any hub accepts");
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        anyhow::anyhow!(
+            "the data on standard input is not UTF-8 (invalid byte at offset {})",
+            e.utf8_error().valid_up_to()
+        )
+    })
 }
 
 async fn subscribe(args: SubscribeArgs) -> anyhow::Result<()> {

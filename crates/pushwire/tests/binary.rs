@@ -135,14 +135,14 @@ fn cli_publish_reports_hub_errors() {
     let out = pushwire(&["publish", "--url", &url, "--all", "--data", "x"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("401"));
-    let out = pushwire(&[
-        "publish", "--url", &url, "--all", "--data", "x", "--key", "k",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    for flag in ["--key", "--token"] {
+        let out = pushwire(&["publish", "--url", &url, "--all", "--data", "x", flag, "k"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }
 
 #[test]
@@ -340,4 +340,41 @@ fn config_prints_a_file_that_check_config_accepts() {
         "{}",
         String::from_utf8_lossy(&checked.stderr)
     );
+}
+
+// `pushwire publish --data -`.
+
+#[tokio::test(flavor = "multi_thread")]
+async fn publish_reads_the_data_from_stdin_byte_for_byte() {
+    let hub = spawn_hub(&[]);
+    let url = format!("http://{}", hub.addr);
+    let mut tab = SseClient::connect(hub.addr, "/api/v1/stream?user=u1").await;
+    let publish_stdin = |input: &'static [u8]| {
+        let mut child = Command::new(BIN)
+            .args(["publish", "--url", &url, "--user", "u1", "--data", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        std::thread::spawn(move || std::io::Write::write_all(&mut stdin, input).unwrap());
+        child.wait_with_output().unwrap()
+    };
+    let text = "first line\n  second: \"quoted\"\r\n\nfourth ✓\n";
+    let out = publish_stdin(text.as_bytes());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // CR LF arrives as LF, as a browser reads it; nothing else changes.
+    assert_eq!(tab.next().await.data, text.replace("\r\n", "\n"));
+
+    let out = publish_stdin(b"not \xff UTF-8");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("not UTF-8"), "{stderr}");
+    tab.expect_silence(std::time::Duration::from_millis(300))
+        .await;
 }
