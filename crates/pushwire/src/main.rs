@@ -1,7 +1,8 @@
 //! The `pushwire` command: `serve`, `check-config`, `config`, `publish`,
 //! `subscribe`.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
+use std::ops::ControlFlow;
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -10,7 +11,8 @@ use serde_json::json;
 use tracing_subscriber::EnvFilter;
 
 use pushwire::config::{LogFormat, ServeConfig};
-use pushwire_client::HubClient;
+use pushwire_client::sse::ParsedEvent;
+use pushwire_client::{HubClient, Reconnect};
 
 /// A message-push hub over server-sent events.
 #[derive(Parser)]
@@ -107,6 +109,20 @@ struct SubscribeArgs {
     /// Resume after this event id.
     #[arg(long)]
     last_event_id: Option<String>,
+    /// Subscriber token (a JWT), sent as `Authorization: Bearer`.
+    #[arg(long, env = "PUSHWIRE_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Stop when the stream ends instead of reconnecting. Without it, the
+    /// command reconnects as a browser does: after the stream's `retry:`
+    /// (3 s by default), resuming after the last event printed, twice as long
+    /// after each failed attempt (up to 30 s, at least the hub's
+    /// Retry-After); a refusal (401, 403, 404, ...) ends it with an error.
+    #[arg(long)]
+    once: bool,
+    /// Give up after this many failed connection attempts in a row
+    /// (default: keep trying).
+    #[arg(long, value_name = "N", conflicts_with = "once", value_parser = clap::value_parser!(u32).range(1..))]
+    max_failures: Option<u32>,
 }
 
 fn main() -> ExitCode {
@@ -359,19 +375,41 @@ async fn subscribe(args: SubscribeArgs) -> anyhow::Result<()> {
     let query: String = form_urlencoded::Serializer::new(String::new())
         .extend_pairs(query)
         .finish();
-    let client = HubClient::new(&args.hub.url, None);
-    client
-        .subscribe(
-            &format!("/api/v1/stream?{query}"),
-            args.last_event_id.as_deref(),
-            |event| {
-                println!(
-                    "{}",
-                    json!({ "id": event.id, "event": event.event, "data": event.data })
-                );
-            },
-        )
-        .await
-        .context("subscribe failed")?;
-    Ok(())
+    let path = format!("/api/v1/stream?{query}");
+    let client = HubClient::new(&args.hub.url, args.token);
+    let mut stdout = std::io::stdout();
+    let mut write_error = None;
+    // A reader that went away (`| head -1`) stops the command.
+    let print = |event: ParsedEvent| {
+        let line = json!({ "id": event.id, "event": event.event, "data": event.data });
+        match writeln!(stdout, "{line}") {
+            Ok(()) => ControlFlow::Continue(()),
+            Err(e) => {
+                write_error = Some(e);
+                ControlFlow::Break(())
+            }
+        }
+    };
+    let last_event_id = args.last_event_id.as_deref().unwrap_or_default();
+    let followed = match args.once {
+        true => client.subscribe(&path, Some(last_event_id), print).await,
+        false => {
+            let policy = Reconnect {
+                max_failures: args.max_failures,
+                ..Reconnect::default()
+            };
+            client
+                .follow(&path, last_event_id, &policy, print, |notice| {
+                    eprintln!("pushwire: {notice}")
+                })
+                .await
+        }
+    };
+    followed.context("subscribe failed")?;
+    match write_error {
+        Some(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(anyhow::Error::new(e).context("cannot write to standard output"))
+        }
+        _ => Ok(()),
+    }
 }

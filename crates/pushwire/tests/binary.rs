@@ -1,5 +1,6 @@
 //! The real `pushwire` binary: startup, configuration errors, the CLI's
-//! publish and subscribe commands, graceful shutdown on SIGTERM.
+//! publish and subscribe (and its reconnection) commands, graceful
+//! shutdown on SIGTERM.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{BufRead, BufReader};
@@ -377,4 +378,136 @@ async fn publish_reads_the_data_from_stdin_byte_for_byte() {
     assert!(stderr.contains("not UTF-8"), "{stderr}");
     tab.expect_silence(std::time::Duration::from_millis(300))
         .await;
+}
+
+// `pushwire subscribe`: it reconnects as a browser does.
+
+/// A running `pushwire subscribe`, its JSON lines read on a thread so that a
+/// test waiting for a line that never comes fails after `WAIT`.
+struct CliSubscriber {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<serde_json::Value>,
+}
+
+impl CliSubscriber {
+    fn spawn(hub_url: &str, args: &[&str], env: &[(&str, &str)]) -> CliSubscriber {
+        let mut child = Command::new(BIN)
+            .args(["subscribe", "--url", hub_url])
+            .args(args)
+            .envs(env.iter().copied())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (send, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if send.send(serde_json::from_str(&line).unwrap()).is_err() {
+                    break;
+                }
+            }
+        });
+        CliSubscriber { child, lines }
+    }
+
+    fn next(&self) -> serde_json::Value {
+        self.lines
+            .recv_timeout(WAIT)
+            .expect("the subscriber printed no event")
+    }
+
+    fn datas(&self, n: usize) -> Vec<String> {
+        (0..n)
+            .map(|_| self.next()["data"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
+    /// Waits for the process to exit; its exit status.
+    fn wait_exit(&mut self) -> std::process::ExitStatus {
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the subscriber did not exit"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for CliSubscriber {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Ends every stream of `user` through the hub's close route.
+async fn close_user(hub: &HubProcess, user: &str) {
+    let path = format!("/api/v1/users/{user}");
+    let reply = request(hub.addr, "DELETE", &path, &[], b"").await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn subscribe_reconnects_through_a_close_and_a_restart_losing_and_repeating_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data = data.to_str().unwrap();
+    // A fixed port, so that the restarted hub is where the subscriber
+    // reconnects to.
+    let port = pushwire_testkit::redis::RedisServer::unused_port();
+    let listen = format!("127.0.0.1:{port}");
+    let args = ["--data-dir", data, "--retry", "200ms"];
+    let hub = HubProcess::spawn_on(BIN, &listen, args);
+    let url = format!("http://{listen}");
+    let subscriber = CliSubscriber::spawn(&url, &["--user", "u1"], &[]);
+    eventually("the subscriber is online", || async {
+        user_count(hub.addr).await == 1
+    })
+    .await;
+    let send = |addr, data: &str| {
+        let body = json!({ "to": { "users": ["u1"] }, "data": data });
+        async move { publish(addr, body).await }
+    };
+    let mut ids = vec![send(hub.addr, "1").await, send(hub.addr, "2").await];
+    close_user(&hub, "u1").await;
+    // While it waits to reconnect, or just after.
+    ids.push(send(hub.addr, "3").await);
+    assert_eq!(subscriber.datas(3), ["1", "2", "3"]);
+
+    // A restart on the same data: the subscriber retries until the hub is
+    // back, then resumes after event 3.
+    tokio::task::block_in_place(|| hub.terminate());
+    let hub = HubProcess::spawn_on(BIN, &listen, args);
+    for data in ["4", "5"] {
+        ids.push(send(hub.addr, data).await);
+    }
+    assert_eq!(subscriber.datas(2), ["4", "5"]);
+    close_user(&hub, "u1").await;
+    ids.push(send(hub.addr, "6").await);
+    // Had anything come twice, it would come before 6.
+    let last = subscriber.next();
+    assert_eq!(last["data"], "6");
+    assert_eq!(last["id"].as_str(), ids.last().map(String::as_str));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn subscribe_once_exits_when_the_stream_ends() {
+    let hub = spawn_hub(&[]);
+    let url = format!("http://{}", hub.addr);
+    let mut subscriber = CliSubscriber::spawn(&url, &["--user", "u1", "--once"], &[]);
+    eventually("the subscriber is online", || async {
+        user_count(hub.addr).await == 1
+    })
+    .await;
+    publish(hub.addr, json!({ "to": "all", "data": "last words" })).await;
+    assert_eq!(subscriber.datas(1), ["last words"]);
+    close_user(&hub, "u1").await;
+    assert!(subscriber.wait_exit().success());
 }
