@@ -1,15 +1,17 @@
 //! The `pushwire` command: `serve`, `check-config`, `config`, `publish`,
-//! `subscribe`.
+//! `subscribe`, `token`.
 
 use std::io::{IsTerminal, Write};
 use std::ops::ControlFlow;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use serde_json::json;
 use tracing_subscriber::EnvFilter;
 
+use pushwire::auth::jwt::mint::{self, ClaimsForm, KeySource, TokenRequest};
+use pushwire::auth::jwt::Role;
 use pushwire::config::{LogFormat, ServeConfig};
 use pushwire_client::sse::ParsedEvent;
 use pushwire_client::{HubClient, Reconnect};
@@ -34,6 +36,9 @@ enum Command {
     Publish(PublishArgs),
     /// Open a stream and print its events as JSON lines.
     Subscribe(SubscribeArgs),
+    /// Mint a JSON Web Token this hub accepts and print it alone on stdout.
+    #[command(subcommand)]
+    Token(TokenCommand),
 }
 
 #[derive(Args)]
@@ -64,8 +69,8 @@ struct TargetArgs {
 struct PublishArgs {
     #[command(flatten)]
     hub: HubArgs,
-    /// Publisher key or publisher token (a JWT), if the hub requires one;
-    /// sent as `Authorization: Bearer`.
+    /// Publisher key or publisher token (`pushwire token publisher`), if the
+    /// hub requires one; sent as `Authorization: Bearer`.
     #[arg(
         long,
         visible_alias = "token",
@@ -109,7 +114,8 @@ struct SubscribeArgs {
     /// Resume after this event id.
     #[arg(long)]
     last_event_id: Option<String>,
-    /// Subscriber token (a JWT), sent as `Authorization: Bearer`.
+    /// Subscriber token (`pushwire token subscriber`), sent as
+    /// `Authorization: Bearer`.
     #[arg(long, env = "PUSHWIRE_TOKEN", hide_env_values = true)]
     token: Option<String>,
     /// Stop when the stream ends instead of reconnecting. Without it, the
@@ -123,6 +129,73 @@ struct SubscribeArgs {
     /// (default: keep trying).
     #[arg(long, value_name = "N", conflicts_with = "once", value_parser = clap::value_parser!(u32).range(1..))]
     max_failures: Option<u32>,
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// A subscriber token: reads the private updates of its topics, and with
+    /// --user opens that user's stream.
+    Subscriber(TokenArgs),
+    /// A publisher token: publishes to its topics (`*` for every topic, which
+    /// addressing users or everyone and the management calls need).
+    Publisher(TokenArgs),
+}
+
+#[derive(Args)]
+struct TokenArgs {
+    /// Topic selector the token grants: an exact topic, a URI template
+    /// (`orders/{id}`) or `*`. Repeat for several.
+    #[arg(long)]
+    topic: Vec<String>,
+    /// The token's `sub`: the user whose stream a subscriber token may open.
+    #[arg(long)]
+    user: Option<String>,
+    /// Read the signing key from this environment variable. Without any key
+    /// option, the variable the hub reads the role's key from:
+    /// PUSHWIRE_SUBSCRIBER_JWT_KEY for subscriber tokens,
+    /// PUSHWIRE_PUBLISHER_JWT_KEY for publisher tokens.
+    #[arg(long, value_name = "VAR", conflicts_with_all = ["secret", "key_file"])]
+    secret_env: Option<String>,
+    /// The HMAC secret itself (visible to other users of the machine in the
+    /// process list: prefer --secret-env).
+    #[arg(long, value_name = "SECRET", conflicts_with = "key_file")]
+    secret: Option<String>,
+    /// Read the signing key from a file: a PEM private key (PKCS#8, or PKCS#1
+    /// for RSA) for RS*, PS256, ES* and EdDSA, or the HMAC secret, without
+    /// its trailing line break.
+    #[arg(long, value_name = "PATH")]
+    key_file: Option<std::path::PathBuf>,
+    /// Signature algorithm, as the hub's --jwt-alg: HS256, HS384, HS512,
+    /// RS256, RS384, RS512, PS256, ES256, ES384 or EdDSA.
+    #[arg(
+        long,
+        visible_alias = "jwt-alg",
+        env = "PUSHWIRE_JWT_ALG",
+        default_value = "HS256"
+    )]
+    alg: String,
+    /// How long the token is valid (`exp`), e.g. `90s`, `15m`, `30days`.
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    ttl: std::time::Duration,
+    /// The token's `aud`, the hub's --jwt-audience: required for
+    /// `--claims authorization-details`; a classic token carrying it is
+    /// refused by a hub configured with another audience.
+    #[arg(long, visible_alias = "jwt-audience", env = "PUSHWIRE_JWT_AUDIENCE")]
+    audience: Option<String>,
+    /// The token's `iss`: one of the hub's --authorization-servers, which
+    /// it checks on access tokens.
+    #[arg(long)]
+    issuer: Option<String>,
+    /// Where the grants go: the classic `mercure` claim, or a current-draft
+    /// access token (`typ: at+jwt`, `authorization_details`).
+    #[arg(long, value_enum, default_value_t = TokenClaims::Mercure)]
+    claims: TokenClaims,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum TokenClaims {
+    Mercure,
+    AuthorizationDetails,
 }
 
 fn main() -> ExitCode {
@@ -184,6 +257,7 @@ fn main() -> ExitCode {
         }
         Command::Publish(args) => runtime.block_on(publish(args)),
         Command::Subscribe(args) => runtime.block_on(subscribe(args)),
+        Command::Token(command) => token(command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -299,6 +373,39 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> {
             let _ = tokio::signal::ctrl_c().await;
         }
     }
+}
+
+fn token(command: TokenCommand) -> anyhow::Result<()> {
+    let (role, args) = match command {
+        TokenCommand::Subscriber(args) => (Role::Subscriber, args),
+        TokenCommand::Publisher(args) => (Role::Publisher, args),
+    };
+    let key = match (args.secret, args.secret_env, args.key_file) {
+        (Some(secret), _, _) => KeySource::Text(secret),
+        (_, Some(var), _) => KeySource::Env(var),
+        (_, _, Some(path)) => KeySource::File(path),
+        (None, None, None) => KeySource::hub_env(role),
+    };
+    let request = TokenRequest {
+        role,
+        algorithm: args.alg,
+        topics: args.topic,
+        subject: args.user,
+        ttl: args.ttl,
+        audience: args.audience,
+        issuer: args.issuer,
+        form: match args.claims {
+            TokenClaims::Mercure => ClaimsForm::Mercure,
+            TokenClaims::AuthorizationDetails => ClaimsForm::AuthorizationDetails,
+        },
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .context("the system clock is before 1970")?;
+    let token = mint::mint(&request, &key, now).context("cannot mint the token")?;
+    println!("{token}");
+    Ok(())
 }
 
 async fn publish(args: PublishArgs) -> anyhow::Result<()> {

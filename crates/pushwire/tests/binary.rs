@@ -1,5 +1,5 @@
 //! The real `pushwire` binary: startup, configuration errors, the CLI's
-//! publish and subscribe (and its reconnection) commands, graceful
+//! publish, subscribe (and its reconnection) and token commands, graceful
 //! shutdown on SIGTERM.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -510,4 +510,246 @@ async fn subscribe_once_exits_when_the_stream_ends() {
     assert_eq!(subscriber.datas(1), ["last words"]);
     close_user(&hub, "u1").await;
     assert!(subscriber.wait_exit().success());
+}
+
+// `pushwire token`, and the tokens it mints at work on a hub.
+
+const PUBLISHER_SECRET: &str = "the publisher secret, thirty-two bytes or more";
+const SUBSCRIBER_SECRET: &str = "the subscriber secret, thirty-two bytes or more";
+
+/// `pushwire token <args>` with `env` set; the token, or the failure.
+fn mint(args: &[&str], env: &[(&str, &str)]) -> Result<String, String> {
+    let out = Command::new(BIN)
+        .arg("token")
+        .args(args)
+        .env_remove("PUSHWIRE_PUBLISHER_JWT_KEY")
+        .env_remove("PUSHWIRE_SUBSCRIBER_JWT_KEY")
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    match out.status.success() {
+        // The token alone on its line.
+        true => Ok(stdout.strip_suffix('\n').unwrap().to_owned()),
+        false => Err(String::from_utf8_lossy(&out.stderr).into_owned()),
+    }
+}
+
+/// `pushwire publish --url <hub> <args>`: its reply, or its failure.
+fn cli_publish(hub: &HubProcess, args: &[&str]) -> Result<serde_json::Value, String> {
+    let url = format!("http://{}", hub.addr);
+    let out = pushwire(&[&["publish", "--url", url.as_str()][..], args].concat());
+    match out.status.success() {
+        true => Ok(serde_json::from_slice(&out.stdout).unwrap()),
+        false => Err(String::from_utf8_lossy(&out.stderr).into_owned()),
+    }
+}
+
+fn hub_with_token_keys() -> HubProcess {
+    spawn_hub(&[
+        "--publisher-jwt-key",
+        PUBLISHER_SECRET,
+        "--subscriber-jwt-key",
+        SUBSCRIBER_SECRET,
+    ])
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn minted_tokens_publish_and_open_private_streams() {
+    let hub = hub_with_token_keys();
+    let url = format!("http://{}", hub.addr);
+    // The keys come from where the hub reads them, or a named variable.
+    let publisher = mint(
+        &["publisher", "--topic", "*"],
+        &[("PUSHWIRE_PUBLISHER_JWT_KEY", PUBLISHER_SECRET)],
+    )
+    .unwrap();
+    let subscriber = mint(
+        &[
+            "subscriber",
+            "--user",
+            "alice",
+            "--topic",
+            "news",
+            "--topic",
+            "orders/{id}",
+            "--secret-env",
+            "APP_SUBSCRIBER_KEY",
+        ],
+        &[("APP_SUBSCRIBER_KEY", SUBSCRIBER_SECRET)],
+    )
+    .unwrap();
+    let alice = CliSubscriber::spawn(
+        &url,
+        &["--user", "alice", "--topic", "orders/7"],
+        &[("PUSHWIRE_TOKEN", &subscriber)],
+    );
+    let bearer = format!("Bearer {publisher}");
+    eventually("alice's stream is open", || async {
+        let count = get_with(hub.addr, "/sse/getUserCount", &[("authorization", &bearer)]).await;
+        count.body.trim() == "1"
+    })
+    .await;
+    for args in [
+        [
+            "--topic",
+            "orders/7",
+            "--private",
+            "--data",
+            "order 7 shipped",
+        ]
+        .as_slice(),
+        ["--user", "alice", "--data", "hello alice"].as_slice(),
+    ] {
+        cli_publish(&hub, &[&["--token", publisher.as_str()][..], args].concat()).unwrap();
+    }
+    assert_eq!(alice.datas(2), ["order 7 shipped", "hello alice"]);
+
+    // The same token opens no one else's stream: refused, not retried.
+    let mut bob = CliSubscriber::spawn(&url, &["--user", "bob", "--token", &subscriber], &[]);
+    assert_eq!(bob.wait_exit().code(), Some(1));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tokens_minted_with_another_secret_are_refused() {
+    let hub = hub_with_token_keys();
+    let url = format!("http://{}", hub.addr);
+    let forged = mint(
+        &[
+            "publisher",
+            "--topic",
+            "*",
+            "--secret",
+            "not the hub's secret",
+        ],
+        &[],
+    )
+    .unwrap();
+    let error = cli_publish(&hub, &["--token", &forged, "--all", "--data", "x"]).unwrap_err();
+    assert!(error.contains("401"), "{error}");
+    // Subscribing with one fails at once with the hub's answer.
+    let forged = mint(
+        &[
+            "subscriber",
+            "--user",
+            "alice",
+            "--secret",
+            "not the hub's secret",
+        ],
+        &[],
+    )
+    .unwrap();
+    let out = pushwire(&[
+        "subscribe",
+        "--url",
+        &url,
+        "--user",
+        "alice",
+        "--token",
+        &forged,
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("401"), "{stderr}");
+    // And the publisher's key does not sign subscriber tokens.
+    let crossed = mint(
+        &["subscriber", "--user", "alice"],
+        &[("PUSHWIRE_SUBSCRIBER_JWT_KEY", PUBLISHER_SECRET)],
+    )
+    .unwrap();
+    let out = pushwire(&[
+        "subscribe",
+        "--url",
+        &url,
+        "--user",
+        "alice",
+        "--token",
+        &crossed,
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_expired_minted_token_is_refused() {
+    let hub = hub_with_token_keys();
+    let env = [("PUSHWIRE_PUBLISHER_JWT_KEY", PUBLISHER_SECRET)];
+    let token = mint(&["publisher", "--topic", "*", "--ttl", "1s"], &env).unwrap();
+    cli_publish(&hub, &["--token", &token, "--all", "--data", "in time"]).unwrap();
+    // Past `exp` and the hub's clock leeway.
+    let leeway = pushwire::auth::jwt::CLOCK_LEEWAY_SECS;
+    tokio::time::sleep(std::time::Duration::from_secs(leeway + 2)).await;
+    let error = cli_publish(&hub, &["--token", &token, "--all", "--data", "late"]).unwrap_err();
+    assert!(error.contains("401"), "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tokens_signed_with_a_private_key_and_access_tokens_are_accepted() {
+    let fixture = |name: &str| format!("{}/tests/fixtures/jwt/{name}", env!("CARGO_MANIFEST_DIR"));
+    let audience = "https://hub.example.com/.well-known/mercure";
+    let hub = spawn_hub(&[
+        "--jwt-alg",
+        "ES256",
+        "--publisher-jwt-key",
+        &fixture("ec.pub.pem"),
+        "--jwt-audience",
+        audience,
+    ]);
+    let key = fixture("ec.pem");
+    let classic = mint(
+        &[
+            "publisher",
+            "--alg",
+            "ES256",
+            "--key-file",
+            &key,
+            "--topic",
+            "books/{id}",
+        ],
+        &[],
+    )
+    .unwrap();
+    let access = mint(
+        &[
+            "publisher",
+            "--alg",
+            "ES256",
+            "--key-file",
+            &key,
+            "--topic",
+            "books/{id}",
+            "--claims",
+            "authorization-details",
+            "--audience",
+            audience,
+        ],
+        &[],
+    )
+    .unwrap();
+    for token in [&classic, &access] {
+        cli_publish(
+            &hub,
+            &["--token", token, "--topic", "books/1", "--data", "x"],
+        )
+        .unwrap();
+        // Only the topics granted.
+        let error = cli_publish(
+            &hub,
+            &["--token", token, "--topic", "films/1", "--data", "x"],
+        )
+        .unwrap_err();
+        assert!(error.contains("403"), "{error}");
+    }
+    // A public key cannot sign, and says so.
+    let error = mint(
+        &[
+            "publisher",
+            "--alg",
+            "ES256",
+            "--key-file",
+            &fixture("ec.pub.pem"),
+        ],
+        &[],
+    )
+    .unwrap_err();
+    assert!(error.contains("public half"), "{error}");
 }

@@ -31,7 +31,8 @@
 //! Files: this one verifies (the fixed order above, the two generations);
 //! `claims.rs` holds the registered claims' rules (NumericDate, audience);
 //! `keys.rs` reads and checks the configured keys; `jwks.rs` fetches and
-//! refreshes JWK sets.
+//! refreshes JWK sets; `mint.rs` signs tokens of either generation for
+//! `pushwire token`.
 //!
 //! Static keys are read and checked once, by [`Verifier::new`] when the hub
 //! starts: a key that could never verify a token of the configured
@@ -64,6 +65,7 @@ use pushwire_core::metrics::Metrics;
 mod claims;
 mod jwks;
 mod keys;
+pub mod mint;
 #[cfg(test)]
 mod tests;
 
