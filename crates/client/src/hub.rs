@@ -77,13 +77,13 @@ impl HubClient {
             .http
             .request(request)
             .await
-            .map_err(|e| ClientError::Connect(e.to_string()))?;
+            .map_err(|e| ClientError::Connect(with_causes(&e)))?;
         let status = response.status();
         let bytes = response
             .into_body()
             .collect()
             .await
-            .map_err(|e| ClientError::Connect(e.to_string()))?
+            .map_err(|e| ClientError::Connect(with_causes(&e)))?
             .to_bytes();
         if !status.is_success() {
             return Err(ClientError::Status {
@@ -138,7 +138,7 @@ impl HubClient {
             .http
             .request(request)
             .await
-            .map_err(|e| ClientError::Connect(e.to_string()))?;
+            .map_err(|e| ClientError::Connect(with_causes(&e)))?;
         let status = response.status();
         let retry_after = response
             .headers()
@@ -174,7 +174,7 @@ impl HubClient {
         while let Some(frame) = body.frame().await {
             let frame = match frame {
                 Ok(frame) => frame,
-                Err(e) => return Ok(StreamEnd::Broken(e.to_string())),
+                Err(e) => return Ok(StreamEnd::Broken(with_causes(&e))),
             };
             if let Some(data) = frame.data_ref() {
                 for event in parser.feed(data) {
@@ -186,6 +186,19 @@ impl HubClient {
         }
         Ok(StreamEnd::Closed)
     }
+}
+
+/// An error with its causes: hyper's own text ("client error (Connect)")
+/// leaves out why ("Connection refused").
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 /// How a stream that was open ended.

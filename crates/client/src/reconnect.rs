@@ -6,8 +6,8 @@
 //! so the events handed on have no gap and no duplicate (or start with an
 //! `event: reset` when the history could not bridge the gap).
 //!
-//! Bounded where a browser is not: failed attempts in a row (no answer, or
-//! `408`, `429`, `5xx`) wait twice as long each time, up to
+//! Bounded where a browser is not: after failed attempts in a row (no
+//! answer, or `408`, `429`, `5xx`) the wait doubles from the second on, up to
 //! [`Reconnect::max_delay`], and at least the answer's `Retry-After`;
 //! [`Reconnect::max_failures`] gives up after that many. Any other refusal
 //! (`401`, `403`, `404`, a body that is not an event stream) ends the
@@ -47,12 +47,13 @@ impl Default for Reconnect {
 
 impl Reconnect {
     /// The wait before the next attempt: the reconnection time after a
-    /// stream that was open ended (`failures` 0), doubled for each failed
-    /// attempt since, within `max_delay`, and never less than the
-    /// `Retry-After` the hub asked for (itself within `max_delay`).
+    /// stream that was open ended (`failures` 0) or after one failed
+    /// attempt, doubled for each further failed attempt in a row, within
+    /// `max_delay`, and never less than the `Retry-After` the hub asked for
+    /// (itself within `max_delay`).
     pub fn delay(&self, retry: Duration, failures: u32, retry_after: Option<Duration>) -> Duration {
         let ceiling = self.max_delay.max(retry);
-        let doubled = retry.saturating_mul(2u32.saturating_pow(failures.min(31)));
+        let doubled = retry.saturating_mul(2u32.saturating_pow(failures.saturating_sub(1).min(31)));
         let wait = doubled.min(ceiling);
         match retry_after {
             Some(asked) => wait.max(asked.min(ceiling)),
@@ -171,13 +172,14 @@ mod tests {
     const MS: Duration = Duration::from_millis(1);
 
     #[test]
-    fn an_ended_stream_waits_its_retry_and_failures_double_it_up_to_the_ceiling() {
+    fn an_ended_stream_waits_its_retry_and_further_failures_double_it_up_to_the_ceiling() {
         let policy = Reconnect::default();
         let retry = 3000 * MS;
-        let waits: Vec<_> = (0..6).map(|n| policy.delay(retry, n, None)).collect();
+        let waits: Vec<_> = (0..7).map(|n| policy.delay(retry, n, None)).collect();
         assert_eq!(
             waits,
             [
+                3000 * MS,
                 3000 * MS,
                 6000 * MS,
                 12000 * MS,
@@ -205,7 +207,7 @@ mod tests {
             policy.delay(retry, 1, Some(Duration::from_secs(5))),
             Duration::from_secs(5)
         );
-        assert_eq!(policy.delay(retry, 1, Some(Duration::ZERO)), 200 * MS);
+        assert_eq!(policy.delay(retry, 2, Some(Duration::ZERO)), 200 * MS);
         assert_eq!(
             policy.delay(retry, 1, Some(Duration::from_secs(3600))),
             policy.max_delay

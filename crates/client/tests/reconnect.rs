@@ -69,6 +69,7 @@ async fn follows_across_ends_breaks_and_failures_and_stops_at_a_refusal() {
         // Cut in the middle of event 3: it was never dispatched.
         stream("id: 2\ndata: b\n\nid: 3\ndata: c"),
         refusal("503 Service Unavailable", "retry-after: 0\r\n"),
+        refusal("502 Bad Gateway", ""),
         stream("id: 3\ndata: c\n\n"),
         refusal("401 Unauthorized", ""),
     ])
@@ -97,11 +98,11 @@ async fn follows_across_ends_breaks_and_failures_and_stops_at_a_refusal() {
         "{result:?}"
     );
     assert_eq!(*events.lock().unwrap(), ["a", "b", "c"]);
-    assert_eq!(*seen.lock().unwrap(), ["0", "1", "2", "2", "3"]);
-    // The stream's `retry: 30` replaced the default; the failed attempt
-    // doubled it.
+    assert_eq!(*seen.lock().unwrap(), ["0", "1", "2", "2", "2", "3"]);
+    // The stream's `retry: 30` replaced the default; the second failed
+    // attempt in a row doubled it, and the stream that opened reset it.
     let waits: Vec<_> = notices.iter().map(|n| n.after.as_millis()).collect();
-    assert_eq!(waits, [30, 30, 60, 30]);
+    assert_eq!(waits, [30, 30, 30, 60, 30]);
 }
 
 #[tokio::test]

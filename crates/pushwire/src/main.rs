@@ -120,9 +120,10 @@ struct SubscribeArgs {
     token: Option<String>,
     /// Stop when the stream ends instead of reconnecting. Without it, the
     /// command reconnects as a browser does: after the stream's `retry:`
-    /// (3 s by default), resuming after the last event printed, twice as long
-    /// after each failed attempt (up to 30 s, at least the hub's
-    /// Retry-After); a refusal (401, 403, 404, ...) ends it with an error.
+    /// (3 s by default), resuming after the last event printed; failed
+    /// attempts in a row wait twice as long from the second on (up to 30 s,
+    /// at least the hub's Retry-After); a refusal (401, 403, 404, ...) ends
+    /// it with an error.
     #[arg(long)]
     once: bool,
     /// Give up after this many failed connection attempts in a row
