@@ -5,7 +5,9 @@
 //! `mercure` claim (draft-07 of the Mercure protocol), [`access`] the
 //! `authorization_details` entries of an access token (RFC 9396). Both
 //! return [`Grants`]: the topic selectors a token may publish to and read
-//! private updates of, in token order, with their payloads.
+//! private updates of, in token order, with their payloads. [`backend`]
+//! reads the grant lists an application's backend answers for a subscriber
+//! (`--auth-url`) into [`BackendGrants`].
 //!
 //! Invariants: grants are never accepted in part. An entry that does not
 //! parse makes the whole token's grants an error, because skipping it would
@@ -349,6 +351,84 @@ fn matcher_type(topic: &Map<String, Value>) -> Result<MatchKind, String> {
     }
 }
 
+/// What an application's backend grants a subscriber (`--auth-url`): the
+/// topics its streams may listen to, and the topics whose private updates
+/// they may read, each read from a list of strings by [`backend`]. The
+/// default grants nothing.
+#[derive(Debug, Clone, Default)]
+pub struct BackendGrants {
+    listen: Vec<Selector>,
+    private: Vec<Selector>,
+}
+
+impl BackendGrants {
+    /// Whether a stream may listen to `topic`.
+    pub fn may_listen(&self, topic: &str) -> bool {
+        self.listen.iter().any(|grant| grant.matches(topic))
+    }
+
+    /// Whether a stream may listen with `selector`. An exact topic is
+    /// granted as [`BackendGrants::may_listen`] says. A template or a
+    /// pattern (Mercure's `topic={..}`, `match_urlpattern=`) is granted only
+    /// by the same selector or by `*`: whether every topic one pattern
+    /// selects is also selected by another is not something matching can
+    /// answer, and a guess could grant more than the backend meant.
+    pub fn may_listen_with(&self, selector: &Selector) -> bool {
+        match selector.exact_topic() {
+            Some(topic) => self.may_listen(topic),
+            None => self
+                .listen
+                .iter()
+                .any(|grant| grant.is_any() || grant == selector),
+        }
+    }
+
+    /// The selectors of the topics whose private updates may be read (a
+    /// stream's `readable`).
+    pub fn private_selectors(&self) -> &[Selector] {
+        &self.private
+    }
+}
+
+/// Reads a backend's grant lists (`topics` and `private` of its answer).
+/// Each entry selects the topic equal to it and, when it reads as a URL
+/// pattern, every topic that pattern matches, relative patterns and topics
+/// resolved against `base` (the hub's URL) as Mercure's `match_urlpattern`
+/// does: `orders/alice/*`, `https://example.com/books/:id`; `*` selects
+/// every topic. An entry that is not a valid pattern selects its exact
+/// topic only (never more than it says). An entry that is no valid
+/// selector at all (empty, too long, control characters), or lists longer
+/// than [`MAX_GRANT_SELECTORS`] together, refuse the whole answer, as a
+/// token's grants are refused whole.
+pub fn backend(
+    listen: &[String],
+    private: &[String],
+    base: &str,
+) -> Result<BackendGrants, GrantError> {
+    if listen.len().saturating_add(private.len()) > MAX_GRANT_SELECTORS {
+        return Err(GrantError(format!(
+            "the grants name more than {MAX_GRANT_SELECTORS} topics"
+        )));
+    }
+    let read = |name: &str, entries: &[String]| -> Result<Vec<Selector>, GrantError> {
+        let mut selectors = Vec::with_capacity(entries.len() * 2);
+        for (i, text) in entries.iter().enumerate() {
+            let exact =
+                Selector::exact(text).map_err(|e| GrantError(format!("{name}[{i}]: {e}")))?;
+            match Selector::parse(MatchKind::UrlPattern, text, base) {
+                Ok(pattern) if pattern.is_any() => selectors.push(pattern),
+                Ok(pattern) => selectors.extend([exact, pattern]),
+                Err(_) => selectors.push(exact),
+            }
+        }
+        Ok(selectors)
+    };
+    Ok(BackendGrants {
+        listen: read("topics", listen)?,
+        private: read("private", private)?,
+    })
+}
+
 /// Token-supplied text made fit for a log line: at most 40 characters,
 /// control characters escaped.
 pub fn shown(text: &str) -> String {
@@ -376,6 +456,58 @@ mod tests {
 
     fn claims(value: Value) -> Map<String, Value> {
         value.as_object().cloned().unwrap()
+    }
+
+    fn strings(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn backend_grants_select_exact_topics_and_url_patterns() {
+        let grants = backend(
+            &strings(&["news", "orders/alice/*", "https://example.com/books/:id"]),
+            &strings(&["orders/alice/*"]),
+            BASE,
+        )
+        .unwrap();
+        assert!(grants.may_listen("news"));
+        assert!(!grants.may_listen("news2") && !grants.may_listen("new"));
+        assert!(grants.may_listen("orders/alice/42"));
+        assert!(!grants.may_listen("orders/bob/42"));
+        assert!(grants.may_listen("https://example.com/books/7"));
+        assert!(!grants.may_listen("https://example.com/books/7/pages"));
+        // A relative grant and a relative topic resolve against the hub's URL.
+        assert!(grants.may_listen("https://hub.example.com/.well-known/orders/alice/1"));
+        let readable = grants.private_selectors();
+        assert!(readable.iter().any(|s| s.matches("orders/alice/1")));
+        assert!(!readable.iter().any(|s| s.matches("news")));
+    }
+
+    #[test]
+    fn backend_grants_cover_a_requested_pattern_only_by_itself_or_the_wildcard() {
+        let grants = backend(&strings(&["orders/:id"]), &[], BASE).unwrap();
+        let pattern = |text: &str| Selector::parse(MatchKind::UrlPattern, text, BASE).unwrap();
+        assert!(grants.may_listen_with(&pattern("orders/:id")));
+        // `orders/*` matches the topic `orders/*` the grant's `:id` reads as
+        // one segment, yet selects far more than the grant.
+        assert!(!grants.may_listen_with(&pattern("orders/*")));
+        assert!(grants.may_listen_with(&Selector::exact("orders/7").unwrap()));
+        assert!(!grants.may_listen_with(&Selector::classic("orders/{id}").unwrap()));
+        let everything = backend(&strings(&["*"]), &[], BASE).unwrap();
+        assert!(everything.may_listen_with(&Selector::classic("orders/{id}").unwrap()));
+        assert!(everything.may_listen("anything at all"));
+    }
+
+    #[test]
+    fn backend_grants_are_refused_whole_and_bounded() {
+        assert!(backend(&strings(&["ok", ""]), &[], BASE).is_err());
+        assert!(backend(&[], &strings(&["bad\u{7}"]), BASE).is_err());
+        let many = vec!["t".to_owned(); MAX_GRANT_SELECTORS + 1];
+        assert!(backend(&many, &[], BASE).is_err());
+        // Not a pattern: the exact topic only, never more.
+        let odd = backend(&strings(&["a(b"]), &[], BASE).unwrap();
+        assert!(odd.may_listen("a(b") && !odd.may_listen("ab"));
+        assert!(!BackendGrants::default().may_listen("news"));
     }
 
     #[test]

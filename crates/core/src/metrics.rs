@@ -57,6 +57,51 @@ impl JwksFetch {
     }
 }
 
+/// How one request to the application's backend (`--auth-url`) ended: the
+/// one label of `pushwire_auth_requests_total`. Answers served from the
+/// cache or shared with an identical request in flight are not requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthRequest {
+    /// `200` with an answer that reads: the stream may open.
+    Allowed,
+    /// `401`: the backend does not know the session.
+    Unauthorized,
+    /// `403`: the backend refuses it.
+    Forbidden,
+    /// Any other status.
+    HttpError,
+    /// A `200` whose body is not an answer (not JSON, bad grants).
+    Invalid,
+    /// No answer within `--auth-timeout`.
+    Timeout,
+    /// No answer at all: connection refused, DNS, TLS.
+    Unreachable,
+}
+
+impl AuthRequest {
+    pub const ALL: [AuthRequest; 7] = [
+        AuthRequest::Allowed,
+        AuthRequest::Unauthorized,
+        AuthRequest::Forbidden,
+        AuthRequest::HttpError,
+        AuthRequest::Invalid,
+        AuthRequest::Timeout,
+        AuthRequest::Unreachable,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            AuthRequest::Allowed => "allowed",
+            AuthRequest::Unauthorized => "unauthorized",
+            AuthRequest::Forbidden => "forbidden",
+            AuthRequest::HttpError => "http_error",
+            AuthRequest::Invalid => "invalid",
+            AuthRequest::Timeout => "timeout",
+            AuthRequest::Unreachable => "unreachable",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct VersionLabel {
     version: &'static str,
@@ -92,6 +137,9 @@ pub struct Metrics {
     pub tail_lag_events: Gauge,
     limit_rejections: Family<LimitLabel, Counter>,
     jwks_fetches: Family<OutcomeLabel, Counter>,
+    auth_requests: Family<OutcomeLabel, Counter>,
+    /// Streams whose backend answer came from the cache (`--auth-cache-ttl`).
+    pub auth_cache_hits: Counter,
 }
 
 impl Default for Metrics {
@@ -238,6 +286,25 @@ impl Metrics {
             "Fetches of the JWK sets that verify tokens, by outcome",
             jwks_fetches.clone(),
         );
+        let auth_requests = Family::<OutcomeLabel, Counter>::default();
+        for outcome in AuthRequest::ALL {
+            auth_requests
+                .get_or_create(&OutcomeLabel {
+                    outcome: outcome.label(),
+                })
+                .inc_by(0);
+        }
+        registry.register(
+            "auth_requests",
+            "Requests to the application's backend that authorizes subscribers (--auth-url), by outcome",
+            auth_requests.clone(),
+        );
+        let auth_cache_hits = Counter::default();
+        registry.register(
+            "auth_cache_hits",
+            "Streams authorized by a cached answer of the backend (--auth-cache-ttl)",
+            auth_cache_hits.clone(),
+        );
         Metrics {
             registry: root,
             streams_open,
@@ -259,6 +326,8 @@ impl Metrics {
             tail_lag_events,
             limit_rejections,
             jwks_fetches,
+            auth_requests,
+            auth_cache_hits,
         }
     }
 
@@ -271,6 +340,15 @@ impl Metrics {
     /// Counts one fetch of a JWK set.
     pub fn jwks_fetched(&self, outcome: JwksFetch) {
         self.jwks_fetches
+            .get_or_create(&OutcomeLabel {
+                outcome: outcome.label(),
+            })
+            .inc();
+    }
+
+    /// Counts one request to the backend of `--auth-url`.
+    pub fn auth_requested(&self, outcome: AuthRequest) {
+        self.auth_requests
             .get_or_create(&OutcomeLabel {
                 outcome: outcome.label(),
             })
