@@ -248,7 +248,7 @@ pub struct ServeConfig {
     )]
     pub hub_url: String,
 
-    /// Origins allowed to open streams from a browser (comma-separated; `*` for any). Listed origins may send cookies (credentials) to Mercure routes; `*` never can.
+    /// Origins allowed to open streams from a browser (comma-separated; `*` for any). Listed origins may send cookies (credentials) to stream and Mercure routes; `*` never can.
     #[arg(
         long,
         env = "PUSHWIRE_CORS_ORIGINS",

@@ -229,3 +229,53 @@ async fn cross_origin_pages_may_open_streams_but_get_no_grant_for_management() {
     assert_eq!(reply.json()["error"]["code"], "cross_origin");
     assert_eq!(reply.header("access-control-allow-origin"), None);
 }
+
+#[tokio::test]
+async fn listed_origins_may_open_streams_with_credentials_the_wildcard_never() {
+    let mut config = config();
+    config.cors_origins = vec!["https://app.example.com".to_owned()];
+    let server = start(config).await;
+    for path in [
+        "/sse/subscribe/u1",
+        "/sse/subscribe?id=u1",
+        "/api/v1/stream?topic=t",
+    ] {
+        let tab = SseClient::connect_with(
+            server.addr(),
+            path,
+            &[("Origin", "https://app.example.com")],
+        )
+        .await;
+        assert_eq!(tab.status, 200, "{path}");
+        assert_eq!(
+            tab.header("access-control-allow-origin"),
+            Some("https://app.example.com"),
+            "{path}"
+        );
+        assert_eq!(
+            tab.header("access-control-allow-credentials"),
+            Some("true"),
+            "{path}"
+        );
+    }
+    // An origin not listed gets no grant at all.
+    let tab = SseClient::connect_with(
+        server.addr(),
+        "/sse/subscribe/u1",
+        &[("Origin", "https://elsewhere.example")],
+    )
+    .await;
+    assert_eq!(tab.header("access-control-allow-origin"), None);
+
+    // `*` (the default): any origin, never with credentials (the Fetch
+    // standard forbids it, and a browser would refuse the stream).
+    let open = start_default().await;
+    let tab = SseClient::connect_with(
+        open.addr(),
+        "/sse/subscribe/u1",
+        &[("Origin", "https://app.example.com")],
+    )
+    .await;
+    assert_eq!(tab.header("access-control-allow-origin"), Some("*"));
+    assert_eq!(tab.header("access-control-allow-credentials"), None);
+}

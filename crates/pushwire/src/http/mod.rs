@@ -220,8 +220,14 @@ async fn method_not_allowed() -> ApiError {
     ApiError::method_not_allowed()
 }
 
+/// Management routes: the listed origins, without credentials. Stream
+/// routes: listed origins also with credentials, so that a page's
+/// `EventSource(url, {withCredentials: true})` sends its cookies; the
+/// wildcard `*` never gets them (the Fetch standard forbids `*` with
+/// credentials, and browsers refuse it).
 fn cors(origins: &[String], management: bool) -> CorsLayer {
-    let allow = if origins.iter().any(|o| o == "*") {
+    let any = origins.iter().any(|o| o == "*");
+    let allow = if any {
         AllowOrigin::any()
     } else {
         AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
@@ -235,6 +241,7 @@ fn cors(origins: &[String], management: bool) -> CorsLayer {
         layer
             .allow_methods([Method::GET])
             .allow_headers([LAST_EVENT_ID, header::CACHE_CONTROL])
+            .allow_credentials(!any)
     }
 }
 
