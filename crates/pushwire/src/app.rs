@@ -2,7 +2,8 @@
 //!
 //! [`App::build`] is the one place where settings become running parts: the
 //! history engine and the hub over it (with the cluster presence of a node
-//! on Redis), the TLS certificate, the token verifier, the policies and
+//! on Redis), the TLS certificate, the token verifier, the `--auth-url`
+//! backend, the policies and
 //! limits the handlers consult, and the router. Everything that can refuse
 //! the configuration (a history that cannot be opened, a certificate or a
 //! key that does not load) refuses here, before a port is bound, so a hub
@@ -19,6 +20,7 @@ use crate::http::metadata::ProtectedResource;
 
 use axum::Router;
 
+use crate::auth::backend::Backend;
 use crate::auth::jwt::{JwtConfigError, Role, Verifier};
 use crate::auth::{PublisherPolicy, SubscriberPolicy};
 use crate::config::{ServeConfig, Storage};
@@ -46,6 +48,9 @@ pub enum AppError {
     /// A token key does not suit the configured algorithm.
     #[error(transparent)]
     Jwt(#[from] JwtConfigError),
+    /// The `--auth-url` backend's client could not be built.
+    #[error(transparent)]
+    AuthBackend(#[from] crate::auth::backend::SetupError),
     /// `--hub-url` is not an absolute URL (checked with the configuration).
     #[error("hub-url must be an absolute URL: {0}")]
     HubUrl(#[from] url::ParseError),
@@ -75,7 +80,11 @@ impl App {
             _ => None,
         };
         let verifier = Arc::new(Verifier::new(&config.jwt_settings())?);
-        let state = Arc::new(app_state(hub.clone(), verifier.clone(), config));
+        let backend = match config.backend_settings() {
+            Some(settings) => Some(Arc::new(Backend::new(&settings, hub.metrics().clone())?)),
+            None => None,
+        };
+        let state = Arc::new(app_state(hub.clone(), verifier.clone(), backend, config));
         Ok(App {
             hub,
             cluster,
@@ -145,7 +154,12 @@ fn build_hub(config: &ServeConfig) -> Result<(Arc<Hub>, Option<Arc<Cluster>>), A
 
 /// What the handlers share: the hub, who may publish and read, and the
 /// limits they enforce.
-fn app_state(hub: Arc<Hub>, verifier: Arc<Verifier>, config: &ServeConfig) -> AppState {
+fn app_state(
+    hub: Arc<Hub>,
+    verifier: Arc<Verifier>,
+    backend: Option<Arc<Backend>>,
+    config: &ServeConfig,
+) -> AppState {
     let publisher_tokens = verifier.has_keys(Role::Publisher).then(|| verifier.clone());
     let subscriber_tokens = verifier
         .has_keys(Role::Subscriber)
@@ -154,6 +168,7 @@ fn app_state(hub: Arc<Hub>, verifier: Arc<Verifier>, config: &ServeConfig) -> Ap
         hub,
         policy: PublisherPolicy::new(config.publisher_key.clone(), publisher_tokens),
         subscribers: SubscriberPolicy::new(subscriber_tokens, config.require_subscriber_auth),
+        backend,
         max_body: config.max_body,
         body_budget: crate::limits::BodyBudget::new(config.max_inflight_body),
         hub_url: config.hub_url.clone(),

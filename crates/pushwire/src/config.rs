@@ -235,6 +235,31 @@ pub struct ServeConfig {
     #[serde(default)]
     pub require_subscriber_auth: bool,
 
+    /// Your application's endpoint that authorizes every new stream: the hub POSTs the request's route, user, topics, client and forwarded headers as JSON, and opens the stream only on a `200` answer naming its user and grants (docs/integration.md). Then the one subscriber authority of stream routes: subscriber tokens are not verified there.
+    #[arg(long, env = "PUSHWIRE_AUTH_URL")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_url: Option<String>,
+
+    /// Request headers forwarded to `--auth-url` in the JSON body, when present (comma-separated, case-insensitive); others never are.
+    #[arg(
+        long,
+        env = "PUSHWIRE_AUTH_FORWARD_HEADERS",
+        default_value = "cookie,authorization",
+        value_delimiter = ','
+    )]
+    #[serde(deserialize_with = "comma_list")]
+    pub auth_forward_headers: Vec<String>,
+
+    /// Longest wait for `--auth-url` to answer; past it the stream is refused (503).
+    #[arg(long, env = "PUSHWIRE_AUTH_TIMEOUT", default_value = "2s", value_parser = humantime::parse_duration)]
+    #[serde(with = "humantime_serde")]
+    pub auth_timeout: Duration,
+
+    /// How long an answer of `--auth-url` is reused for the same forwarded credentials (never past its `expires_in`); 0s asks for every stream.
+    #[arg(long, env = "PUSHWIRE_AUTH_CACHE_TTL", default_value = "10s", value_parser = humantime::parse_duration)]
+    #[serde(with = "humantime_serde")]
+    pub auth_cache_ttl: Duration,
+
     /// Announce Mercure subscriptions as they start and end, and serve the subscriptions API.
     #[arg(long, env = "PUSHWIRE_SUBSCRIPTIONS", value_parser = clap::builder::BoolishValueParser::new())]
     #[serde(default)]
@@ -322,6 +347,7 @@ pub struct ServeConfig {
     pub log: String,
 }
 
+const MINUTE: Duration = Duration::from_secs(60);
 const HOUR: Duration = Duration::from_secs(3600);
 const DAY: Duration = Duration::from_secs(24 * 3600);
 const YEAR: Duration = Duration::from_secs(365 * 24 * 3600);
@@ -331,7 +357,7 @@ const GIB: usize = 1024 * MIB;
 /// The largest value of each duration option: beyond these a value is a
 /// mistake, and a big enough one overflows the clock arithmetic it feeds
 /// (a deadline `now + timeout` panics on every connection).
-const DURATION_BOUNDS: [(&str, Duration, &str); 7] = [
+const DURATION_BOUNDS: [(&str, Duration, &str); 9] = [
     ("heartbeat", DAY, "24h"),
     ("stream-timeout", YEAR, "365d"),
     ("header-read-timeout", HOUR, "1h"),
@@ -339,6 +365,8 @@ const DURATION_BOUNDS: [(&str, Duration, &str); 7] = [
     ("history-max-age", YEAR, "365d"),
     ("drain-delay", HOUR, "1h"),
     ("shutdown-grace", HOUR, "1h"),
+    ("auth-timeout", MINUTE, "1m"),
+    ("auth-cache-ttl", HOUR, "1h"),
 ];
 
 /// The largest value of each size option (bytes, or frames for the queue).
@@ -527,8 +555,12 @@ impl ServeConfig {
             &mut config.api_cors_origins,
             &mut config.authorization_servers,
             &mut config.allowed_hosts,
+            &mut config.auth_forward_headers,
         ] {
             *list = trimmed(std::mem::take(list));
+        }
+        for name in &mut config.auth_forward_headers {
+            name.make_ascii_lowercase();
         }
         config.check()?;
         Ok(config)
@@ -612,6 +644,17 @@ impl ServeConfig {
         }
     }
 
+    /// What the `--auth-url` backend needs, when one is configured.
+    pub fn backend_settings(&self) -> Option<crate::auth::backend::BackendSettings> {
+        Some(crate::auth::backend::BackendSettings {
+            url: self.auth_url.clone()?,
+            forward_headers: self.auth_forward_headers.clone(),
+            timeout: self.auth_timeout,
+            cache_ttl: self.auth_cache_ttl,
+            base_url: self.hub_url.clone(),
+        })
+    }
+
     /// The field limits the core validates events and streams against.
     pub fn field_limits(&self) -> crate::limits::FieldLimits {
         crate::limits::FieldLimits {
@@ -656,6 +699,7 @@ impl ServeConfig {
         shown.jwks_url = without_password(&self.jwks_url);
         shown.publisher_jwks_url = without_password(&self.publisher_jwks_url);
         shown.subscriber_jwks_url = without_password(&self.subscriber_jwks_url);
+        shown.auth_url = without_password(&self.auth_url);
         shown
     }
 
@@ -670,6 +714,8 @@ impl ServeConfig {
             Some(self.history_max_age),
             Some(self.drain_delay),
             Some(self.shutdown_grace),
+            Some(self.auth_timeout),
+            Some(self.auth_cache_ttl),
         ];
         for ((name, max, shown), value) in DURATION_BOUNDS.iter().zip(durations) {
             if value.is_some_and(|v| v > *max) {
@@ -762,6 +808,21 @@ impl ServeConfig {
                 crate::auth::jwt::JwksLocation::parse(url)
                     .map_err(|reason| ConfigError::Invalid(format!("{name}: {reason}")))?;
             }
+        }
+        if let Some(url) = &self.auth_url {
+            crate::auth::backend::parse_url(url)
+                .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+            if self.require_subscriber_auth {
+                return invalid(
+                    "require-subscriber-auth and auth-url: choose one; with auth-url your \
+                     backend decides who may open a stream",
+                );
+            }
+        }
+        crate::auth::backend::parse_header_names(&self.auth_forward_headers)
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        if self.auth_timeout.is_zero() {
+            return invalid("auth-timeout must be longer than zero");
         }
         if self.require_subscriber_auth
             && self.subscriber_jwt_key.is_empty()
@@ -1104,6 +1165,80 @@ mod tests {
     }
 
     #[test]
+    fn auth_url_options_parse_from_flags_and_file_and_a_bad_url_is_refused(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let defaults = ServeConfig::defaults();
+        assert_eq!(defaults.auth_url, None);
+        assert_eq!(defaults.auth_forward_headers, ["cookie", "authorization"]);
+        assert_eq!(defaults.auth_timeout, Duration::from_secs(2));
+        assert_eq!(defaults.auth_cache_ttl, Duration::from_secs(10));
+        assert!(defaults.backend_settings().is_none());
+
+        let c = load(&[
+            "x",
+            "--auth-url",
+            "https://app.example.com/pushwire/auth",
+            "--auth-forward-headers",
+            "Cookie, X-Session",
+            "--auth-timeout",
+            "500ms",
+            "--auth-cache-ttl",
+            "0s",
+        ])?;
+        let settings = c.backend_settings().ok_or("no backend settings")?;
+        assert_eq!(settings.url, "https://app.example.com/pushwire/auth");
+        assert_eq!(settings.forward_headers, ["cookie", "x-session"]);
+        assert_eq!(settings.timeout, Duration::from_millis(500));
+        assert_eq!(settings.cache_ttl, Duration::ZERO);
+        assert_eq!(settings.base_url, c.hub_url);
+
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("auth.toml");
+        std::fs::write(
+            &path,
+            "auth-url = \"http://app:3000/auth\"\nauth-forward-headers = [\"cookie\"]\n\
+             auth-timeout = \"3s\"\nauth-cache-ttl = \"1m\"\n",
+        )?;
+        let p = path.to_string_lossy().to_string();
+        let file = load(&["x", "--config", &p])?;
+        assert_eq!(file.auth_url.as_deref(), Some("http://app:3000/auth"));
+        assert_eq!(file.auth_forward_headers, ["cookie"]);
+        assert_eq!(file.auth_timeout, Duration::from_secs(3));
+        assert_eq!(file.auth_cache_ttl, Duration::from_secs(60));
+        // check-config shows a password in the URL as redacted.
+        let secret = load(&[
+            "x",
+            "--auth-url",
+            "https://u:auth-secret@app.example.com/auth",
+        ])?;
+        assert!(!toml::to_string(&secret.redacted())?.contains("auth-secret"));
+
+        let error = |args: &[&str]| load(args).err().map(|e| e.to_string()).unwrap_or_default();
+        for bad in [
+            "app.example.com/auth",
+            "ftp://app.example.com/auth",
+            "not a url",
+        ] {
+            let message = error(&["x", "--auth-url", bad]);
+            assert!(message.starts_with("auth-url: "), "{bad}: {message}");
+        }
+        assert!(error(&["x", "--auth-forward-headers", "bad header"])
+            .starts_with("auth-forward-headers: "));
+        assert!(error(&["x", "--auth-timeout", "0s"]).contains("auth-timeout"));
+        assert!(error(&["x", "--auth-timeout", "2m"]).starts_with("auth-timeout"));
+        assert!(error(&[
+            "x",
+            "--auth-url",
+            "http://127.0.0.1:9/auth",
+            "--require-subscriber-auth",
+            "--subscriber-jwt-key",
+            "a-subscriber-secret-of-thirty-two-bytes",
+        ])
+        .contains("choose one"));
+        Ok(())
+    }
+
+    #[test]
     fn defaults_parse() {
         let c = ServeConfig::defaults();
         assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
@@ -1401,6 +1536,10 @@ mod tests {
             "--history-max-age",
             "365d",
             "--shutdown-grace",
+            "1h",
+            "--auth-timeout",
+            "1m",
+            "--auth-cache-ttl",
             "1h",
             "--max-body",
             "1073741824",

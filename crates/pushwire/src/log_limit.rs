@@ -23,6 +23,8 @@ pub const LINES_PER_WINDOW: u32 = 10;
 pub static SLOW_CONSUMER: Throttle = Throttle::new("slow_consumer");
 /// Refused credentials: keys, tokens, non-local keyless callers (info).
 pub static AUTH_REFUSAL: Throttle = Throttle::new("auth_refusal");
+/// Calls to the `--auth-url` backend that gave no usable answer (warn).
+pub static AUTH_BACKEND: Throttle = Throttle::new("auth_backend");
 /// Publishes over their rate (info).
 pub static RATE_LIMIT: Throttle = Throttle::new("rate_limit");
 /// Streams over a per-address, per-user or hub-wide stream limit (info).

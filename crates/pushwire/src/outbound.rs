@@ -1,5 +1,5 @@
-//! The HTTP client for the calls the hub itself makes (today the JWKS key
-//! sets of `auth::jwt`; later backend authorization and webhooks), built in
+//! The HTTP client for the calls the hub itself makes (the JWKS key sets of
+//! `auth::jwt`, the `--auth-url` backend of `auth::backend`), built in
 //! one place so that every outgoing call gets the same guarantees: rustls
 //! with the `ring` provider the server uses too (no second crypto library),
 //! the system's trust store, an overall timeout, no redirects (a redirect

@@ -63,6 +63,9 @@ pub fn has_publisher_credential(config: &ServeConfig) -> bool {
 
 /// Who may subscribe, in words.
 pub fn subscriber_auth(config: &ServeConfig) -> String {
+    if let Some(url) = &config.redacted().auth_url {
+        return format!("your backend decides on stream routes (auth-url {url})");
+    }
     let jwks = config.subscriber_jwks_url.is_some() || config.jwks_url.is_some();
     if config.subscriber_jwt_key.is_empty() && !jwks {
         return "anonymous (public updates only)".to_owned();
@@ -199,5 +202,12 @@ mod tests {
             changed_limits(&config),
             "max-streams=10, max-streams-per-ip=3"
         );
+        config.auth_url = Some("https://app:pw-secret@app.example/auth".to_owned());
+        let subscribers = subscriber_auth(&config);
+        assert!(
+            subscribers.starts_with("your backend decides"),
+            "{subscribers}"
+        );
+        assert!(!subscribers.contains("pw-secret"), "{subscribers}");
     }
 }

@@ -14,7 +14,12 @@
 //!
 //! Subscribers: anonymous subscribers read public updates unless the hub
 //! requires a token; a subscriber token's grants say which private updates
-//! it may read, and its `sub` which user's stream it may open.
+//! it may read, and its `sub` which user's stream it may open. With
+//! `--auth-url`, the application's backend is the one authority for stream
+//! routes instead ([`backend`]): the hub verifies no subscriber token there
+//! and forwards the request's credentials (cookies, `Authorization`) for
+//! the backend to judge. The Mercure subscriptions API, which is not a
+//! stream, still takes a subscriber token.
 //!
 //! Deciding stays synchronous. A handler that can wait calls the policy's
 //! `refresh_keys_for` first: a token naming a key its role's JWK set does
@@ -27,6 +32,7 @@ use std::sync::Arc;
 
 use pushwire_core::route::Selector;
 
+pub mod backend;
 pub mod jwt;
 
 use jwt::{Claims, Grants, Role, TokenError, Verifier};

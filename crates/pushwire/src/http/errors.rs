@@ -16,6 +16,7 @@ use http::{header, HeaderValue, StatusCode};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use crate::auth::backend::BackendError;
 use crate::auth::AuthError;
 use crate::limits::{LimitError, RateKey};
 use crate::log_limit;
@@ -313,5 +314,32 @@ impl From<LimitError> for ApiError {
             }),
             ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, code, e.to_string())
         }
+    }
+}
+
+impl From<BackendError> for ApiError {
+    fn from(e: BackendError) -> Self {
+        let reason = match &e {
+            BackendError::Unavailable(why) => why.clone(),
+            other => other.to_string(),
+        };
+        let error = match e {
+            BackendError::Unauthorized => {
+                ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", e.to_string())
+            }
+            BackendError::Forbidden | BackendError::OtherUser(_) | BackendError::NotGranted(_) => {
+                ApiError::new(StatusCode::FORBIDDEN, "forbidden", e.to_string())
+            }
+            // Why the backend failed is the operator's (logged by the
+            // backend's caller), not the client's.
+            BackendError::Unavailable(_) => {
+                return ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "auth_unavailable",
+                    e.to_string(),
+                )
+            }
+        };
+        error.noted(Refusal::Auth { reason })
     }
 }

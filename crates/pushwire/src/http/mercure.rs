@@ -14,11 +14,13 @@ use std::sync::Arc;
 
 use axum::extract::{OriginalUri, Request, State as AxState};
 use axum::response::{IntoResponse, Response};
-use http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
+use http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode, Uri};
 use serde_json::{json, Value};
 
 use super::limits::{stream_permit, ClientAddr};
-use super::streams::{event_stream, requested_last_event_id, RouteKind};
+use super::streams::{
+    ask_backend, event_stream, requested_last_event_id, Authorized, RouteKind, StreamRequest,
+};
 use super::{
     bearer, presented_token, rated_publish_rights, read_body, rejected, ApiError, AppState, Params,
     State, LAST_EVENT_ID,
@@ -37,21 +39,56 @@ pub const MERCURE_LAST_EVENT_ID: HeaderName = HeaderName::from_static("mercure-l
 
 /// `GET /.well-known/mercure`: opens a stream on the union of the
 /// requested selectors.
+///
+/// With `--auth-url`, the application's backend decides instead of a
+/// subscriber token: every requested selector must be granted by its
+/// answer, and Mercure streams stay without a user (they listen to topics
+/// only), whatever user the answer names.
 pub async fn subscribe(
     AxState(state): State,
     client: ClientAddr,
+    uri: Uri,
     headers: HeaderMap,
     params: Params,
 ) -> Result<Response, ApiError> {
     let selectors = requested_selectors(&params, &state)?;
-    check_presentation(&headers)?;
-    let token = presented_token(&headers, &params);
-    // A token naming a key its JWK set does not hold yet works at once.
-    state.subscribers.refresh_keys_for(token).await;
-    let reader = state.subscribers.authenticate(token)?;
+    let requested = requested_last_event_id(&headers, &params)?;
+    let authorized = match &state.backend {
+        Some(backend) => {
+            let request = StreamRequest {
+                client,
+                route: RouteKind::Mercure,
+                path: uri.path(),
+                headers: &headers,
+                params: &params,
+            };
+            let asked = selectors.iter().map(Selector::as_str).collect();
+            let session = ask_backend(backend, &request, None, asked, requested).await?;
+            session.check_selectors(&selectors)?;
+            Authorized {
+                user: None,
+                readable: session.grants.private_selectors().to_vec(),
+                lifetime: session.lifetime(),
+                claims: None,
+            }
+        }
+        None => {
+            check_presentation(&headers)?;
+            let token = presented_token(&headers, &params);
+            // A token naming a key its JWK set does not hold yet works at once.
+            state.subscribers.refresh_keys_for(token).await;
+            let reader = state.subscribers.authenticate(token)?;
+            Authorized {
+                user: None,
+                readable: reader.readable(),
+                lifetime: reader.lifetime(),
+                claims: reader.claims,
+            }
+        }
+    };
 
     let mut interest = Interest {
-        readable: reader.readable(),
+        readable: authorized.readable,
         ..Interest::default()
     };
     for selector in &selectors {
@@ -65,7 +102,7 @@ pub async fn subscribe(
     interest.selectors.dedup();
 
     let subscriber = state.presence.then(|| {
-        let grants = reader.claims.as_ref().map(|c| &c.grants);
+        let grants = authorized.claims.as_ref().map(|c| &c.grants);
         Arc::new(Subscriber {
             id: format!("urn:uuid:{}", uuid::Uuid::new_v4()),
             subscriptions: selectors
@@ -78,11 +115,10 @@ pub async fn subscribe(
         })
     });
 
-    let requested = requested_last_event_id(&headers, &params)?;
     let permit = stream_permit(&state, client, None)?;
     let options = SubscribeOptions {
         last_event_id: requested,
-        lifetime: reader.lifetime(),
+        lifetime: authorized.lifetime,
         reset_event: false,
         subscriber,
     };

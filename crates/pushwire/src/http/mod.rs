@@ -23,6 +23,7 @@ use http::{header, HeaderMap, HeaderValue, Method};
 use http_body_util::BodyExt;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
+use crate::auth::backend::Backend;
 use crate::auth::{Caller, Credential, PublishRights, PublisherPolicy, SubscriberPolicy};
 use crate::config::ServeConfig;
 use crate::limits::{BodyBudget, FieldLimits, Limit, PublishRateLimiter, StreamLimits};
@@ -56,6 +57,9 @@ pub struct AppState {
     pub hub: Arc<Hub>,
     pub policy: PublisherPolicy,
     pub subscribers: SubscriberPolicy,
+    /// The application's backend that authorizes streams (`--auth-url`):
+    /// when set, it replaces `subscribers` on stream routes.
+    pub backend: Option<Arc<Backend>>,
     pub max_body: usize,
     /// Request body bytes all requests may hold at once while reading them.
     pub body_budget: BodyBudget,
@@ -222,9 +226,9 @@ async fn method_not_allowed() -> ApiError {
 
 /// Management routes: the listed origins, without credentials. Stream
 /// routes: listed origins also with credentials, so that a page's
-/// `EventSource(url, {withCredentials: true})` sends its cookies; the
-/// wildcard `*` never gets them (the Fetch standard forbids `*` with
-/// credentials, and browsers refuse it).
+/// `EventSource(url, {withCredentials: true})` sends its cookies (to the
+/// `--auth-url` backend); the wildcard `*` never gets them (the Fetch
+/// standard forbids `*` with credentials, and browsers refuse it).
 fn cors(origins: &[String], management: bool) -> CorsLayer {
     let any = origins.iter().any(|o| o == "*");
     let allow = if any {

@@ -2,65 +2,71 @@
 //! the hub's [`Subscribed`] becomes a `text/event-stream` response whose
 //! headers go out at once, and whose body ([`StreamBody`]) yields the
 //! stream's frames while it holds the stream's place under the limits.
+//!
+//! Who may open a stream is decided first, before anything is registered:
+//! by the application's backend when `--auth-url` is set
+//! ([`crate::auth::backend`]), else by the subscriber policy (tokens).
 
 use std::convert::Infallible;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::State as AxState;
 use axum::response::Response;
 use bytes::Bytes;
 use futures_util::Stream;
-use http::{header, HeaderMap, HeaderValue, StatusCode};
+use http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use http_body::{Frame, SizeHint};
 
 use super::errors::ErrorBody;
 use super::limits::{stream_permit, ClientAddr};
 use super::{presented_token, ApiError, Params, PathParam, State, LAST_EVENT_ID};
+use crate::auth::backend::{Ask, Backend, Session};
 use crate::limits::StreamPermit;
 use crate::log_limit;
 use pushwire_core::hub::{SubscribeOptions, Subscribed};
 use pushwire_core::outbox::{Frames, StreamEnd};
-use pushwire_core::route::Interest;
+use pushwire_core::route::{Interest, Selector};
 
 /// `GET /sse/subscribe/{user}` (seed).
 pub async fn seed_subscribe_path(
     state: State,
     client: ClientAddr,
     PathParam(user): PathParam,
+    uri: Uri,
     headers: HeaderMap,
     params: Params,
 ) -> Result<Response, ApiError> {
-    open(
-        state,
+    let request = StreamRequest {
         client,
-        Some(user),
-        &params,
-        &headers,
-        RouteKind::Seed,
-    )
-    .await
+        route: RouteKind::Seed,
+        path: uri.path(),
+        headers: &headers,
+        params: &params,
+    };
+    open(state, request, Some(user)).await
 }
 
 /// `GET /sse/subscribe?id={user}` (seed).
 pub async fn seed_subscribe_query(
     state: State,
     client: ClientAddr,
+    uri: Uri,
     headers: HeaderMap,
     params: Params,
 ) -> Result<Response, ApiError> {
     let user = params.required("id")?.to_owned();
-    open(
-        state,
+    let request = StreamRequest {
         client,
-        Some(user),
-        &params,
-        &headers,
-        RouteKind::Seed,
-    )
-    .await
+        route: RouteKind::Seed,
+        path: uri.path(),
+        headers: &headers,
+        params: &params,
+    };
+    open(state, request, Some(user)).await
 }
 
 /// One event of a stream, as a client's SSE parser reads it (WHATWG
@@ -95,15 +101,16 @@ pub struct StreamEvent {
     responses(
         (status = 200, description = "The event stream: `retry`, any replay, then live events and `:` heartbeats. Headers: `Last-Event-ID` (the newest id), `pushwire-reset: 1` when the requested id could not be resumed from", content_type = "text/event-stream", body = StreamEvent),
         (status = 400, description = "`missing_parameter`, `conflicting_parameter`, `invalid_field`, `invalid_utf8`, `invalid_last_event_id`", body = ErrorBody),
-        (status = 401, description = "`unauthorized`, `invalid_token` (with subscriber tokens)", body = ErrorBody),
-        (status = 403, description = "`unauthorized`, `insufficient_scope` (the token's `sub` is another user)", body = ErrorBody),
-        (status = 503, description = "`too_many_streams`, `storage_unavailable`", body = ErrorBody),
+        (status = 401, description = "`unauthorized`, `invalid_token` (with subscriber tokens); `unauthorized` when the `--auth-url` backend answered 401", body = ErrorBody),
+        (status = 403, description = "`unauthorized`, `insufficient_scope` (the token's `sub` is another user); with `--auth-url`, `forbidden`: the backend answered 403, or its answer names another user or does not grant a requested topic", body = ErrorBody),
+        (status = 503, description = "`too_many_streams`, `storage_unavailable`; `auth_unavailable`: the `--auth-url` backend gave no usable answer (an error status, an unreadable body, a timeout, no connection), and nothing was opened", body = ErrorBody),
     ),
     security((), ("bearer" = [])),
 )]
 pub async fn api_stream(
     state: State,
     client: ClientAddr,
+    uri: Uri,
     headers: HeaderMap,
     params: Params,
 ) -> Result<Response, ApiError> {
@@ -114,7 +121,53 @@ pub async fn api_stream(
             "name a `user` or at least one `topic`",
         ));
     }
-    open(state, client, user, &params, &headers, RouteKind::Api).await
+    let request = StreamRequest {
+        client,
+        route: RouteKind::Api,
+        path: uri.path(),
+        headers: &headers,
+        params: &params,
+    };
+    open(state, request, user).await
+}
+
+/// What every stream route knows of its request.
+pub(super) struct StreamRequest<'a> {
+    pub client: ClientAddr,
+    pub route: RouteKind,
+    /// The request's path, as the `--auth-url` backend is told it.
+    pub path: &'a str,
+    pub headers: &'a HeaderMap,
+    pub params: &'a Params,
+}
+
+/// Who a stream is for and what it may read, as its authority decided.
+pub(super) struct Authorized {
+    pub user: Option<String>,
+    pub readable: Vec<Selector>,
+    pub lifetime: Option<Duration>,
+    /// The subscriber token's claims, when a token decided.
+    pub claims: Option<crate::auth::jwt::Claims>,
+}
+
+/// Asks the `--auth-url` backend about a stream request: its answer for
+/// the request's session, before anything is registered.
+pub(super) async fn ask_backend(
+    backend: &Arc<Backend>,
+    request: &StreamRequest<'_>,
+    user: Option<&str>,
+    topics: Vec<&str>,
+    last_event_id: Option<&str>,
+) -> Result<Arc<Session>, ApiError> {
+    let ask = Ask {
+        route: request.path,
+        user,
+        topics,
+        last_event_id,
+        address: request.client.0,
+        headers: request.headers,
+    };
+    Ok(backend.authorize(ask).await?)
 }
 
 /// Which family of routes opened a stream, as its log lines say.
@@ -137,32 +190,59 @@ impl RouteKind {
 
 async fn open(
     AxState(state): State,
-    client: ClientAddr,
+    request: StreamRequest<'_>,
     user: Option<String>,
-    params: &Params,
-    headers: &HeaderMap,
-    route: RouteKind,
 ) -> Result<Response, ApiError> {
+    let StreamRequest {
+        client,
+        route,
+        headers,
+        params,
+        ..
+    } = request;
     let mut topics: Vec<String> = params.all("topic").map(str::to_owned).collect();
     topics.sort_unstable();
     topics.dedup();
-    let token = presented_token(headers, params);
-    state.subscribers.refresh_keys_for(token).await;
-    let reader = match &user {
-        Some(user) => state.subscribers.authenticate_user(token, user)?,
-        None => state.subscribers.authenticate(token)?,
+    let last_event_id = requested_last_event_id(headers, params)?;
+    let authorized = match &state.backend {
+        Some(backend) => {
+            let asked = topics.iter().map(String::as_str).collect();
+            let session =
+                ask_backend(backend, &request, user.as_deref(), asked, last_event_id).await?;
+            let user = session.stream_user(user.as_deref())?;
+            session.check_topics(&topics)?;
+            Authorized {
+                user,
+                readable: session.grants.private_selectors().to_vec(),
+                lifetime: session.lifetime(),
+                claims: None,
+            }
+        }
+        None => {
+            let token = presented_token(headers, params);
+            state.subscribers.refresh_keys_for(token).await;
+            let reader = match &user {
+                Some(user) => state.subscribers.authenticate_user(token, user)?,
+                None => state.subscribers.authenticate(token)?,
+            };
+            Authorized {
+                user,
+                readable: reader.readable(),
+                lifetime: reader.lifetime(),
+                claims: reader.claims,
+            }
+        }
     };
     let interest = Interest {
-        readable: reader.readable(),
-        ..Interest::new(user, topics)
+        readable: authorized.readable,
+        ..Interest::new(authorized.user, topics)
     };
-    let last_event_id = requested_last_event_id(headers, params)?;
     // After authentication (a stranger cannot use up a user's share) and
     // before the hub sees the stream (a refused one announces nothing).
     let permit = stream_permit(&state, client, interest.user.as_deref())?;
     let options = SubscribeOptions {
         last_event_id,
-        lifetime: reader.lifetime(),
+        lifetime: authorized.lifetime,
         reset_event: true,
         subscriber: None,
     };
