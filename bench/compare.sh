@@ -293,9 +293,17 @@ load_args() {
         --deadline 30s --connect-deadline 120s
 }
 
+# One fanout or spread run: hub, mode, workload, publisher connections,
+# streams, events, rate.
+load_run() {
+    local common
+    mapfile -t common < <(load_args "$1" "$4")
+    run_bench "$1" "$2" "$3" "${common[@]}" --streams "$5" --events "$6" --rate "$7"
+}
+
 # Runs workload $2 against a freshly started hub $1.
 run_workload() {
-    local hub=$1 workload=$2 common
+    local hub=$1 workload=$2
     if ! start_hub "$hub"; then
         log "$hub did not start; its log: $(tail -n 3 "$WORK/$hub/hub.log" 2>/dev/null | tr '\n' ' ')"
         stop_hub
@@ -308,30 +316,12 @@ run_workload() {
             run_bench "$hub" idle idle --hub "$(stream_addr "$hub")" \
                 --path "$(idle_path "$hub")" --streams "$IDLE_STREAMS" \
                 --concurrency "$CONNECT_CONCURRENCY" --deadline 120s ;;
-        fanout)
-            mapfile -t common < <(load_args "$hub" "$PUBLISHERS")
-            run_bench "$hub" fanout fanout "${common[@]}" --streams "$FANOUT_STREAMS" \
-                --events "$FANOUT_EVENTS" --rate "$FANOUT_RATE" ;;
-        fanout1k)
-            mapfile -t common < <(load_args "$hub" "$PUBLISHERS")
-            run_bench "$hub" fanout fanout1k "${common[@]}" --streams "$FANOUT1K_STREAMS" \
-                --events "$FANOUT1K_EVENTS" --rate "$FANOUT1K_RATE" ;;
-        fanout10k)
-            mapfile -t common < <(load_args "$hub" "$PUBLISHERS")
-            run_bench "$hub" fanout fanout10k "${common[@]}" --streams "$FANOUT10K_STREAMS" \
-                --events "$FANOUT10K_EVENTS" --rate "$FANOUT10K_RATE" ;;
-        burst)
-            mapfile -t common < <(load_args "$hub" "$BURST_PUBLISHERS")
-            run_bench "$hub" fanout burst "${common[@]}" --streams "$FANOUT_STREAMS" \
-                --events "$BURST_EVENTS" --rate 0 ;;
-        spread)
-            mapfile -t common < <(load_args "$hub" "$SPREAD_PUBLISHERS")
-            run_bench "$hub" spread spread "${common[@]}" --streams "$SPREAD_TOPICS" \
-                --events "$SPREAD_EVENTS" --rate "$SPREAD_RATE" ;;
-        spread16)
-            mapfile -t common < <(load_args "$hub" "$SPREAD16_PUBLISHERS")
-            run_bench "$hub" spread spread16 "${common[@]}" --streams "$SPREAD_TOPICS" \
-                --events "$SPREAD_EVENTS" --rate "$SPREAD_RATE" ;;
+        fanout) load_run "$hub" fanout fanout "$PUBLISHERS" "$FANOUT_STREAMS" "$FANOUT_EVENTS" "$FANOUT_RATE" ;;
+        fanout1k) load_run "$hub" fanout fanout1k "$PUBLISHERS" "$FANOUT1K_STREAMS" "$FANOUT1K_EVENTS" "$FANOUT1K_RATE" ;;
+        fanout10k) load_run "$hub" fanout fanout10k "$PUBLISHERS" "$FANOUT10K_STREAMS" "$FANOUT10K_EVENTS" "$FANOUT10K_RATE" ;;
+        burst) load_run "$hub" fanout burst "$BURST_PUBLISHERS" "$FANOUT_STREAMS" "$BURST_EVENTS" 0 ;;
+        spread) load_run "$hub" spread spread "$SPREAD_PUBLISHERS" "$SPREAD_TOPICS" "$SPREAD_EVENTS" "$SPREAD_RATE" ;;
+        spread16) load_run "$hub" spread spread16 "$SPREAD16_PUBLISHERS" "$SPREAD_TOPICS" "$SPREAD_EVENTS" "$SPREAD_RATE" ;;
         *) log "unknown workload $workload" ;;
     esac
     stop_hub
