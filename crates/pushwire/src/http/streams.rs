@@ -103,6 +103,7 @@ pub struct StreamEvent {
         (status = 400, description = "`missing_parameter`, `conflicting_parameter`, `invalid_field`, `invalid_utf8`, `invalid_last_event_id`", body = ErrorBody),
         (status = 401, description = "`unauthorized`, `invalid_token` (with subscriber tokens); `unauthorized` when the `--auth-url` backend answered 401", body = ErrorBody),
         (status = 403, description = "`unauthorized`, `insufficient_scope` (the token's `sub` is another user); with `--auth-url`, `forbidden`: the backend answered 403, or its answer names another user or does not grant a requested topic", body = ErrorBody),
+        (status = 429, description = "`too_many_streams_from_ip` (over `--max-streams-per-ip`), `too_many_streams_for_user` (over `--max-streams-per-user`); `Retry-After` says when to try again; nothing was opened", body = ErrorBody),
         (status = 503, description = "`too_many_streams`, `storage_unavailable`; `auth_unavailable`: the `--auth-url` backend gave no usable answer (an error status, an unreadable body, a timeout, no connection), and nothing was opened", body = ErrorBody),
     ),
     security((), ("bearer" = [])),
