@@ -33,7 +33,7 @@ use crate::limits::FieldLimits;
 use crate::log::{now_ms, Cursor, EventLog, Fanout, StoreError};
 use crate::metrics::Metrics;
 use crate::outbox::{Deadline, End, Frames, Replay, StreamEnd};
-use crate::registry::{Refusal, Registry, UserStreams};
+use crate::registry::{Refusal, Registry, TopicStreams, UserStreams};
 use crate::route::Interest;
 
 /// How many events one history read fetches while replaying.
@@ -158,6 +158,13 @@ pub trait Peers: Send + Sync {
         &'a self,
         local: &'a LocalPresence,
     ) -> BoxFuture<'a, Result<Vec<UserStreams>, StoreError>>;
+
+    /// Exact topics with open streams on every node, merged with this
+    /// node's `local` share, sorted by name.
+    fn topics<'a>(
+        &'a self,
+        local: &'a LocalPresence,
+    ) -> BoxFuture<'a, Result<Vec<TopicStreams>, StoreError>>;
 
     /// Every node's figures together: `stats` is this node's.
     fn stats<'a>(
@@ -421,6 +428,14 @@ impl Hub {
         match &self.peers {
             Some(peers) => peers.users(&self.local_presence()).await,
             None => Ok(self.users()),
+        }
+    }
+
+    /// Exact topics with open streams on every node, sorted by name.
+    pub async fn topics_everywhere(&self) -> Result<Vec<TopicStreams>, StoreError> {
+        match &self.peers {
+            Some(peers) => peers.topics(&self.local_presence()).await,
+            None => Ok(self.registry.topics()),
         }
     }
 

@@ -51,6 +51,15 @@ pub struct UserStreams {
     pub streams: usize,
 }
 
+/// Exact topics streams subscribe to, and how many streams each: what
+/// `/api/v1/topics` lists. Selectors (Mercure's `*`, templates, URL patterns) are
+/// not topics and are not counted here.
+#[derive(Debug, Clone, serde::Serialize, PartialEq, Eq)]
+pub struct TopicStreams {
+    pub topic: String,
+    pub streams: usize,
+}
+
 /// How many streams, users and exact topics are open.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Counts {
@@ -321,6 +330,22 @@ impl Registry {
                 streams: streams.len(),
             })
             .collect()
+    }
+
+    /// Exact topics with open streams, sorted by name.
+    pub fn topics(&self) -> Vec<TopicStreams> {
+        let mut topics: Vec<TopicStreams> = self
+            .lock()
+            .topics
+            .iter()
+            .map(|(topic, streams)| TopicStreams {
+                topic: topic.to_string(),
+                streams: streams.len(),
+            })
+            .collect();
+        // Sorted outside the lock: the index holds topics in a hash map.
+        topics.sort_unstable_by(|a, b| a.topic.cmp(&b.topic));
+        topics
     }
 
     /// Users and exact topics with how many streams each has open.
@@ -604,6 +629,34 @@ mod tests {
         );
         drop(registration);
         assert_eq!(registry.counts(), Counts::default());
+    }
+
+    #[test]
+    fn topics_are_listed_by_name_with_their_open_streams() {
+        let registry = registry(8, 10);
+        let both = Interest::new(None, vec!["news".into(), "alerts".into()]);
+        let (_both, _) = registry.register(Arc::new(both), None).unwrap();
+        let (news, _) = registry
+            .register(Arc::new(Interest::new(None, vec!["news".into()])), None)
+            .unwrap();
+        let (_user, _) = registry
+            .register(Arc::new(Interest::user("u")), None)
+            .unwrap();
+        let listed = |r: &Registry| -> Vec<(String, usize)> {
+            r.topics()
+                .into_iter()
+                .map(|t| (t.topic, t.streams))
+                .collect()
+        };
+        assert_eq!(
+            listed(&registry),
+            [("alerts".to_owned(), 1), ("news".to_owned(), 2)]
+        );
+        drop(news);
+        assert_eq!(
+            listed(&registry),
+            [("alerts".to_owned(), 1), ("news".to_owned(), 1)]
+        );
     }
 
     #[test]

@@ -397,6 +397,35 @@ async fn presence_counts_and_closes_across_nodes() -> TestResult {
         (&json!(4), &json!(3), &json!(2), &json!(3)),
         "{stats}"
     );
+    // A topic's streams on every node are added up, on any node asked.
+    let topics = json!({ "count": 2, "topics": [
+        { "topic": "news", "streams": 2 },
+        { "topic": "sport", "streams": 1 },
+    ]});
+    let extra = subscribe(n0, None, &["sport"]).await;
+    let more = json!({ "count": 2, "topics": [
+        { "topic": "news", "streams": 2 },
+        { "topic": "sport", "streams": 2 },
+    ]});
+    eventually("every node lists the topics of every node", || async {
+        for addr in [n0, n1, n2] {
+            if get(addr, "/api/v1/topics").await.json() != more {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    drop(extra);
+    eventually("the closed stream leaves the topic everywhere", || async {
+        for addr in [n0, n1, n2] {
+            if get(addr, "/api/v1/topics").await.json() != topics {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
 
     // Close on a node where alice has no stream: both tabs end.
     let closed = request(n2, "DELETE", "/api/v1/users/alice", &[], b"").await;

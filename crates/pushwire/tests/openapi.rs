@@ -9,10 +9,11 @@ use pushwire_testkit::reliability::{self, Row};
 use serde_json::{json, Value};
 
 /// The routes and methods the document must describe.
-const ROUTES: [(&str, &str); 7] = [
+const ROUTES: [(&str, &str); 8] = [
     ("/api/v1/publish", "post"),
     ("/api/v1/stats", "get"),
     ("/api/v1/users", "get"),
+    ("/api/v1/topics", "get"),
     ("/api/v1/users/{user}", "delete"),
     ("/api/v1/events", "get"),
     ("/api/v1/stream", "get"),
@@ -143,6 +144,7 @@ async fn every_answer_validates_against_its_documented_schema() {
         },
         Case { path: "/api/v1/stats", method: "get", reply: get(addr, "/api/v1/stats").await },
         Case { path: "/api/v1/users", method: "get", reply: get(addr, "/api/v1/users").await },
+        Case { path: "/api/v1/topics", method: "get", reply: get(addr, "/api/v1/topics").await },
         Case { path: "/api/v1/events", method: "get", reply: get(addr, "/api/v1/events").await },
         Case {
             path: "/api/v1/events",
@@ -197,7 +199,12 @@ async fn every_answer_validates_against_its_documented_schema() {
     let mut keyed = pushwire_testkit::config();
     keyed.publisher_key = Some("sekret".to_owned());
     let keyed = start(keyed).await;
-    for path in ["/api/v1/stats", "/api/v1/users", "/api/v1/events"] {
+    for path in [
+        "/api/v1/stats",
+        "/api/v1/users",
+        "/api/v1/topics",
+        "/api/v1/events",
+    ] {
         cases.push(Case {
             path,
             method: "get",

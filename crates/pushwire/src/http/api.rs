@@ -21,7 +21,7 @@ use super::{
 use pushwire_core::event::Target;
 use pushwire_core::event::{Draft, Event};
 use pushwire_core::hub::{HistoryQuery, Stats};
-use pushwire_core::registry::UserStreams;
+use pushwire_core::registry::{TopicStreams, UserStreams};
 use pushwire_core::route::Interest;
 
 use super::schema;
@@ -126,6 +126,16 @@ pub struct OnlineUsers {
     /// Sorted by id.
     #[schema(value_type = Vec<schema::UserStreamsSchema>)]
     pub users: Vec<UserStreams>,
+}
+
+/// Topics streams are subscribed to.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OpenTopics {
+    /// Distinct exact topics with at least one open stream.
+    pub count: usize,
+    /// Sorted by topic.
+    #[schema(value_type = Vec<schema::TopicStreamsSchema>)]
+    pub topics: Vec<TopicStreams>,
 }
 
 /// How many streams were ended.
@@ -234,6 +244,28 @@ pub async fn users(AxState(state): State, _: Publisher) -> Result<Json<OnlineUse
     Ok(Json(OnlineUsers {
         count: users.len(),
         users,
+    }))
+}
+
+/// `GET /api/v1/topics`: exact topics with their open streams.
+#[utoipa::path(
+    get,
+    path = "/api/v1/topics",
+    tag = "manage",
+    responses(
+        (status = 200, description = "Exact topics with open streams (in a cluster: on every node); streams listening through a selector (Mercure's `*`, a URI template, a URL pattern) count under no topic", body = OpenTopics),
+        (status = 401, description = "`unauthorized`, `invalid_token`", body = ErrorBody),
+        (status = 403, description = "`unauthorized`, `insufficient_scope`, `cross_origin`", body = ErrorBody),
+        (status = 421, description = "`host_not_allowed`: no publisher credential configured, and the Host is neither loopback nor in `--allowed-hosts`", body = ErrorBody),
+        (status = 503, description = "`storage_unavailable`: the cluster's Redis cannot be reached", body = ErrorBody),
+    ),
+    security((), ("bearer" = [])),
+)]
+pub async fn topics(AxState(state): State, _: Publisher) -> Result<Json<OpenTopics>, ApiError> {
+    let topics = state.hub.topics_everywhere().await?;
+    Ok(Json(OpenTopics {
+        count: topics.len(),
+        topics,
     }))
 }
 

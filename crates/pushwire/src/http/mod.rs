@@ -134,6 +134,7 @@ pub fn router(state: Arc<AppState>, config: &ServeConfig) -> Router {
         .route("/api/v1/publish", post(api::publish))
         .route("/api/v1/stats", get(api::stats))
         .route("/api/v1/users", get(api::users))
+        .route("/api/v1/topics", get(api::topics))
         .route("/api/v1/users/{user}", delete(api::close_user))
         .route("/api/v1/events", get(api::events));
     let manage = if config.api_cors_origins.is_empty() {

@@ -35,6 +35,7 @@ use super::{admin, api, streams};
         api::publish,
         api::stats,
         api::users,
+        api::topics,
         api::close_user,
         api::events,
         streams::api_stream,
@@ -46,7 +47,7 @@ use super::{admin, api, streams};
     tags(
         (name = "publish", description = "Send events to users, groups, topics or everyone"),
         (name = "subscribe", description = "Event streams"),
-        (name = "manage", description = "Counters, online users, history"),
+        (name = "manage", description = "Counters, online users, topics, history"),
         (name = "operate", description = "Health"),
     )
 )]

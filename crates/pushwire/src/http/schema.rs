@@ -50,6 +50,14 @@ pub struct UserStreamsSchema {
     streams: usize,
 }
 
+/// A topic with open streams and how many.
+#[derive(ToSchema)]
+#[schema(as = TopicStreams)]
+pub struct TopicStreamsSchema {
+    topic: String,
+    streams: usize,
+}
+
 /// The hub's counters, as `/api/v1/stats` answers them.
 #[derive(ToSchema)]
 #[schema(as = Stats)]

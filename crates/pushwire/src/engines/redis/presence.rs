@@ -32,7 +32,7 @@ use pushwire_core::hub::{Hub, LocalPresence, Peers, Stats};
 
 use super::{request_close, RedisNode};
 use pushwire_core::log::{now_ms, StoreError};
-use pushwire_core::registry::UserStreams;
+use pushwire_core::registry::{TopicStreams, UserStreams};
 
 /// How often a node looks for changes in its share and sends them.
 pub const PUSH_INTERVAL: Duration = Duration::from_millis(250);
@@ -47,7 +47,7 @@ struct Shares {
 #[derive(Default)]
 struct Share {
     users: HashMap<String, usize>,
-    topic_names: Vec<String>,
+    topics: HashMap<String, usize>,
     stats: HashMap<String, u64>,
 }
 
@@ -266,10 +266,14 @@ impl Cluster {
         let mut pipe = redis::pipe();
         for node in &nodes {
             pipe.hgetall(keys.node_users(node))
-                .hkeys(keys.node_topics(node))
+                .hgetall(keys.node_topics(node))
                 .hgetall(keys.node_stats(node));
         }
-        type Answer = (HashMap<String, usize>, Vec<String>, HashMap<String, u64>);
+        type Answer = (
+            HashMap<String, usize>,
+            HashMap<String, usize>,
+            HashMap<String, u64>,
+        );
         let answers: Vec<Answer> = self
             .redis
             .run("cannot read cluster presence", pipe.query_async(&mut conn))
@@ -278,9 +282,9 @@ impl Cluster {
             .into_iter()
             // A node whose keys expired is dead: it counts for nothing.
             .filter(|(users, _, stats)| !users.is_empty() || !stats.is_empty())
-            .map(|(users, topic_names, stats)| Share {
+            .map(|(users, topics, stats)| Share {
                 users,
-                topic_names,
+                topics,
                 stats,
             })
             .collect();
@@ -307,6 +311,26 @@ impl Cluster {
             .collect())
     }
 
+    /// Exact topics with open streams anywhere in the cluster, sorted by
+    /// name, each with its streams on every node added up.
+    async fn topics(&self, local: &LocalPresence) -> Result<Vec<TopicStreams>, StoreError> {
+        let shares = self.others().await?;
+        let mut merged: BTreeMap<String, usize> = local
+            .topics
+            .iter()
+            .map(|(t, n)| (t.to_string(), *n))
+            .collect();
+        for share in shares.others {
+            for (topic, streams) in share.topics {
+                *merged.entry(topic).or_default() += streams;
+            }
+        }
+        Ok(merged
+            .into_iter()
+            .map(|(topic, streams)| TopicStreams { topic, streams })
+            .collect())
+    }
+
     /// The cluster's figures: `local` is this node's, as `Hub::stats` gives
     /// them.
     async fn stats(&self, presence: &LocalPresence, mut local: Stats) -> Result<Stats, StoreError> {
@@ -317,7 +341,7 @@ impl Cluster {
             presence.topics.iter().map(|(t, _)| &**t).collect();
         for share in &shares.others {
             users.extend(share.users.keys().map(String::as_str));
-            topics.extend(share.topic_names.iter().map(String::as_str));
+            topics.extend(share.topics.keys().map(String::as_str));
             let figure = |name: &str| share.stats.get(name).copied().unwrap_or(0);
             local.streams += figure("streams") as usize;
             local.events_published += figure("events_published");
@@ -346,6 +370,13 @@ impl Peers for Cluster {
         local: &'a LocalPresence,
     ) -> BoxFuture<'a, Result<Vec<UserStreams>, StoreError>> {
         Box::pin(Cluster::users(self, local))
+    }
+
+    fn topics<'a>(
+        &'a self,
+        local: &'a LocalPresence,
+    ) -> BoxFuture<'a, Result<Vec<TopicStreams>, StoreError>> {
+        Box::pin(Cluster::topics(self, local))
     }
 
     fn stats<'a>(
