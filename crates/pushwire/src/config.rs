@@ -260,6 +260,16 @@ pub struct ServeConfig {
     #[serde(with = "humantime_serde")]
     pub auth_cache_ttl: Duration,
 
+    /// Do not serve the demo page at `/` (it answers 404); the API and streams are unchanged.
+    #[arg(long, env = "PUSHWIRE_NO_DEMO", value_parser = clap::builder::BoolishValueParser::new())]
+    #[serde(default)]
+    pub no_demo: bool,
+
+    /// Do not serve the admin console at `/admin` (it answers 404); the management API it calls is unchanged.
+    #[arg(long, env = "PUSHWIRE_NO_ADMIN", value_parser = clap::builder::BoolishValueParser::new())]
+    #[serde(default)]
+    pub no_admin: bool,
+
     /// Announce Mercure subscriptions as they start and end, and serve the subscriptions API.
     #[arg(long, env = "PUSHWIRE_SUBSCRIPTIONS", value_parser = clap::builder::BoolishValueParser::new())]
     #[serde(default)]
@@ -1371,6 +1381,47 @@ mod tests {
             "127.0.0.1:0"
         ])
         .is_ok());
+        Ok(())
+    }
+
+    #[test]
+    fn pages_are_served_unless_turned_off_by_flag_environment_or_file(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let c = load(&["x"])?;
+        assert!(
+            !c.no_demo && !c.no_admin,
+            "both pages are served by default"
+        );
+        let c = load(&["x", "--no-demo"])?;
+        assert!(c.no_demo && !c.no_admin);
+        let c = load(&["x", "--no-admin"])?;
+        assert!(!c.no_demo && c.no_admin);
+        // Read from these variables (not set here: tests share one environment).
+        let command = ServeConfig::augment_args(clap::Command::new("x"));
+        for (flag, variable) in [
+            ("no-demo", "PUSHWIRE_NO_DEMO"),
+            ("no-admin", "PUSHWIRE_NO_ADMIN"),
+        ] {
+            let arg = command.get_arguments().find(|a| a.get_long() == Some(flag));
+            let env = arg
+                .and_then(|a| a.get_env())
+                .map(|e| e.to_string_lossy().into_owned());
+            assert_eq!(env.as_deref(), Some(variable), "--{flag}");
+        }
+        let dir = tempfile::tempdir()?;
+        let file = dir.path().join("pushwire.toml");
+        std::fs::write(&file, "no-demo = true\nno-admin = true\n")?;
+        let c = load(&["x", "--config", &file.to_string_lossy()])?;
+        assert!(c.no_demo && c.no_admin);
+        // A flag given beats the file.
+        std::fs::write(&file, "no-demo = false\n")?;
+        let c = load(&["x", "--config", &file.to_string_lossy(), "--no-demo"])?;
+        assert!(c.no_demo && !c.no_admin);
+        std::fs::write(&file, "no-admin = \"yes\"\n")?;
+        assert!(
+            load(&["x", "--config", &file.to_string_lossy()]).is_err(),
+            "the file takes booleans, not strings"
+        );
         Ok(())
     }
 

@@ -135,6 +135,27 @@ pub fn changed_limits(config: &ServeConfig) -> String {
     }
 }
 
+/// Where the pages are served, for the summary line (each unless turned off).
+fn pages(config: &ServeConfig, addr: SocketAddr) -> String {
+    let scheme = if config.tls_cert.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let mut pages = Vec::new();
+    if !config.no_demo {
+        pages.push(format!("demo page at {scheme}://{addr}/"));
+    }
+    if !config.no_admin {
+        pages.push(format!("admin console at {scheme}://{addr}/admin"));
+    }
+    if pages.is_empty() {
+        "no pages (--no-demo, --no-admin)".to_owned()
+    } else {
+        pages.join(", ")
+    }
+}
+
 /// Writes the summary line (`info`) and, for a keyless publisher on an
 /// address other hosts can reach, the warning (`warn`).
 pub fn log_summary(config: &ServeConfig, addr: SocketAddr, metrics_addr: Option<SocketAddr>) {
@@ -147,12 +168,8 @@ pub fn log_summary(config: &ServeConfig, addr: SocketAddr, metrics_addr: Option<
         subscriber_auth = subscriber_auth(config),
         protocols = protocols(config),
         limits = changed_limits(config),
-        "pushwire listening; demo page at {}://{addr}/",
-        if config.tls_cert.is_some() {
-            "https"
-        } else {
-            "http"
-        },
+        "pushwire listening; {}",
+        pages(config, addr),
     );
     if !addr.ip().is_loopback() && !has_publisher_credential(config) {
         tracing::warn!(
@@ -178,6 +195,25 @@ mod tests {
         assert!(!has_publisher_credential(&config));
         assert_eq!(changed_limits(&config), "defaults");
         assert_eq!(protocols(&config), "plain HTTP/1.1");
+    }
+
+    #[test]
+    fn the_summary_names_the_pages_that_are_served() {
+        let addr: SocketAddr = "127.0.0.1:8080".parse().unwrap();
+        let mut config = ServeConfig::defaults();
+        assert_eq!(
+            pages(&config, addr),
+            "demo page at http://127.0.0.1:8080/, admin console at http://127.0.0.1:8080/admin"
+        );
+        config.no_demo = true;
+        assert_eq!(
+            pages(&config, addr),
+            "admin console at http://127.0.0.1:8080/admin"
+        );
+        config.no_admin = true;
+        assert_eq!(pages(&config, addr), "no pages (--no-demo, --no-admin)");
+        config.no_demo = false;
+        assert_eq!(pages(&config, addr), "demo page at http://127.0.0.1:8080/");
     }
 
     #[test]

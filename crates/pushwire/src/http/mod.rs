@@ -5,7 +5,7 @@
 //! - `seed`: the seed service's management calls, as thin aliases;
 //! - `api`: the JSON API under `/api/v1`;
 //! - `mercure`: the Mercure protocol at `/.well-known/mercure`;
-//! - `admin`: the demo page, `/metrics`, `/healthz`, `/readyz`;
+//! - `admin`: the demo page, the admin console, `/metrics`, `/healthz`, `/readyz`;
 //! - `limits`: the client address, header size and publish rate checks;
 //! - `openapi`: the OpenAPI document of the JSON API, from the handlers' annotations;
 //! - `errors`: the one error-to-response mapping.
@@ -179,8 +179,18 @@ pub fn router(state: Arc<AppState>, config: &ServeConfig) -> Router {
         None => mercure,
     };
 
+    // The pages only call the API above; turning one off leaves its path
+    // to the fallback (404).
+    let mut pages = Router::new();
+    if !config.no_demo {
+        pages = pages.route("/", get(admin::demo_page));
+    }
+    if !config.no_admin {
+        pages = pages.route("/admin", get(admin::console));
+    }
+
     Router::new()
-        .route("/", get(admin::demo_page))
+        .merge(pages)
         .route("/metrics", get(admin::metrics))
         .route("/healthz", get(admin::healthz))
         .route("/readyz", get(admin::readyz))
