@@ -9,7 +9,33 @@ use pushwire_testkit::reliability::{self, Row};
 use serde_json::{json, Value};
 
 /// The routes and methods the document must describe.
-const ROUTES: [(&str, &str); 8] = [
+const ROUTES: [(&str, &str); 28] = [
+    ("/sse/subscribe/{user}", "get"),
+    ("/sse/subscribe", "get"),
+    ("/sse/sendMessage", "get"),
+    ("/sse/sendMessage", "post"),
+    ("/sse/push", "get"),
+    ("/sse/push", "post"),
+    ("/sse/groupSendMessage", "get"),
+    ("/sse/groupSendMessage", "post"),
+    ("/sse/batchSendMessage", "get"),
+    ("/sse/batchSendMessage", "post"),
+    ("/sse/close/{user}", "get"),
+    ("/sse/over", "get"),
+    ("/sse/getUserCount", "get"),
+    ("/sse/getIds", "get"),
+    ("/.well-known/mercure", "get"),
+    ("/.well-known/mercure", "post"),
+    ("/.well-known/mercure/subscriptions", "get"),
+    ("/.well-known/mercure/subscriptions/{selector}", "get"),
+    (
+        "/.well-known/mercure/subscriptions/{selector}/{subscriber}",
+        "get",
+    ),
+    (
+        "/.well-known/mercure/subscriptions/{match_type}/{selector}/{subscriber}",
+        "get",
+    ),
     ("/api/v1/publish", "post"),
     ("/api/v1/stats", "get"),
     ("/api/v1/users", "get"),
@@ -172,6 +198,38 @@ async fn every_answer_validates_against_its_documented_schema() {
             reply: request(addr, "DELETE", "/api/v1/users/%FF", &[], b"").await,
         },
         Case { path: "/healthz", method: "get", reply: get(addr, "/healthz").await },
+        // The seed's routes, GET and POST (query or form).
+        Case { path: "/sse/sendMessage", method: "get", reply: get(addr, "/sse/sendMessage?userId=alice&message=hi").await },
+        Case { path: "/sse/sendMessage", method: "get", reply: get(addr, "/sse/sendMessage?userId=alice").await },
+        Case {
+            path: "/sse/push",
+            method: "post",
+            reply: request(addr, "POST", "/sse/push", &[("Content-Type", "application/x-www-form-urlencoded")], b"id=alice&content=x").await,
+        },
+        Case {
+            path: "/sse/groupSendMessage",
+            method: "post",
+            reply: request(addr, "POST", "/sse/groupSendMessage", &[("Content-Type", "text/plain")], b"groupId=a").await,
+        },
+        Case { path: "/sse/batchSendMessage", method: "get", reply: get(addr, "/sse/batchSendMessage?message=all&ids=a,b").await },
+        Case { path: "/sse/getIds", method: "get", reply: get(addr, "/sse/getIds").await },
+        Case { path: "/sse/getUserCount", method: "get", reply: get(addr, "/sse/getUserCount").await },
+        Case { path: "/sse/close/{user}", method: "get", reply: get(addr, "/sse/close/nobody").await },
+        Case { path: "/sse/over", method: "get", reply: get(addr, "/sse/over").await },
+        Case { path: "/sse/subscribe", method: "get", reply: get(addr, "/sse/subscribe").await },
+        // Mercure: a subscription without a topic, a publish that is not a
+        // form, the subscriptions API while it is off.
+        Case { path: "/.well-known/mercure", method: "get", reply: get(addr, "/.well-known/mercure").await },
+        Case {
+            path: "/.well-known/mercure",
+            method: "post",
+            reply: request(addr, "POST", "/.well-known/mercure", &[("Content-Type", "text/plain")], b"x").await,
+        },
+        Case {
+            path: "/.well-known/mercure/subscriptions",
+            method: "get",
+            reply: get(addr, "/.well-known/mercure/subscriptions").await,
+        },
     ];
     // Each event of the stream fits the documented event schema.
     let mut stream = stream;
@@ -204,6 +262,7 @@ async fn every_answer_validates_against_its_documented_schema() {
         "/api/v1/users",
         "/api/v1/topics",
         "/api/v1/events",
+        "/sse/getIds",
     ] {
         cases.push(Case {
             path,

@@ -17,7 +17,9 @@ use axum::response::{IntoResponse, Response};
 use http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode, Uri};
 use serde_json::{json, Value};
 
+use super::errors::ErrorBody;
 use super::limits::{stream_permit, ClientAddr};
+use super::schema;
 use super::streams::{
     ask_backend, event_stream, requested_last_event_id, Authorized, RouteKind, StreamRequest,
 };
@@ -44,6 +46,29 @@ pub const MERCURE_LAST_EVENT_ID: HeaderName = HeaderName::from_static("mercure-l
 /// subscriber token: every requested selector must be granted by its
 /// answer, and Mercure streams stay without a user (they listen to topics
 /// only), whatever user the answer names.
+#[utoipa::path(
+    get,
+    path = "/.well-known/mercure",
+    operation_id = "mercure_subscribe",
+    tag = "mercure",
+    description = "Subscribe (both generations of the Mercure protocol): a stream of the updates of the requested topics.",
+    params(
+        ("topic" = Option<Vec<String>>, Query, explode = true, description = "Topic selectors (exact, URI templates, `*`; classic protocol)"),
+        ("match" = Option<Vec<String>>, Query, explode = true, description = "Exact topics (current draft)"),
+        ("match_urlpattern" = Option<Vec<String>>, Query, explode = true, description = "URL patterns (current draft)"),
+        ("lastEventID" = Option<String>, Query, description = "Resume after this id; `earliest` replays all history"),
+        ("Last-Event-ID" = Option<String>, Header, description = "Resume after this id; wins over the query"),
+    ),
+    responses(
+        (status = 200, description = "The event stream; headers `Last-Event-ID` (or `Mercure-Last-Event-ID`, current draft)", content_type = "text/event-stream", body = super::streams::StreamEvent),
+        (status = 400, description = "`missing_parameter`, `invalid_selector`, `invalid_field`, `invalid_utf8`, `invalid_last_event_id`, `invalid_request`", body = ErrorBody),
+        (status = 401, description = "`unauthorized`, `invalid_token`", body = ErrorBody),
+        (status = 403, description = "`unauthorized`, `insufficient_scope`, `forbidden`", body = ErrorBody),
+        (status = 429, description = "`too_many_streams_from_ip`; nothing was opened", body = ErrorBody),
+        (status = 503, description = "`too_many_streams`, `storage_unavailable`, `auth_unavailable`", body = ErrorBody),
+    ),
+    security((), ("bearer" = [])),
+)]
 pub async fn subscribe(
     AxState(state): State,
     client: ClientAddr,
@@ -295,6 +320,27 @@ fn invalid_selector(e: SelectorError) -> ApiError {
 /// before the body is read, so a caller without rights costs no body. Only
 /// without any is the form read (within `--max-body`) for an
 /// `authorization` field, the last place a token is looked for.
+#[utoipa::path(
+    post,
+    path = "/.well-known/mercure",
+    operation_id = "mercure_publish",
+    tag = "mercure",
+    description = "Publish an update (both generations of the Mercure protocol); the publisher token may also be in the form's `authorization` field.",
+    request_body(content = schema::MercureUpdateSchema, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 200, description = "Stored, then delivered: the update's id, as text", content_type = "text/plain", body = String),
+        (status = 400, description = "`missing_parameter`, `conflicting_parameter`, `invalid_field`, `invalid_utf8`, `invalid_request`, `bad_body`: nothing was stored", body = ErrorBody),
+        (status = 401, description = "`unauthorized`, `invalid_token`", body = ErrorBody),
+        (status = 403, description = "`unauthorized`, `insufficient_scope`, `reserved_topic`, `cross_origin`", body = ErrorBody),
+        (status = 409, description = "`duplicate_id`: nothing was stored", body = ErrorBody),
+        (status = 413, description = "`body_too_large`", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`: send application/x-www-form-urlencoded", body = ErrorBody),
+        (status = 429, description = "`rate_limited`: nothing was stored", body = ErrorBody),
+        (status = 503, description = "`storage_unavailable`, `overloaded`", body = ErrorBody),
+        (status = 507, description = "`insufficient_storage`: nothing was stored", body = ErrorBody),
+    ),
+    security((), ("bearer" = [])),
+)]
 pub async fn publish(AxState(state): State, req: Request) -> Result<Response, ApiError> {
     if !super::content_type_is(req.headers(), "application/x-www-form-urlencoded") {
         return Err(ApiError::new(
@@ -475,6 +521,21 @@ impl Listing {
 /// as JSON-LD, in both generations' forms (see [`Listing`]). The caller's
 /// token must grant reading the requested path as a topic ("Subscription
 /// API").
+#[utoipa::path(
+    get,
+    path = "/.well-known/mercure/subscriptions",
+    tag = "mercure",
+    description = "The open subscriptions, as JSON-LD (with `--subscriptions`). The same is served below it for one topic or selector (`/{selector}`, classic), one subscription (`/{selector}/{subscriber}`), and in the current draft's form (`/{match_type}/{selector}/{subscriber}`); the token must grant reading the requested path as a topic.",
+    responses(
+        (status = 200, description = "A `Subscriptions` (or one `Subscription`) JSON-LD document", content_type = "application/ld+json"),
+        (status = 400, description = "`invalid_field`, `invalid_request`", body = ErrorBody),
+        (status = 401, description = "`unauthorized`, `invalid_token`", body = ErrorBody),
+        (status = 403, description = "`unauthorized`, `insufficient_scope`", body = ErrorBody),
+        (status = 404, description = "`not_found`: the subscriptions API is off, or no such subscription", body = ErrorBody),
+        (status = 503, description = "`storage_unavailable`", body = ErrorBody),
+    ),
+    security((), ("bearer" = [])),
+)]
 pub async fn subscriptions(
     AxState(state): State,
     OriginalUri(uri): OriginalUri,

@@ -14,12 +14,14 @@
 use std::sync::LazyLock;
 
 use axum::Json;
+use utoipa::openapi::path::{ParameterBuilder, ParameterIn};
+use utoipa::openapi::schema::{ObjectBuilder, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::openapi::{ContentBuilder, RefOr, ResponseBuilder};
+use utoipa::openapi::{ContentBuilder, RefOr, Required, ResponseBuilder};
 use utoipa::{Modify, OpenApi, PartialSchema};
 
 use super::errors::ErrorBody;
-use super::{admin, api, streams};
+use super::{admin, api, mercure, seed, streams};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -39,6 +41,19 @@ use super::{admin, api, streams};
         api::close_user,
         api::events,
         streams::api_stream,
+        streams::seed_subscribe_path,
+        streams::seed_subscribe_query,
+        seed::send_message,
+        seed::push,
+        seed::group_send_message,
+        seed::batch_send_message,
+        seed::close_path,
+        seed::close_query,
+        seed::user_count,
+        seed::ids,
+        mercure::subscribe,
+        mercure::publish,
+        mercure::subscriptions,
         admin::healthz,
         admin::readyz,
     ),
@@ -49,6 +64,8 @@ use super::{admin, api, streams};
         (name = "subscribe", description = "Event streams"),
         (name = "manage", description = "Counters, online users, topics, history"),
         (name = "operate", description = "Health"),
+        (name = "mercure", description = "The Mercure protocol, both generations (docs/mercure.md)"),
+        (name = "seed", description = "The Spring service's routes, same paths and parameter names"),
     )
 )]
 pub struct ApiDoc;
@@ -94,6 +111,45 @@ impl Modify for Conventions {
                 "405 `method_not_allowed`: the route does not accept that method",
             )),
         );
+        // The subscriptions API answers the same below its root: one path
+        // item per form, with its path parameters.
+        let root = "/.well-known/mercure/subscriptions";
+        if let Some(item) = doc.paths.paths.get(root).cloned() {
+            for names in [
+                &["selector"][..],
+                &["selector", "subscriber"],
+                &["match_type", "selector", "subscriber"],
+            ] {
+                let mut item = item.clone();
+                if let Some(operation) = item.get.as_mut() {
+                    let parameters = operation.parameters.get_or_insert_with(Vec::new);
+                    for name in names {
+                        parameters.push(
+                            ParameterBuilder::new()
+                                .name(*name)
+                                .parameter_in(ParameterIn::Path)
+                                .required(Required::True)
+                                .schema(Some(ObjectBuilder::new().schema_type(Type::String)))
+                                .build(),
+                        );
+                    }
+                    operation.operation_id = Some(format!("subscriptions_{}", names.join("_")));
+                }
+                let path = names
+                    .iter()
+                    .fold(root.to_owned(), |path, name| format!("{path}/{{{name}}}"));
+                doc.paths.paths.insert(path, item);
+            }
+        }
+        // A seed route answers GET and POST from one handler: the POST's
+        // operation gets an id of its own.
+        for item in doc.paths.paths.values_mut() {
+            if let (Some(get), Some(post)) = (&item.get, item.post.as_mut()) {
+                if get.operation_id == post.operation_id {
+                    post.operation_id = post.operation_id.take().map(|id| format!("{id}_post"));
+                }
+            }
+        }
         // Keep the error schema reachable even if no path named it.
         components
             .schemas

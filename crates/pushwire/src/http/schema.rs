@@ -74,3 +74,23 @@ pub struct StatsSchema {
     #[serde(skip_serializing_if = "Option::is_none")]
     nodes: Option<usize>,
 }
+
+/// A Mercure update, as the form of `POST /.well-known/mercure` carries it.
+#[derive(ToSchema)]
+#[schema(as = MercureUpdate)]
+pub struct MercureUpdateSchema {
+    /// The update's topic; repeated, the others are alternates (classic
+    /// protocol; a current-draft token allows exactly one).
+    topic: Vec<String>,
+    /// The content.
+    data: Option<String>,
+    /// `on` (or any value): only subscribers granted a topic receive it.
+    private: Option<String>,
+    /// The update's id instead of the hub's (unique; not `#...` or all digits).
+    id: Option<String>,
+    /// The SSE event type.
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    /// Reconnection time, ms.
+    retry: Option<u64>,
+}

@@ -32,6 +32,26 @@ use pushwire_core::outbox::{Frames, StreamEnd};
 use pushwire_core::route::{Interest, Selector};
 
 /// `GET /sse/subscribe/{user}` (seed).
+#[utoipa::path(
+    get,
+    path = "/sse/subscribe/{user}",
+    tag = "seed",
+    params(
+        ("user" = String, Path, description = "The user whose events the stream carries"),
+        ("topic" = Option<Vec<String>>, Query, explode = true, description = "Topics the stream carries too (repeatable)"),
+        ("lastEventID" = Option<String>, Query, description = "Resume after this event id, for clients that cannot send the header; `earliest` replays all history"),
+        ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event id (browsers send it when they reconnect); wins over the query"),
+    ),
+    responses(
+        (status = 200, description = "The user's event stream, as on `/api/v1/stream`", content_type = "text/event-stream", body = StreamEvent),
+        (status = 400, description = "`missing_parameter`, `conflicting_parameter`, `invalid_field`, `invalid_utf8`, `invalid_last_event_id`", body = ErrorBody),
+        (status = 401, description = "`unauthorized`, `invalid_token` (with subscriber tokens or `--auth-url`)", body = ErrorBody),
+        (status = 403, description = "`unauthorized`, `insufficient_scope`, `forbidden`", body = ErrorBody),
+        (status = 429, description = "`too_many_streams_from_ip`, `too_many_streams_for_user`; nothing was opened", body = ErrorBody),
+        (status = 503, description = "`too_many_streams`, `storage_unavailable`, `auth_unavailable`", body = ErrorBody),
+    ),
+    security((), ("bearer" = [])),
+)]
 pub async fn seed_subscribe_path(
     state: State,
     client: ClientAddr,
@@ -51,6 +71,26 @@ pub async fn seed_subscribe_path(
 }
 
 /// `GET /sse/subscribe?id={user}` (seed).
+#[utoipa::path(
+    get,
+    path = "/sse/subscribe",
+    tag = "seed",
+    params(
+        ("id" = String, Query, description = "The user whose events the stream carries"),
+        ("topic" = Option<Vec<String>>, Query, explode = true, description = "Topics the stream carries too (repeatable)"),
+        ("lastEventID" = Option<String>, Query, description = "Resume after this event id, for clients that cannot send the header; `earliest` replays all history"),
+        ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event id (browsers send it when they reconnect); wins over the query"),
+    ),
+    responses(
+        (status = 200, description = "The user's event stream, as on `/api/v1/stream`", content_type = "text/event-stream", body = StreamEvent),
+        (status = 400, description = "`missing_parameter`, `conflicting_parameter`, `invalid_field`, `invalid_utf8`, `invalid_last_event_id`", body = ErrorBody),
+        (status = 401, description = "`unauthorized`, `invalid_token` (with subscriber tokens or `--auth-url`)", body = ErrorBody),
+        (status = 403, description = "`unauthorized`, `insufficient_scope`, `forbidden`", body = ErrorBody),
+        (status = 429, description = "`too_many_streams_from_ip`, `too_many_streams_for_user`; nothing was opened", body = ErrorBody),
+        (status = 503, description = "`too_many_streams`, `storage_unavailable`, `auth_unavailable`", body = ErrorBody),
+    ),
+    security((), ("bearer" = [])),
+)]
 pub async fn seed_subscribe_query(
     state: State,
     client: ClientAddr,
