@@ -135,6 +135,8 @@ pub struct Metrics {
     pub history_newest_seq: Gauge,
     /// Events of a shared (Redis) history this node has not delivered yet.
     pub tail_lag_events: Gauge,
+    /// Times this node's Redis tail connected again after losing Redis.
+    pub redis_reconnects: Counter,
     limit_rejections: Family<LimitLabel, Counter>,
     jwks_fetches: Family<OutcomeLabel, Counter>,
     auth_requests: Family<OutcomeLabel, Counter>,
@@ -253,6 +255,12 @@ impl Metrics {
             "Events of the shared Redis history this node's tail has not delivered yet (0 without Redis)",
             tail_lag_events.clone(),
         );
+        let redis_reconnects = Counter::default();
+        registry.register(
+            "redis_reconnects",
+            "Times this node's Redis tail connected again after losing Redis (0 without Redis)",
+            redis_reconnects.clone(),
+        );
         registry.register(
             "publish_duration_seconds",
             "Time from a publish request's validation to its acknowledgement",
@@ -324,6 +332,7 @@ impl Metrics {
             history_oldest_seq,
             history_newest_seq,
             tail_lag_events,
+            redis_reconnects,
             limit_rejections,
             jwks_fetches,
             auth_requests,

@@ -120,6 +120,7 @@ fn build_hub(config: &ServeConfig) -> Result<(Arc<Hub>, Option<Arc<Cluster>>), A
     };
     let mut metrics = Metrics::new();
     metrics.register_collector(Box::new(crate::process::ProcessCollector));
+    let reconnects = metrics.redis_reconnects.clone();
     let hub = Hub::new(hub_config, Arc::new(metrics), |fanout| {
         // The single-node engines deliver through the fanout stage, so a
         // publish is answered once stored; a cluster node's tail is a stage
@@ -130,9 +131,12 @@ fn build_hub(config: &ServeConfig) -> Result<(Arc<Hub>, Option<Arc<Cluster>>), A
             stage
         };
         Ok::<Arc<dyn EventLog>, StoreError>(match (config.storage, &redis) {
-            (Storage::Redis, Some(redis)) => {
-                Arc::new(RedisLog::open(redis.clone(), retention, fanout))
-            }
+            (Storage::Redis, Some(redis)) => Arc::new(RedisLog::open_counted(
+                redis.clone(),
+                retention,
+                fanout,
+                reconnects,
+            )),
             (Storage::Memory, _) => Arc::new(MemoryLog::new(retention, staged(fanout))),
             _ => Arc::new(EmbeddedLog::open(
                 &config.data_dir,

@@ -313,6 +313,13 @@ async fn redis_outage_refuses_publishes_keeps_streams_and_loses_nothing() -> Tes
     assert_eq!(bob_got, acknowledged);
     for node in &mut nodes {
         assert!(node.child.try_wait()?.is_none(), "a node exited");
+        // Each tail lost Redis and connected again.
+        let scrape = get(node.addr, "/metrics").await.body;
+        let reconnects = scrape
+            .lines()
+            .find_map(|l| l.strip_prefix("pushwire_redis_reconnects_total "))
+            .and_then(|n| n.parse::<u64>().ok());
+        assert!(reconnects.is_some_and(|n| n >= 1), "{scrape}");
     }
     Ok(())
 }

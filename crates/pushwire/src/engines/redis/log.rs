@@ -37,6 +37,7 @@ use redis::{RedisError, Script, Value};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use prometheus_client::metrics::counter::Counter;
 use pushwire_core::event::{Draft, Event};
 use pushwire_core::id::{fresh_tag, locate, HubId, Span, PUBLISHER_ID};
 use pushwire_core::log::{now_ms, Cursor, EventLog, Fanout, Retained, Retention, StoreError};
@@ -311,6 +312,17 @@ impl RedisLog {
     /// Starts the tail (which connects in the background) and returns the
     /// log. Needs a tokio runtime.
     pub fn open(redis: RedisNode, retention: Retention, fanout: Arc<dyn Fanout>) -> RedisLog {
+        RedisLog::open_counted(redis, retention, fanout, Counter::default())
+    }
+
+    /// [`RedisLog::open`], the tail counting in `reconnects` each time it
+    /// connects again after losing Redis (`pushwire_redis_reconnects_total`).
+    pub fn open_counted(
+        redis: RedisNode,
+        retention: Retention,
+        fanout: Arc<dyn Fanout>,
+        reconnects: Counter,
+    ) -> RedisLog {
         let scripts = Arc::new(Scripts::new());
         let stop = CancellationToken::new();
         let (ready, following) = watch::channel(false);
@@ -322,6 +334,7 @@ impl RedisLog {
             stop.clone(),
             ready,
             delivered.clone(),
+            reconnects,
         );
         tokio::spawn(tail.run());
         RedisLog {

@@ -27,6 +27,7 @@ use redis::{RedisError, Value};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use prometheus_client::metrics::counter::Counter;
 use pushwire_core::log::{Fanout, StoreError};
 
 use super::log::{bounds_query, decode_entry, seq_of, Bounds, Lookup, Scripts};
@@ -64,6 +65,8 @@ pub(super) struct Tail {
     epoch: Option<String>,
     /// `position`, shared with the log for `/metrics`.
     delivered: Arc<AtomicU64>,
+    /// `pushwire_redis_reconnects_total`.
+    reconnects: Counter,
 }
 
 impl Tail {
@@ -76,6 +79,7 @@ impl Tail {
         stop: CancellationToken,
         ready: watch::Sender<bool>,
         delivered: Arc<AtomicU64>,
+        reconnects: Counter,
     ) -> Tail {
         Tail {
             redis,
@@ -88,6 +92,7 @@ impl Tail {
             ready,
             epoch: None,
             delivered,
+            reconnects,
         }
     }
 
@@ -142,6 +147,9 @@ impl Tail {
                     .first()
                     .map_or_else(|| "0-0".to_owned(), |e| e.id.clone()),
             );
+        }
+        if self.failing {
+            self.reconnects.inc();
         }
         self.failing = false;
         tracing::info!(position = from, "following the Redis event stream");
