@@ -1,9 +1,10 @@
 //! The backend examples of `examples/` run against a live hub: each
 //! publishing example reaches a user's, a group member's and a topic's
 //! stream, and each `--auth-url` example lets a stream in by its session
-//! cookie and refuses the others. They run with the machine's `node` and
-//! `python3` (`scripts/test` installs Node); a missing interpreter fails the
-//! test rather than skip it.
+//! cookie and refuses the others. They run with the machine's `node`,
+//! `python3`, `java` (single-file source launch, JDK 11 or newer) and `go`
+//! (`scripts/test` installs what is missing); a missing one fails the test
+//! rather than skip it.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{BufRead, BufReader};
@@ -21,10 +22,19 @@ fn example(path: &str) -> PathBuf {
         .join(path)
 }
 
+/// How an example is run: `go run <file>`, otherwise `<interpreter> <file>`.
+fn command(interpreter: &str, script: &str) -> Command {
+    let mut command = Command::new(interpreter);
+    if interpreter == "go" {
+        command.arg("run");
+    }
+    command.arg(example(script));
+    command
+}
+
 /// Runs a publishing example against the hub at `url`; its ids, one a line.
 fn run_publisher(interpreter: &str, script: &str, url: &str) -> Vec<String> {
-    let output = Command::new(interpreter)
-        .arg(example(script))
+    let output = command(interpreter, script)
         .env("PUSHWIRE_URL", url)
         .env("PUSHWIRE_KEY", KEY)
         .output()
@@ -83,10 +93,22 @@ async fn python_publishes_to_a_user_a_group_and_a_topic() {
     publishing_example_reaches_user_group_and_topic("python3", "python/publish.py").await;
 }
 
+#[tokio::test]
+async fn java_publishes_to_a_user_a_group_and_a_topic() {
+    publishing_example_reaches_user_group_and_topic("java", "java/Publish.java").await;
+}
+
+#[tokio::test]
+async fn go_publishes_to_a_user_a_group_and_a_topic() {
+    publishing_example_reaches_user_group_and_topic("go", "go/publish.go").await;
+}
+
 /// An auth example, started on a free port; killed when dropped.
 struct AuthBackend {
     child: Child,
     port: u16,
+    /// Where a compiled server lives while it runs.
+    _built: tempfile::TempDir,
 }
 
 impl Drop for AuthBackend {
@@ -102,8 +124,24 @@ fn start_auth_backend(interpreter: &str, script: &str) -> AuthBackend {
         .local_addr()
         .unwrap()
         .port();
-    let mut child = Command::new(interpreter)
-        .arg(example(script))
+    // `go run` would leave the server it builds running when killed: build
+    // it, then run the binary itself.
+    let built = tempfile::tempdir().unwrap();
+    let mut server = if interpreter == "go" {
+        let binary = built.path().join("server");
+        let status = Command::new("go")
+            .arg("build")
+            .arg("-o")
+            .arg(&binary)
+            .arg(example(script))
+            .status()
+            .unwrap_or_else(|e| panic!("cannot run go: {e}"));
+        assert!(status.success(), "go build {script} failed");
+        Command::new(binary)
+    } else {
+        command(interpreter, script)
+    };
+    let mut child = server
         .env("PORT", port.to_string())
         .env("SESSIONS", r#"{"s3cr3t": "alice"}"#)
         .stdout(Stdio::piped())
@@ -116,7 +154,11 @@ fn start_auth_backend(interpreter: &str, script: &str) -> AuthBackend {
         .read_line(&mut line)
         .unwrap();
     assert!(line.starts_with("listening"), "{script}: {line}");
-    AuthBackend { child, port }
+    AuthBackend {
+        child,
+        port,
+        _built: built,
+    }
 }
 
 async fn auth_example_lets_in_by_session(interpreter: &str, script: &str) {
@@ -168,4 +210,14 @@ async fn node_auth_backend_lets_in_by_session_cookie() {
 #[tokio::test]
 async fn python_auth_backend_lets_in_by_session_cookie() {
     auth_example_lets_in_by_session("python3", "python/auth_backend.py").await;
+}
+
+#[tokio::test]
+async fn java_auth_backend_lets_in_by_session_cookie() {
+    auth_example_lets_in_by_session("java", "java/AuthBackend.java").await;
+}
+
+#[tokio::test]
+async fn go_auth_backend_lets_in_by_session_cookie() {
+    auth_example_lets_in_by_session("go", "go/auth-backend.go").await;
 }
