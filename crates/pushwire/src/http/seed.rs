@@ -4,7 +4,7 @@
 use axum::extract::State as AxState;
 use axum::Json;
 use serde::Serialize;
-use utoipa::ToSchema;
+use utoipa::{IntoResponses, ToSchema};
 
 use super::api::Closed;
 use super::errors::ErrorBody;
@@ -60,6 +60,75 @@ impl SeedPublish {
     }
 }
 
+/// What a seed publishing call may refuse with (for the OpenAPI document only: the
+/// handlers answer them through [`ApiError`]).
+#[allow(dead_code)]
+#[derive(IntoResponses)]
+enum PublishRefusals {
+    #[response(
+        status = 400,
+        description = "`missing_parameter`, `conflicting_parameter`, `invalid_field`, `invalid_utf8`, `bad_body`: nothing was stored"
+    )]
+    Status400(ErrorBody),
+    #[response(
+        status = 401,
+        description = "`unauthorized` (no credential), `invalid_token`"
+    )]
+    Status401(ErrorBody),
+    #[response(
+        status = 403,
+        description = "`unauthorized` (wrong key, not loopback), `insufficient_scope`, `cross_origin`"
+    )]
+    Status403(ErrorBody),
+    #[response(status = 413, description = "`body_too_large`")]
+    Status413(ErrorBody),
+    #[response(
+        status = 415,
+        description = "`unsupported_media_type`: a POST body that is not a form"
+    )]
+    Status415(ErrorBody),
+    #[response(status = 421, description = "`host_not_allowed`")]
+    Status421(ErrorBody),
+    #[response(
+        status = 429,
+        description = "`rate_limited`: over `--publish-rate`; nothing was stored"
+    )]
+    Status429(ErrorBody),
+    #[response(status = 503, description = "`storage_unavailable`, `overloaded`")]
+    Status503(ErrorBody),
+    #[response(
+        status = 507,
+        description = "`insufficient_storage`: nothing was stored"
+    )]
+    Status507(ErrorBody),
+}
+
+/// What the seed's other management calls may refuse with (for the OpenAPI document only: the
+/// handlers answer them through [`ApiError`]).
+#[allow(dead_code)]
+#[derive(IntoResponses)]
+enum ManageRefusals {
+    #[response(
+        status = 400,
+        description = "`missing_parameter`, `conflicting_parameter`, `invalid_field`, `invalid_utf8`"
+    )]
+    Status400(ErrorBody),
+    #[response(status = 401, description = "`unauthorized`, `invalid_token`")]
+    Status401(ErrorBody),
+    #[response(
+        status = 403,
+        description = "`unauthorized`, `insufficient_scope`, `cross_origin`"
+    )]
+    Status403(ErrorBody),
+    #[response(status = 421, description = "`host_not_allowed`")]
+    Status421(ErrorBody),
+    #[response(
+        status = 503,
+        description = "`storage_unavailable`: the cluster's Redis cannot be reached"
+    )]
+    Status503(ErrorBody),
+}
+
 /// What a seed publishing call answers: the stored event's id.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct SeedPublished {
@@ -90,15 +159,7 @@ async fn publish_one(
     ),
     responses(
         (status = 200, description = "Stored, then delivered", body = SeedPublished),
-        (status = 400, description = "`missing_parameter`, `conflicting_parameter`, `invalid_field`, `invalid_utf8`, `bad_body`: nothing was stored", body = ErrorBody),
-        (status = 401, description = "`unauthorized` (no credential), `invalid_token`", body = ErrorBody),
-        (status = 403, description = "`unauthorized` (wrong key, not loopback), `insufficient_scope`, `cross_origin`", body = ErrorBody),
-        (status = 413, description = "`body_too_large`", body = ErrorBody),
-        (status = 415, description = "`unsupported_media_type`: a POST body that is not a form", body = ErrorBody),
-        (status = 421, description = "`host_not_allowed`", body = ErrorBody),
-        (status = 429, description = "`rate_limited`: over `--publish-rate`; nothing was stored", body = ErrorBody),
-        (status = 503, description = "`storage_unavailable`, `overloaded`", body = ErrorBody),
-        (status = 507, description = "`insufficient_storage`: nothing was stored", body = ErrorBody),
+        PublishRefusals,
     ),
     security((), ("bearer" = [])),
 )]
@@ -122,15 +183,7 @@ pub async fn send_message(
     ),
     responses(
         (status = 200, description = "Stored, then delivered", body = SeedPublished),
-        (status = 400, description = "`missing_parameter`, `conflicting_parameter`, `invalid_field`, `invalid_utf8`, `bad_body`: nothing was stored", body = ErrorBody),
-        (status = 401, description = "`unauthorized` (no credential), `invalid_token`", body = ErrorBody),
-        (status = 403, description = "`unauthorized` (wrong key, not loopback), `insufficient_scope`, `cross_origin`", body = ErrorBody),
-        (status = 413, description = "`body_too_large`", body = ErrorBody),
-        (status = 415, description = "`unsupported_media_type`: a POST body that is not a form", body = ErrorBody),
-        (status = 421, description = "`host_not_allowed`", body = ErrorBody),
-        (status = 429, description = "`rate_limited`: over `--publish-rate`; nothing was stored", body = ErrorBody),
-        (status = 503, description = "`storage_unavailable`, `overloaded`", body = ErrorBody),
-        (status = 507, description = "`insufficient_storage`: nothing was stored", body = ErrorBody),
+        PublishRefusals,
     ),
     security((), ("bearer" = [])),
 )]
@@ -154,15 +207,7 @@ pub async fn push(
     ),
     responses(
         (status = 200, description = "Stored, then delivered", body = SeedPublished),
-        (status = 400, description = "`missing_parameter`, `conflicting_parameter`, `invalid_field`, `invalid_utf8`, `bad_body`: nothing was stored", body = ErrorBody),
-        (status = 401, description = "`unauthorized` (no credential), `invalid_token`", body = ErrorBody),
-        (status = 403, description = "`unauthorized` (wrong key, not loopback), `insufficient_scope`, `cross_origin`", body = ErrorBody),
-        (status = 413, description = "`body_too_large`", body = ErrorBody),
-        (status = 415, description = "`unsupported_media_type`: a POST body that is not a form", body = ErrorBody),
-        (status = 421, description = "`host_not_allowed`", body = ErrorBody),
-        (status = 429, description = "`rate_limited`: over `--publish-rate`; nothing was stored", body = ErrorBody),
-        (status = 503, description = "`storage_unavailable`, `overloaded`", body = ErrorBody),
-        (status = 507, description = "`insufficient_storage`: nothing was stored", body = ErrorBody),
+        PublishRefusals,
     ),
     security((), ("bearer" = [])),
 )]
@@ -186,15 +231,7 @@ pub async fn group_send_message(
     ),
     responses(
         (status = 200, description = "Stored, then delivered", body = SeedPublished),
-        (status = 400, description = "`missing_parameter`, `conflicting_parameter`, `invalid_field`, `invalid_utf8`, `bad_body`: nothing was stored", body = ErrorBody),
-        (status = 401, description = "`unauthorized` (no credential), `invalid_token`", body = ErrorBody),
-        (status = 403, description = "`unauthorized` (wrong key, not loopback), `insufficient_scope`, `cross_origin`", body = ErrorBody),
-        (status = 413, description = "`body_too_large`", body = ErrorBody),
-        (status = 415, description = "`unsupported_media_type`: a POST body that is not a form", body = ErrorBody),
-        (status = 421, description = "`host_not_allowed`", body = ErrorBody),
-        (status = 429, description = "`rate_limited`: over `--publish-rate`; nothing was stored", body = ErrorBody),
-        (status = 503, description = "`storage_unavailable`, `overloaded`", body = ErrorBody),
-        (status = 507, description = "`insufficient_storage`: nothing was stored", body = ErrorBody),
+        PublishRefusals,
     ),
     security((), ("bearer" = [])),
 )]
@@ -217,11 +254,7 @@ pub async fn batch_send_message(
     ),
     responses(
         (status = 200, description = "How many streams were ended", body = Closed),
-        (status = 400, description = "`missing_parameter`, `conflicting_parameter`, `invalid_field`, `invalid_utf8`", body = ErrorBody),
-        (status = 401, description = "`unauthorized`, `invalid_token`", body = ErrorBody),
-        (status = 403, description = "`unauthorized`, `insufficient_scope`, `cross_origin`", body = ErrorBody),
-        (status = 421, description = "`host_not_allowed`", body = ErrorBody),
-        (status = 503, description = "`storage_unavailable`: the cluster's Redis cannot be reached", body = ErrorBody),
+        ManageRefusals,
     ),
     security((), ("bearer" = [])),
 )]
@@ -245,11 +278,7 @@ pub async fn close_path(
     ),
     responses(
         (status = 200, description = "How many streams were ended", body = Closed),
-        (status = 400, description = "`missing_parameter`, `conflicting_parameter`, `invalid_field`, `invalid_utf8`", body = ErrorBody),
-        (status = 401, description = "`unauthorized`, `invalid_token`", body = ErrorBody),
-        (status = 403, description = "`unauthorized`, `insufficient_scope`, `cross_origin`", body = ErrorBody),
-        (status = 421, description = "`host_not_allowed`", body = ErrorBody),
-        (status = 503, description = "`storage_unavailable`: the cluster's Redis cannot be reached", body = ErrorBody),
+        ManageRefusals,
     ),
     security((), ("bearer" = [])),
 )]
@@ -271,11 +300,7 @@ pub async fn close_query(
     description = "Distinct users with at least one open stream, as a plain integer.",
     responses(
         (status = 200, description = "The count, as text", body = String, content_type = "text/plain"),
-        (status = 400, description = "`missing_parameter`, `conflicting_parameter`, `invalid_field`, `invalid_utf8`", body = ErrorBody),
-        (status = 401, description = "`unauthorized`, `invalid_token`", body = ErrorBody),
-        (status = 403, description = "`unauthorized`, `insufficient_scope`, `cross_origin`", body = ErrorBody),
-        (status = 421, description = "`host_not_allowed`", body = ErrorBody),
-        (status = 503, description = "`storage_unavailable`: the cluster's Redis cannot be reached", body = ErrorBody),
+        ManageRefusals,
     ),
     security((), ("bearer" = [])),
 )]
@@ -291,11 +316,7 @@ pub async fn user_count(AxState(state): State, _: Publisher) -> Result<String, A
     description = "The online user ids.",
     responses(
         (status = 200, description = "The ids", body = Vec<String>),
-        (status = 400, description = "`missing_parameter`, `conflicting_parameter`, `invalid_field`, `invalid_utf8`", body = ErrorBody),
-        (status = 401, description = "`unauthorized`, `invalid_token`", body = ErrorBody),
-        (status = 403, description = "`unauthorized`, `insufficient_scope`, `cross_origin`", body = ErrorBody),
-        (status = 421, description = "`host_not_allowed`", body = ErrorBody),
-        (status = 503, description = "`storage_unavailable`: the cluster's Redis cannot be reached", body = ErrorBody),
+        ManageRefusals,
     ),
     security((), ("bearer" = [])),
 )]

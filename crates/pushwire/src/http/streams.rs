@@ -31,6 +31,38 @@ use pushwire_core::hub::{SubscribeOptions, Subscribed};
 use pushwire_core::outbox::{Frames, StreamEnd};
 use pushwire_core::route::{Interest, Selector};
 
+/// What the seed's stream routes may refuse with (for the OpenAPI document
+/// only: the handlers answer them through [`ApiError`]).
+#[allow(dead_code)]
+#[derive(utoipa::IntoResponses)]
+enum SeedStreamRefusals {
+    #[response(
+        status = 400,
+        description = "`missing_parameter`, `conflicting_parameter`, `invalid_field`, `invalid_utf8`, `invalid_last_event_id`"
+    )]
+    Status400(ErrorBody),
+    #[response(
+        status = 401,
+        description = "`unauthorized`, `invalid_token` (with subscriber tokens or `--auth-url`)"
+    )]
+    Status401(ErrorBody),
+    #[response(
+        status = 403,
+        description = "`unauthorized`, `insufficient_scope`, `forbidden`"
+    )]
+    Status403(ErrorBody),
+    #[response(
+        status = 429,
+        description = "`too_many_streams_from_ip`, `too_many_streams_for_user`; nothing was opened"
+    )]
+    Status429(ErrorBody),
+    #[response(
+        status = 503,
+        description = "`too_many_streams`, `storage_unavailable`, `auth_unavailable`"
+    )]
+    Status503(ErrorBody),
+}
+
 /// `GET /sse/subscribe/{user}` (seed).
 #[utoipa::path(
     get,
@@ -44,11 +76,7 @@ use pushwire_core::route::{Interest, Selector};
     ),
     responses(
         (status = 200, description = "The user's event stream, as on `/api/v1/stream`", content_type = "text/event-stream", body = StreamEvent),
-        (status = 400, description = "`missing_parameter`, `conflicting_parameter`, `invalid_field`, `invalid_utf8`, `invalid_last_event_id`", body = ErrorBody),
-        (status = 401, description = "`unauthorized`, `invalid_token` (with subscriber tokens or `--auth-url`)", body = ErrorBody),
-        (status = 403, description = "`unauthorized`, `insufficient_scope`, `forbidden`", body = ErrorBody),
-        (status = 429, description = "`too_many_streams_from_ip`, `too_many_streams_for_user`; nothing was opened", body = ErrorBody),
-        (status = 503, description = "`too_many_streams`, `storage_unavailable`, `auth_unavailable`", body = ErrorBody),
+        SeedStreamRefusals,
     ),
     security((), ("bearer" = [])),
 )]
@@ -83,11 +111,7 @@ pub async fn seed_subscribe_path(
     ),
     responses(
         (status = 200, description = "The user's event stream, as on `/api/v1/stream`", content_type = "text/event-stream", body = StreamEvent),
-        (status = 400, description = "`missing_parameter`, `conflicting_parameter`, `invalid_field`, `invalid_utf8`, `invalid_last_event_id`", body = ErrorBody),
-        (status = 401, description = "`unauthorized`, `invalid_token` (with subscriber tokens or `--auth-url`)", body = ErrorBody),
-        (status = 403, description = "`unauthorized`, `insufficient_scope`, `forbidden`", body = ErrorBody),
-        (status = 429, description = "`too_many_streams_from_ip`, `too_many_streams_for_user`; nothing was opened", body = ErrorBody),
-        (status = 503, description = "`too_many_streams`, `storage_unavailable`, `auth_unavailable`", body = ErrorBody),
+        SeedStreamRefusals,
     ),
     security((), ("bearer" = [])),
 )]
