@@ -8,13 +8,11 @@
 #[allow(dead_code)]
 mod cdp;
 
-use std::path::{Path, PathBuf};
-
 use base64::Engine;
-use serde_json::{json, Value};
+use serde_json::json;
 use tokio::time::{sleep, Duration, Instant};
 
-use cdp::{Browser, Page, DEADLINE};
+use cdp::{js, screenshot_path, Browser, DEADLINE};
 use pushwire_testkit::prelude::*;
 
 const KEY: &str = "console-s3cret";
@@ -206,52 +204,12 @@ async fn topics_lists_exact_topics_with_their_streams_to_a_publisher_only() {
     server.shutdown().await;
 }
 
-/// A JavaScript string literal for `text`.
-fn js(text: &str) -> String {
-    Value::String(text.to_owned()).to_string()
-}
-
-async fn fill(page: &Page<'_>, selector: &str, value: &str) -> cdp::Result<()> {
-    page.eval(&format!(
-        "(() => {{ const el = document.querySelector({}); el.value = {};
-           el.dispatchEvent(new Event('input', {{ bubbles: true }}));
-           el.dispatchEvent(new Event('change', {{ bubbles: true }})); }})()",
-        js(selector),
-        js(value)
-    ))
-    .await?;
-    Ok(())
-}
-
-async fn click(page: &Page<'_>, selector: &str) -> cdp::Result<()> {
-    page.eval(&format!("document.querySelector({}).click()", js(selector)))
-        .await?;
-    Ok(())
-}
-
-async fn text_of(page: &Page<'_>, selector: &str) -> cdp::Result<String> {
-    let value = page
-        .eval(&format!(
-            "document.querySelector({})?.textContent ?? null",
-            js(selector)
-        ))
-        .await?;
-    Ok(value.as_str().unwrap_or_default().to_owned())
-}
-
 /// JavaScript for the row of the users table whose user is `user`.
 fn user_row(user: &str) -> String {
     format!(
         "[...document.querySelectorAll('#users tr')].find(r => r.dataset.user === {})",
         js(user)
     )
-}
-
-fn screenshot_path(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../target")
-        .join("screenshots")
-        .join(name)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -275,8 +233,8 @@ async fn the_console_signs_in_shows_a_user_publishes_and_browses_history() -> cd
             .await?,
         json!(true)
     );
-    fill(&page, "#credential", "not-the-key").await?;
-    click(&page, "#login-button").await?;
+    page.fill("#credential", "not-the-key").await?;
+    page.click("#login-button").await?;
     let refused = page
         .wait_for(
             "a wrong key is refused",
@@ -287,10 +245,10 @@ async fn the_console_signs_in_shows_a_user_publishes_and_browses_history() -> cd
         refused.as_str().is_some_and(|t| t.contains("unauthorized")),
         "{refused}"
     );
-    assert_eq!(text_of(&page, "#fig-streams").await?, "–");
+    assert_eq!(page.text_of("#fig-streams").await?, "–");
 
-    fill(&page, "#credential", KEY).await?;
-    click(&page, "#login-button").await?;
+    page.fill("#credential", KEY).await?;
+    page.click("#login-button").await?;
     page.wait_for(
         "the console opens",
         "!document.querySelector('#console').hidden && \
@@ -332,16 +290,16 @@ async fn the_console_signs_in_shows_a_user_publishes_and_browses_history() -> cd
            r.dataset.topic === 'news' && r.cells[1].textContent === '1')",
     )
     .await?;
-    assert_eq!(text_of(&page, "#fig-streams").await?, "2");
-    assert_eq!(text_of(&page, "#fig-published").await?, "0");
+    assert_eq!(page.text_of("#fig-streams").await?, "2");
+    assert_eq!(page.text_of("#fig-published").await?, "0");
 
     // Published from the console's form, to alice.
     let data = "hello\nfrom the console <b>bold?</b>";
-    fill(&page, "#pub-kind", "user").await?;
-    fill(&page, "#pub-target", "alice").await?;
-    fill(&page, "#pub-event", "greeting").await?;
-    fill(&page, "#pub-data", data).await?;
-    click(&page, "#pub-send").await?;
+    page.fill("#pub-kind", "user").await?;
+    page.fill("#pub-target", "alice").await?;
+    page.fill("#pub-event", "greeting").await?;
+    page.fill("#pub-data", data).await?;
+    page.click("#pub-send").await?;
     let sent = page
         .wait_for(
             "the publish result names the event id",
@@ -399,9 +357,9 @@ async fn the_console_signs_in_shows_a_user_publishes_and_browses_history() -> cd
         json!("alice")
     );
     // History by topic: alice's event is for a user, so not there.
-    fill(&page, "#history-kind", "topic").await?;
-    fill(&page, "#history-value", "news").await?;
-    click(&page, "#history-load").await?;
+    page.fill("#history-kind", "topic").await?;
+    page.fill("#history-value", "news").await?;
+    page.click("#history-load").await?;
     page.wait_for(
         "the topic's history is empty",
         "document.querySelector('#history-result').textContent.startsWith('No event') && \
@@ -447,7 +405,7 @@ async fn the_console_signs_in_shows_a_user_publishes_and_browses_history() -> cd
     .await?;
 
     // Signing out forgets the key and hides every figure.
-    click(&page, "#logout").await?;
+    page.click("#logout").await?;
     page.wait_for(
         "signed out",
         "!document.querySelector('#login').hidden && document.querySelector('#console').hidden && \
@@ -484,7 +442,7 @@ async fn the_console_needs_no_key_from_loopback_on_a_keyless_hub() -> cdp::Resul
     let _bob = SseClient::connect(addr, "/api/v1/stream?user=bob").await;
     page.wait_for("bob is listed", &user_row("bob")).await?;
     let deadline = Instant::now() + DEADLINE;
-    while text_of(&page, "#fig-users").await? != "1" {
+    while page.text_of("#fig-users").await? != "1" {
         assert!(Instant::now() < deadline, "the users figure stays at 0");
         sleep(Duration::from_millis(100)).await;
     }

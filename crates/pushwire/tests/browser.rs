@@ -6,47 +6,13 @@
 #[path = "browser/cdp.rs"]
 mod cdp;
 use std::io::ErrorKind;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde_json::{json, Value};
 use tokio::time::{sleep, Duration, Instant};
 
-use cdp::{Browser, Page, Result, DEADLINE};
+use cdp::{js, screenshot_path, Browser, Page, Result, DEADLINE};
 use pushwire::server::{Server, ServerError};
-
-/// A JavaScript string literal for `text`.
-fn js(text: &str) -> String {
-    Value::String(text.to_owned()).to_string()
-}
-
-/// Sets a form field's value the way typing would, firing input and change.
-async fn fill(page: &Page<'_>, selector: &str, value: &str) -> Result<()> {
-    page.eval(&format!(
-        "(() => {{ const el = document.querySelector({}); el.value = {};
-           el.dispatchEvent(new Event('input', {{ bubbles: true }}));
-           el.dispatchEvent(new Event('change', {{ bubbles: true }})); }})()",
-        js(selector),
-        js(value)
-    ))
-    .await?;
-    Ok(())
-}
-
-async fn click(page: &Page<'_>, selector: &str) -> Result<()> {
-    page.eval(&format!("document.querySelector({}).click()", js(selector)))
-        .await?;
-    Ok(())
-}
-
-async fn text_of(page: &Page<'_>, selector: &str) -> Result<String> {
-    let value = page
-        .eval(&format!(
-            "document.querySelector({})?.textContent ?? null",
-            js(selector)
-        ))
-        .await?;
-    Ok(value.as_str().unwrap_or_default().to_owned())
-}
 
 /// Waits for a `.msg` of this event type whose data, as rendered, is `data`;
 /// returns its event id as shown.
@@ -72,13 +38,6 @@ async fn wait_for_message(page: &Page<'_>, event: &str, data: &str) -> Result<St
     Ok(found.as_str().unwrap_or_default().to_owned())
 }
 
-fn screenshot_path(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../target")
-        .join("screenshots")
-        .join(name)
-}
-
 /// A hub with in-memory history (so that hubs running at once share no files).
 async fn start_hub(listen: &str) -> Result<Server> {
     let mut config = pushwire_testkit::config();
@@ -102,10 +61,10 @@ async fn demo_page_receives_a_pushed_message() -> Result<()> {
         prefilled.as_str().is_some_and(|v| v.starts_with("user-")),
         "user id not prefilled: {prefilled}"
     );
-    assert_eq!(text_of(&page, "#state").await?, "closed");
+    assert_eq!(page.text_of("#state").await?, "closed");
 
-    fill(&page, "#user", "browser-1").await?;
-    click(&page, "#connect").await?;
+    page.fill("#user", "browser-1").await?;
+    page.click("#connect").await?;
     page.wait_for(
         "the stream is open",
         "document.querySelector('#state').textContent === 'open'",
@@ -147,10 +106,10 @@ async fn demo_page_receives_a_pushed_message() -> Result<()> {
     .await?;
 
     // A hub error is shown with its message.
-    fill(&page, "#target-kind", "user").await?;
-    fill(&page, "#target", &"x".repeat(300)).await?;
-    fill(&page, "#data", "too long a user id").await?;
-    click(&page, "#send").await?;
+    page.fill("#target-kind", "user").await?;
+    page.fill("#target", &"x".repeat(300)).await?;
+    page.fill("#data", "too long a user id").await?;
+    page.click("#send").await?;
     let error = page
         .wait_for(
             "the send error is shown",
@@ -163,16 +122,16 @@ async fn demo_page_receives_a_pushed_message() -> Result<()> {
     );
 
     // Through the page's own form, to everyone, as a named event.
-    fill(&page, "#target", "").await?;
-    fill(&page, "#target-kind", "all").await?;
+    page.fill("#target", "").await?;
+    page.fill("#target-kind", "all").await?;
     assert_eq!(
         page.eval("document.querySelector('#target').disabled")
             .await?,
         json!(true)
     );
-    fill(&page, "#event", "note").await?;
-    fill(&page, "#data", "to everyone\nfrom the form").await?;
-    click(&page, "#send").await?;
+    page.fill("#event", "note").await?;
+    page.fill("#data", "to everyone\nfrom the form").await?;
+    page.click("#send").await?;
     page.wait_for(
         "the send result shows the event id",
         "document.querySelector('#send-result.ok')?.textContent.startsWith('Sent, event id')",
@@ -181,7 +140,7 @@ async fn demo_page_receives_a_pushed_message() -> Result<()> {
     wait_for_message(&page, "note", "to everyone\nfrom the form").await?;
 
     // Closing this user's streams: the browser reconnects by itself.
-    click(&page, "#close-user").await?;
+    page.click("#close-user").await?;
     page.wait_for(
         "the close result is shown",
         "document.querySelector('#connect-result').textContent.startsWith('Closed 1 stream')",
@@ -203,7 +162,7 @@ async fn demo_page_receives_a_pushed_message() -> Result<()> {
 
     page.screenshot(&screenshot_path("demo-page.png")).await?;
 
-    click(&page, "#disconnect").await?;
+    page.click("#disconnect").await?;
     let deadline = Instant::now() + DEADLINE;
     while server.hub().user_count() != 0 {
         assert!(
@@ -212,7 +171,7 @@ async fn demo_page_receives_a_pushed_message() -> Result<()> {
         );
         sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(text_of(&page, "#state").await?, "closed");
+    assert_eq!(page.text_of("#state").await?, "closed");
 
     drop(cdp);
     drop(browser);
@@ -274,21 +233,21 @@ async fn seed_page_works_unchanged() -> Result<()> {
         let reply =
             pushwire_testkit::get(addr, &format!("/sse/batchSendMessage?message={text}")).await;
         assert_eq!(reply.status, 200, "batchSendMessage failed: {}", reply.body);
-        if text_of(&page, "#message").await?.contains(text) {
+        if page.text_of("#message").await?.contains(text) {
             break;
         }
         if Instant::now() >= deadline {
             return Err(format!(
                 "the seed page did not show a broadcast within {DEADLINE:?}; it shows {:?}; \
                  page log:\n{}",
-                text_of(&page, "#message").await?,
+                page.text_of("#message").await?,
                 cdp.log()
             )
             .into());
         }
         sleep(Duration::from_millis(200)).await;
     }
-    let shown = text_of(&page, "#message").await?;
+    let shown = page.text_of("#message").await?;
     assert!(shown.contains("连接用户="), "page text: {shown:?}");
     assert!(
         shown.contains("建立连接"),
@@ -640,7 +599,7 @@ async fn wait_for_update(page: &Page<'_>, id: &str) -> Result<Value> {
 }
 
 async fn publish_in_page(page: &Page<'_>, expected: &str) -> Result<Value> {
-    click(page, "#mercure-publish").await?;
+    page.click("#mercure-publish").await?;
     page.wait_for(
         &format!("the publish result says {expected:?}"),
         &format!(
@@ -667,13 +626,14 @@ async fn demo_page_mercure_tab_subscribes_and_publishes() -> Result<()> {
     let visible = "['#panel-users', '#panel-mercure', '#state', '#mercure-state']
                      .map(s => !document.querySelector(s).hidden)";
     assert_eq!(page.eval(visible).await?, json!([true, false, true, false]));
-    click(&page, "#tab-mercure").await?;
+    page.click("#tab-mercure").await?;
     assert_eq!(page.eval(visible).await?, json!([false, true, false, true]));
-    assert_eq!(text_of(&page, "#mercure-state").await?, "closed");
+    assert_eq!(page.text_of("#mercure-state").await?, "closed");
 
-    fill(&page, "#mercure-selectors", BOOKS).await?;
-    fill(&page, "#mercure-subscriber-token", &subscriber_token()?).await?;
-    click(&page, "#mercure-subscribe").await?;
+    page.fill("#mercure-selectors", BOOKS).await?;
+    page.fill("#mercure-subscriber-token", &subscriber_token()?)
+        .await?;
+    page.click("#mercure-subscribe").await?;
     page.wait_for(
         "the Mercure stream is open",
         "document.querySelector('#mercure-state').textContent === 'open'",
@@ -681,8 +641,9 @@ async fn demo_page_mercure_tab_subscribes_and_publishes() -> Result<()> {
     .await?;
 
     // Without a publisher token the hub's refusal is shown.
-    fill(&page, "#mercure-topics", "https://example.com/books/7").await?;
-    fill(&page, "#mercure-data", "no token").await?;
+    page.fill("#mercure-topics", "https://example.com/books/7")
+        .await?;
+    page.fill("#mercure-data", "no token").await?;
     let refused = publish_in_page(&page, "HTTP 401").await?;
     assert_eq!(refused["ok"], json!(false), "{refused}");
     assert!(
@@ -694,10 +655,11 @@ async fn demo_page_mercure_tab_subscribes_and_publishes() -> Result<()> {
 
     // A typed update with a publisher id; the data is text, never markup.
     let data = "first\n\nthird\n<b>not bold</b>";
-    fill(&page, "#mercure-publisher-token", &publisher_token()?).await?;
-    fill(&page, "#mercure-data", data).await?;
-    fill(&page, "#mercure-id", "book-7-v2").await?;
-    fill(&page, "#mercure-type", "book-updated").await?;
+    page.fill("#mercure-publisher-token", &publisher_token()?)
+        .await?;
+    page.fill("#mercure-data", data).await?;
+    page.fill("#mercure-id", "book-7-v2").await?;
+    page.fill("#mercure-type", "book-updated").await?;
     let sent = publish_in_page(&page, "Published, event id book-7-v2.").await?;
     assert_eq!(sent["ok"], json!(true), "{sent}");
     assert_eq!(
@@ -711,10 +673,10 @@ async fn demo_page_mercure_tab_subscribes_and_publishes() -> Result<()> {
     );
 
     // A private update reaches this subscriber, whose token grants the topic.
-    fill(&page, "#mercure-id", "book-7-private").await?;
-    fill(&page, "#mercure-type", "").await?;
-    fill(&page, "#mercure-data", "for token holders").await?;
-    click(&page, "#mercure-private").await?;
+    page.fill("#mercure-id", "book-7-private").await?;
+    page.fill("#mercure-type", "").await?;
+    page.fill("#mercure-data", "for token holders").await?;
+    page.click("#mercure-private").await?;
     publish_in_page(&page, "Published, event id book-7-private.").await?;
     assert_eq!(
         wait_for_update(&page, "book-7-private").await?,
@@ -724,21 +686,21 @@ async fn demo_page_mercure_tab_subscribes_and_publishes() -> Result<()> {
         .await?;
 
     // Subscribed again without a token: private updates stay away.
-    click(&page, "#mercure-unsubscribe").await?;
-    assert_eq!(text_of(&page, "#mercure-state").await?, "closed");
+    page.click("#mercure-unsubscribe").await?;
+    assert_eq!(page.text_of("#mercure-state").await?, "closed");
     wait_no_streams(&server).await;
-    fill(&page, "#mercure-subscriber-token", "").await?;
-    click(&page, "#mercure-subscribe").await?;
+    page.fill("#mercure-subscriber-token", "").await?;
+    page.click("#mercure-subscribe").await?;
     page.wait_for(
         "the anonymous Mercure stream is open",
         "document.querySelector('#mercure-state').textContent === 'open'",
     )
     .await?;
-    fill(&page, "#mercure-id", "book-7-private-2").await?;
+    page.fill("#mercure-id", "book-7-private-2").await?;
     publish_in_page(&page, "Published, event id book-7-private-2.").await?;
-    click(&page, "#mercure-private").await?;
-    fill(&page, "#mercure-id", "book-7-v3").await?;
-    fill(&page, "#mercure-data", "for everyone").await?;
+    page.click("#mercure-private").await?;
+    page.fill("#mercure-id", "book-7-v3").await?;
+    page.fill("#mercure-data", "for everyone").await?;
     publish_in_page(&page, "Published, event id book-7-v3.").await?;
     wait_for_update(&page, "book-7-v3").await?;
     // In publish order: the private update would have come before this one.
@@ -748,10 +710,10 @@ async fn demo_page_mercure_tab_subscribes_and_publishes() -> Result<()> {
         json!(["id book-7-v3", "id book-7-private", "id book-7-v2"])
     );
 
-    click(&page, "#mercure-unsubscribe").await?;
+    page.click("#mercure-unsubscribe").await?;
     wait_no_streams(&server).await;
     // Back to the users tab (its streams are tested on a hub without keys).
-    click(&page, "#tab-users").await?;
+    page.click("#tab-users").await?;
     assert_eq!(page.eval(visible).await?, json!([true, false, true, false]));
 
     drop(cdp);

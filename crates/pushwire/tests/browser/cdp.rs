@@ -4,7 +4,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{BufRead, BufReader};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -392,6 +392,36 @@ impl Page<'_> {
         }
     }
 
+    /// Sets a form field's value the way typing would, firing input and change.
+    pub async fn fill(&self, selector: &str, value: &str) -> Result<()> {
+        self.eval(&format!(
+            "(() => {{ const el = document.querySelector({}); el.value = {};
+               el.dispatchEvent(new Event('input', {{ bubbles: true }}));
+               el.dispatchEvent(new Event('change', {{ bubbles: true }})); }})()",
+            js(selector),
+            js(value)
+        ))
+        .await?;
+        Ok(())
+    }
+
+    pub async fn click(&self, selector: &str) -> Result<()> {
+        self.eval(&format!("document.querySelector({}).click()", js(selector)))
+            .await?;
+        Ok(())
+    }
+
+    /// The text of the first element matching `selector` ("" if none).
+    pub async fn text_of(&self, selector: &str) -> Result<String> {
+        let value = self
+            .eval(&format!(
+                "document.querySelector({})?.textContent ?? null",
+                js(selector)
+            ))
+            .await?;
+        Ok(value.as_str().unwrap_or_default().to_owned())
+    }
+
     /// Saves a PNG of the viewport.
     pub async fn screenshot(&self, path: &Path) -> Result<()> {
         let shot = self
@@ -407,6 +437,19 @@ impl Page<'_> {
         std::fs::write(path, png)?;
         Ok(())
     }
+}
+
+/// A JavaScript string literal for `text`.
+pub fn js(text: &str) -> String {
+    Value::String(text.to_owned()).to_string()
+}
+
+/// Where a test's screenshot goes: `target/screenshots/<name>`.
+pub fn screenshot_path(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../target")
+        .join("screenshots")
+        .join(name)
 }
 
 fn truthy(value: &Value) -> bool {
