@@ -178,6 +178,13 @@ pub trait Peers: Send + Sync {
     fn close_user<'a>(&'a self, user: &'a str) -> BoxFuture<'a, Result<usize, StoreError>>;
 }
 
+/// Told of every stored batch before its publish is answered, so that what
+/// it records about the batch (the webhooks' `event.undelivered`) is as
+/// durable as the batch once the publisher hears back.
+pub trait PublishObserver: Send + Sync {
+    fn published<'a>(&'a self, hub: &'a Hub, events: &'a [Arc<Event>]) -> BoxFuture<'a, ()>;
+}
+
 pub struct Hub {
     registry: Arc<Registry>,
     /// Subscribers whose streams ended, to announce (taken by maintenance).
@@ -188,6 +195,7 @@ pub struct Hub {
     started: Instant,
     /// The other nodes; `None` on a single node.
     peers: Option<Arc<dyn Peers>>,
+    observer: Option<Arc<dyn PublishObserver>>,
     /// Set once shutdown begins: readiness then says no, so that a load
     /// balancer stops sending new clients before the streams end.
     draining: AtomicBool,
@@ -227,6 +235,7 @@ impl Hub {
             metrics,
             started: Instant::now(),
             peers: None,
+            observer: None,
             draining: AtomicBool::new(false),
         })
     }
@@ -236,6 +245,17 @@ impl Hub {
     pub fn with_peers(mut self, peers: Arc<dyn Peers>) -> Hub {
         self.peers = Some(peers);
         self
+    }
+
+    /// Tells `observer` of every stored batch before its publish is answered.
+    pub fn with_observer(mut self, observer: Arc<dyn PublishObserver>) -> Hub {
+        self.observer = Some(observer);
+        self
+    }
+
+    /// Of `users`, those with no open stream on this node.
+    pub fn without_local_streams<'a>(&self, users: &'a [String]) -> Vec<&'a str> {
+        self.registry.without_streams(users)
     }
 
     pub fn metrics(&self) -> &Arc<Metrics> {
@@ -281,6 +301,9 @@ impl Hub {
             .publish_seconds
             .observe(started.elapsed().as_secs_f64());
         self.metrics.events_published.inc_by(events.len() as u64);
+        if let Some(observer) = &self.observer {
+            observer.published(self, &events).await;
+        }
         // The fields are only looked at when the line is wanted.
         if tracing::enabled!(tracing::Level::DEBUG) {
             if let Some(first) = events.first() {

@@ -102,6 +102,53 @@ impl AuthRequest {
     }
 }
 
+/// How one attempt to deliver a webhook message ended: the one label of
+/// `pushwire_webhook_attempts_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WebhookAttempt {
+    /// A 2xx answer: the message is delivered.
+    Delivered,
+    /// Any other status.
+    HttpError,
+    /// No answer within the request timeout.
+    Timeout,
+    /// No answer at all: connection refused, DNS, TLS.
+    Unreachable,
+}
+
+impl WebhookAttempt {
+    pub const ALL: [WebhookAttempt; 4] = [
+        WebhookAttempt::Delivered,
+        WebhookAttempt::HttpError,
+        WebhookAttempt::Timeout,
+        WebhookAttempt::Unreachable,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            WebhookAttempt::Delivered => "delivered",
+            WebhookAttempt::HttpError => "http_error",
+            WebhookAttempt::Timeout => "timeout",
+            WebhookAttempt::Unreachable => "unreachable",
+        }
+    }
+}
+
+/// The webhook message types, the one label of
+/// `pushwire_webhook_messages_total`.
+pub const WEBHOOK_TYPES: [&str; 5] = [
+    "user.online",
+    "user.offline",
+    "stream.opened",
+    "stream.closed",
+    "event.undelivered",
+];
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TypeLabel {
+    r#type: &'static str,
+}
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct VersionLabel {
     version: &'static str,
@@ -142,6 +189,17 @@ pub struct Metrics {
     auth_requests: Family<OutcomeLabel, Counter>,
     /// Streams whose backend answer came from the cache (`--auth-cache-ttl`).
     pub auth_cache_hits: Counter,
+    webhook_messages: Family<TypeLabel, Counter>,
+    webhook_attempts: Family<OutcomeLabel, Counter>,
+    /// Webhook messages given up after `--webhook-max-attempts`.
+    pub webhook_failed: Counter,
+    /// Webhook messages written and not yet delivered or given up, as the
+    /// sending node knows them.
+    pub webhook_backlog: Gauge,
+    /// From a webhook message's creation to the 2xx that delivered it.
+    pub webhook_delivery_seconds: Histogram,
+    /// Webhook messages the outbox could not store (the log says why).
+    pub webhook_outbox_errors: Counter,
 }
 
 impl Default for Metrics {
@@ -313,6 +371,55 @@ impl Metrics {
             "Streams authorized by a cached answer of the backend (--auth-cache-ttl)",
             auth_cache_hits.clone(),
         );
+        let webhook_messages = Family::<TypeLabel, Counter>::default();
+        for kind in WEBHOOK_TYPES {
+            webhook_messages
+                .get_or_create(&TypeLabel { r#type: kind })
+                .inc_by(0);
+        }
+        registry.register(
+            "webhook_messages",
+            "Webhook messages written to the outbox, by type",
+            webhook_messages.clone(),
+        );
+        let webhook_attempts = Family::<OutcomeLabel, Counter>::default();
+        for outcome in WebhookAttempt::ALL {
+            webhook_attempts
+                .get_or_create(&OutcomeLabel {
+                    outcome: outcome.label(),
+                })
+                .inc_by(0);
+        }
+        registry.register(
+            "webhook_attempts",
+            "Attempts to deliver a webhook message, by outcome",
+            webhook_attempts.clone(),
+        );
+        let webhook_failed = Counter::default();
+        registry.register(
+            "webhook_failed",
+            "Webhook messages given up after --webhook-max-attempts (listed in /api/v1/webhooks/failed)",
+            webhook_failed.clone(),
+        );
+        let webhook_backlog = Gauge::default();
+        registry.register(
+            "webhook_backlog",
+            "Webhook messages waiting to be delivered, as the sending node knows them",
+            webhook_backlog.clone(),
+        );
+        // 1 ms .. ~4.6 h
+        let webhook_delivery_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 24));
+        registry.register(
+            "webhook_delivery_seconds",
+            "Time from a webhook message's creation to the answer that delivered it",
+            webhook_delivery_seconds.clone(),
+        );
+        let webhook_outbox_errors = Counter::default();
+        registry.register(
+            "webhook_outbox_errors",
+            "Webhook messages the outbox could not store",
+            webhook_outbox_errors.clone(),
+        );
         Metrics {
             registry: root,
             streams_open,
@@ -337,6 +444,12 @@ impl Metrics {
             jwks_fetches,
             auth_requests,
             auth_cache_hits,
+            webhook_messages,
+            webhook_attempts,
+            webhook_failed,
+            webhook_backlog,
+            webhook_delivery_seconds,
+            webhook_outbox_errors,
         }
     }
 
@@ -358,6 +471,22 @@ impl Metrics {
     /// Counts one request to the backend of `--auth-url`.
     pub fn auth_requested(&self, outcome: AuthRequest) {
         self.auth_requests
+            .get_or_create(&OutcomeLabel {
+                outcome: outcome.label(),
+            })
+            .inc();
+    }
+
+    /// Counts webhook messages of one type written to the outbox.
+    pub fn webhook_written(&self, kind: &'static str, count: u64) {
+        self.webhook_messages
+            .get_or_create(&TypeLabel { r#type: kind })
+            .inc_by(count);
+    }
+
+    /// Counts one attempt to deliver a webhook message.
+    pub fn webhook_attempted(&self, outcome: WebhookAttempt) {
+        self.webhook_attempts
             .get_or_create(&OutcomeLabel {
                 outcome: outcome.label(),
             })

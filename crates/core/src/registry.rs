@@ -320,6 +320,16 @@ impl Registry {
         }
     }
 
+    /// Of `users`, those with no open stream here (in the order given).
+    pub fn without_streams<'a>(&self, users: &'a [String]) -> Vec<&'a str> {
+        let index = self.lock();
+        users
+            .iter()
+            .filter(|user| !index.users.contains_key(user.as_str()))
+            .map(String::as_str)
+            .collect()
+    }
+
     /// Online users with their open streams, sorted by id.
     pub fn users(&self) -> Vec<UserStreams> {
         self.lock()

@@ -31,6 +31,8 @@ use crate::engines::redis::{RedisLog, RedisNode};
 use crate::http::{router, AppState};
 use crate::limits::{PublishRateLimiter, StreamLimits};
 use crate::transport::tls::{Tls, TlsError};
+use crate::webhooks::store::{EmbeddedStore, MemoryStore, RedisStore, Store};
+use crate::webhooks::Webhooks;
 use pushwire_core::hub::{Hub, HubConfig};
 use pushwire_core::log::{EventLog, Fanout, Retention, StoreError};
 use pushwire_core::metrics::Metrics;
@@ -51,6 +53,9 @@ pub enum AppError {
     /// The `--auth-url` backend's client could not be built.
     #[error(transparent)]
     AuthBackend(#[from] crate::auth::backend::SetupError),
+    /// The webhooks' HTTP client could not be built.
+    #[error(transparent)]
+    Outbound(#[from] crate::outbound::OutboundError),
     /// `--hub-url` is not an absolute URL (checked with the configuration).
     #[error("hub-url must be an absolute URL: {0}")]
     HubUrl(#[from] url::ParseError),
@@ -68,13 +73,16 @@ pub struct App {
     /// The token verifier the policies share; its JWK sets are fetched by
     /// [`Verifier::start_key_sets`] once the runtime serves.
     pub verifier: Arc<Verifier>,
+    /// The webhooks, when `--webhook-url` is set; their sender runs with
+    /// the server.
+    pub webhooks: Option<Arc<Webhooks>>,
 }
 
 impl App {
     /// Opens the history and builds every part from `config`.
     pub fn build(config: &ServeConfig) -> Result<App, AppError> {
         // The history first: it is what most often refuses to start.
-        let (hub, cluster) = build_hub(config)?;
+        let (hub, cluster, webhooks) = build_hub(config)?;
         let tls = match (&config.tls_cert, &config.tls_key) {
             (Some(cert), Some(key)) => Some(Arc::new(Tls::load(cert, key)?)),
             _ => None,
@@ -84,20 +92,29 @@ impl App {
             Some(settings) => Some(Arc::new(Backend::new(&settings, hub.metrics().clone())?)),
             None => None,
         };
-        let state = Arc::new(app_state(hub.clone(), verifier.clone(), backend, config));
+        let state = Arc::new(app_state(
+            hub.clone(),
+            verifier.clone(),
+            backend,
+            webhooks.clone(),
+            config,
+        ));
         Ok(App {
             hub,
             cluster,
             tls,
             router: router(state, config),
             verifier,
+            webhooks,
         })
     }
 }
 
 /// Builds the core from the configuration, with the cluster presence of a
 /// node on Redis. Fails when the history cannot be opened.
-fn build_hub(config: &ServeConfig) -> Result<(Arc<Hub>, Option<Arc<Cluster>>), AppError> {
+type Built = (Arc<Hub>, Option<Arc<Cluster>>, Option<Arc<Webhooks>>);
+
+fn build_hub(config: &ServeConfig) -> Result<Built, AppError> {
     let hub_config = HubConfig {
         queue_capacity: config.queue_capacity,
         retry_ms: config.retry.as_millis() as u64,
@@ -146,14 +163,34 @@ fn build_hub(config: &ServeConfig) -> Result<(Arc<Hub>, Option<Arc<Cluster>>), A
             )?),
         })
     })?;
-    Ok(match redis {
-        Some(redis) => {
-            tracing::info!(node = %redis.node, prefix = %config.redis_prefix, "cluster node on Redis");
-            let cluster = Arc::new(Cluster::new(redis, config.redis_presence_ttl));
-            (Arc::new(hub.with_peers(cluster.clone())), Some(cluster))
+    let cluster = redis.as_ref().map(|redis| {
+        tracing::info!(node = %redis.node, prefix = %config.redis_prefix, "cluster node on Redis");
+        Arc::new(Cluster::new(redis.clone(), config.redis_presence_ttl))
+    });
+    let webhooks = match config.webhook_settings() {
+        Some(settings) => {
+            let store: Arc<dyn Store> = match (config.storage, &redis) {
+                (Storage::Redis, Some(redis)) => Arc::new(RedisStore::new(redis.clone())),
+                (Storage::Memory, _) => Arc::new(MemoryStore::default()),
+                _ => Arc::new(EmbeddedStore::open(&config.data_dir)?),
+            };
+            Some(Arc::new(Webhooks::new(
+                settings,
+                store,
+                hub.metrics().clone(),
+                cluster.clone(),
+            )?))
         }
-        None => (Arc::new(hub), None),
-    })
+        None => None,
+    };
+    let mut hub = hub;
+    if let Some(cluster) = &cluster {
+        hub = hub.with_peers(cluster.clone());
+    }
+    if let Some(webhooks) = &webhooks {
+        hub = hub.with_observer(webhooks.clone());
+    }
+    Ok((Arc::new(hub), cluster, webhooks))
 }
 
 /// What the handlers share: the hub, who may publish and read, and the
@@ -162,6 +199,7 @@ fn app_state(
     hub: Arc<Hub>,
     verifier: Arc<Verifier>,
     backend: Option<Arc<Backend>>,
+    webhooks: Option<Arc<Webhooks>>,
     config: &ServeConfig,
 ) -> AppState {
     let publisher_tokens = verifier.has_keys(Role::Publisher).then(|| verifier.clone());
@@ -173,6 +211,7 @@ fn app_state(
         policy: PublisherPolicy::new(config.publisher_key.clone(), publisher_tokens),
         subscribers: SubscriberPolicy::new(subscriber_tokens, config.require_subscriber_auth),
         backend,
+        webhooks,
         max_body: config.max_body,
         body_budget: crate::limits::BodyBudget::new(config.max_inflight_body),
         hub_url: config.hub_url.clone(),

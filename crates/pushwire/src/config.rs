@@ -260,6 +260,54 @@ pub struct ServeConfig {
     #[serde(with = "humantime_serde")]
     pub auth_cache_ttl: Duration,
 
+    /// Your application's endpoint for webhooks: signed JSON messages when users come online and go offline and when an event addressed to users reached some of them nowhere (docs/webhooks.md). Needs `--webhook-secret`.
+    #[arg(long, env = "PUSHWIRE_WEBHOOK_URL")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_url: Option<String>,
+
+    /// The Standard Webhooks signing secret, `whsec_` and the base64 of a 24 to 64 byte key; the receiver verifies every message with it.
+    #[arg(long, env = "PUSHWIRE_WEBHOOK_SECRET", hide_env_values = true)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_secret: Option<String>,
+
+    /// Message types sent (comma-separated): `user.online`, `user.offline`, `stream.opened`, `stream.closed`, `event.undelivered`; by default all but the two `stream.*`.
+    #[arg(
+        long,
+        env = "PUSHWIRE_WEBHOOK_EVENTS",
+        default_value = "user.online,user.offline,event.undelivered",
+        value_delimiter = ','
+    )]
+    #[serde(deserialize_with = "comma_list")]
+    pub webhook_events: Vec<String>,
+
+    /// How long a user whose last stream closed must stay away before `user.offline` (a page refresh is not an offline and online pair).
+    #[arg(long, env = "PUSHWIRE_WEBHOOK_OFFLINE_DELAY", default_value = "5s", value_parser = humantime::parse_duration)]
+    #[serde(with = "humantime_serde")]
+    pub webhook_offline_delay: Duration,
+
+    /// Most bytes of an event's data an `event.undelivered` message carries (cut on a character boundary, marked `truncated`).
+    #[arg(long, env = "PUSHWIRE_WEBHOOK_MAX_DATA", default_value_t = 4096)]
+    pub webhook_max_data: usize,
+
+    /// Delay before the first retry of a message the receiver did not take (non-2xx, timeout); doubled per attempt, with jitter.
+    #[arg(long, env = "PUSHWIRE_WEBHOOK_RETRY_BACKOFF", default_value = "1s", value_parser = humantime::parse_duration)]
+    #[serde(with = "humantime_serde")]
+    pub webhook_retry_backoff: Duration,
+
+    /// Longest delay between two attempts of one message.
+    #[arg(long, env = "PUSHWIRE_WEBHOOK_RETRY_MAX_DELAY", default_value = "1h", value_parser = humantime::parse_duration)]
+    #[serde(with = "humantime_serde")]
+    pub webhook_retry_max_delay: Duration,
+
+    /// Attempts per message before it is given up and listed in `GET /api/v1/webhooks/failed` (12 span about 34 minutes with the default delays; 35 about a day).
+    #[arg(long, env = "PUSHWIRE_WEBHOOK_MAX_ATTEMPTS", default_value_t = 12)]
+    pub webhook_max_attempts: u32,
+
+    /// Longest wait for the webhook receiver to answer one attempt.
+    #[arg(long, env = "PUSHWIRE_WEBHOOK_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    #[serde(with = "humantime_serde")]
+    pub webhook_timeout: Duration,
+
     /// Do not serve the demo page at `/` (it answers 404); the API and streams are unchanged.
     #[arg(long, env = "PUSHWIRE_NO_DEMO", value_parser = clap::builder::BoolishValueParser::new())]
     #[serde(default)]
@@ -360,6 +408,7 @@ pub struct ServeConfig {
 const MINUTE: Duration = Duration::from_secs(60);
 const HOUR: Duration = Duration::from_secs(3600);
 const DAY: Duration = Duration::from_secs(24 * 3600);
+const WEEK: Duration = Duration::from_secs(7 * 24 * 3600);
 const YEAR: Duration = Duration::from_secs(365 * 24 * 3600);
 const MIB: usize = 1024 * 1024;
 const GIB: usize = 1024 * MIB;
@@ -367,7 +416,7 @@ const GIB: usize = 1024 * MIB;
 /// The largest value of each duration option: beyond these a value is a
 /// mistake, and a big enough one overflows the clock arithmetic it feeds
 /// (a deadline `now + timeout` panics on every connection).
-const DURATION_BOUNDS: [(&str, Duration, &str); 9] = [
+const DURATION_BOUNDS: [(&str, Duration, &str); 13] = [
     ("heartbeat", DAY, "24h"),
     ("stream-timeout", YEAR, "365d"),
     ("header-read-timeout", HOUR, "1h"),
@@ -377,14 +426,19 @@ const DURATION_BOUNDS: [(&str, Duration, &str); 9] = [
     ("shutdown-grace", HOUR, "1h"),
     ("auth-timeout", MINUTE, "1m"),
     ("auth-cache-ttl", HOUR, "1h"),
+    ("webhook-offline-delay", DAY, "24h"),
+    ("webhook-retry-backoff", DAY, "24h"),
+    ("webhook-retry-max-delay", WEEK, "7d"),
+    ("webhook-timeout", MINUTE, "1m"),
 ];
 
 /// The largest value of each size option (bytes, or frames for the queue).
-const SIZE_BOUNDS: [(&str, usize, &str); 4] = [
+const SIZE_BOUNDS: [(&str, usize, &str); 5] = [
     ("max-body", GIB, "1 GiB (1073741824)"),
     ("max-inflight-body", 16 * GIB, "16 GiB (17179869184)"),
     ("max-header-bytes", MIB, "1 MiB (1048576)"),
     ("queue-capacity", MIB, "1048576 frames"),
+    ("webhook-max-data", MIB, "1 MiB (1048576)"),
 ];
 
 /// The entries of a comma list, trimmed, empty ones dropped.
@@ -665,6 +719,74 @@ impl ServeConfig {
         })
     }
 
+    /// The webhook settings, when `--webhook-url` is set and the options
+    /// read (`check` refused them otherwise).
+    pub fn webhook_settings(&self) -> Option<crate::webhooks::WebhookSettings> {
+        let url = self.webhook_url.clone()?;
+        let secret = crate::webhooks::sign::Secret::parse(self.webhook_secret.as_deref()?).ok()?;
+        Some(crate::webhooks::WebhookSettings {
+            url,
+            secret,
+            kinds: self.webhook_kinds().ok()?,
+            offline_delay: self.webhook_offline_delay,
+            max_data: self.webhook_max_data,
+            retry_backoff: self.webhook_retry_backoff,
+            retry_max_delay: self.webhook_retry_max_delay,
+            max_attempts: self.webhook_max_attempts,
+            timeout: self.webhook_timeout,
+        })
+    }
+
+    fn webhook_kinds(&self) -> Result<crate::webhooks::Kinds, ConfigError> {
+        let names = trimmed(self.webhook_events.clone());
+        let kinds = names
+            .iter()
+            .map(|name| {
+                crate::webhooks::Kind::parse(name).ok_or_else(|| {
+                    ConfigError::Invalid(format!(
+                        "webhook-events: unknown type `{name}` (user.online, user.offline, \
+                         stream.opened, stream.closed, event.undelivered)"
+                    ))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(crate::webhooks::Kinds::of(kinds))
+    }
+
+    fn check_webhooks(&self) -> Result<(), ConfigError> {
+        let invalid = |m: &str| Err(ConfigError::Invalid(m.to_owned()));
+        self.webhook_kinds()?;
+        if self.webhook_max_attempts == 0 || self.webhook_max_attempts > 100 {
+            return invalid("webhook-max-attempts must be between 1 and 100");
+        }
+        if self.webhook_timeout.is_zero() {
+            return invalid("webhook-timeout must be longer than zero");
+        }
+        if self.webhook_retry_backoff.is_zero() {
+            return invalid("webhook-retry-backoff must be longer than zero");
+        }
+        if self.webhook_retry_max_delay < self.webhook_retry_backoff {
+            return invalid("webhook-retry-max-delay must be at least webhook-retry-backoff");
+        }
+        match (&self.webhook_url, &self.webhook_secret) {
+            (None, None) => Ok(()),
+            (None, Some(_)) => invalid("webhook-secret needs webhook-url"),
+            (Some(_), None) => invalid(
+                "webhook-url needs webhook-secret (whsec_<base64>): unsigned webhooks could be forged",
+            ),
+            (Some(url), Some(secret)) => {
+                let parsed = url::Url::parse(url)
+                    .map_err(|e| ConfigError::Invalid(format!("webhook-url: {e}")))?;
+                if !matches!(parsed.scheme(), "http" | "https") {
+                    return invalid("webhook-url must be an http:// or https:// URL");
+                }
+                crate::webhooks::sign::Secret::parse(secret)
+                    .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+                Ok(())
+            }
+        }
+    }
+
     /// The field limits the core validates events and streams against.
     pub fn field_limits(&self) -> crate::limits::FieldLimits {
         crate::limits::FieldLimits {
@@ -710,13 +832,15 @@ impl ServeConfig {
         shown.publisher_jwks_url = without_password(&self.publisher_jwks_url);
         shown.subscriber_jwks_url = without_password(&self.subscriber_jwks_url);
         shown.auth_url = without_password(&self.auth_url);
+        shown.webhook_url = without_password(&self.webhook_url);
+        shown.webhook_secret = self.webhook_secret.as_ref().map(|_| REDACTED.to_owned());
         shown
     }
 
     /// Every duration and size option within its bound ([`DURATION_BOUNDS`],
     /// [`SIZE_BOUNDS`]), and the fsync interval at most an hour.
     fn check_bounds(&self) -> Result<(), ConfigError> {
-        let durations = [
+        let durations: [Option<Duration>; DURATION_BOUNDS.len()] = [
             Some(self.heartbeat),
             self.stream_timeout,
             Some(self.header_read_timeout),
@@ -726,6 +850,10 @@ impl ServeConfig {
             Some(self.shutdown_grace),
             Some(self.auth_timeout),
             Some(self.auth_cache_ttl),
+            Some(self.webhook_offline_delay),
+            Some(self.webhook_retry_backoff),
+            Some(self.webhook_retry_max_delay),
+            Some(self.webhook_timeout),
         ];
         for ((name, max, shown), value) in DURATION_BOUNDS.iter().zip(durations) {
             if value.is_some_and(|v| v > *max) {
@@ -734,11 +862,13 @@ impl ServeConfig {
                 )));
             }
         }
-        let sizes = [
+        // Sized by the bounds table: a value left out does not compile.
+        let sizes: [usize; SIZE_BOUNDS.len()] = [
             self.max_body,
             self.max_inflight_body,
             self.max_header_bytes,
             self.queue_capacity,
+            self.webhook_max_data,
         ];
         for ((name, max, shown), value) in SIZE_BOUNDS.iter().zip(sizes) {
             if value > *max {
@@ -834,6 +964,7 @@ impl ServeConfig {
         if self.auth_timeout.is_zero() {
             return invalid("auth-timeout must be longer than zero");
         }
+        self.check_webhooks()?;
         if self.require_subscriber_auth
             && self.subscriber_jwt_key.is_empty()
             && self.jwt_settings().subscriber_jwks.is_none()

@@ -32,3 +32,4 @@ pub mod process;
 pub mod server;
 pub mod startup;
 pub mod transport;
+pub mod webhooks;

@@ -151,6 +151,7 @@ pub async fn start(config: ServeConfig) -> Result<Server, ServerError> {
         tls,
         router: app,
         verifier,
+        webhooks,
     } = App::build(&config)?;
     // Before serving, so that the first tokens find their keys; a set that
     // cannot be fetched delays the start by at most the fetch timeout.
@@ -171,7 +172,7 @@ pub async fn start(config: ServeConfig) -> Result<Server, ServerError> {
         listener,
         app,
         hub.clone(),
-        cluster,
+        Companions { cluster, webhooks },
         config,
         tls.clone(),
         stop.clone(),
@@ -218,11 +219,18 @@ fn serve_metrics(listener: TcpListener, addr: SocketAddr, hub: Arc<Hub>, stop: C
     });
 }
 
+/// What runs beside the accept loop until the stop: a cluster node's
+/// presence and the webhooks' sender.
+struct Companions {
+    cluster: Option<Arc<Cluster>>,
+    webhooks: Option<Arc<crate::webhooks::Webhooks>>,
+}
+
 async fn run(
     listener: TcpListener,
     app: Router,
     hub: Arc<Hub>,
-    cluster: Option<Arc<Cluster>>,
+    Companions { cluster, webhooks }: Companions,
     config: ServeConfig,
     tls: Option<Arc<Tls>>,
     requested: CancellationToken,
@@ -250,6 +258,8 @@ async fn run(
     };
     let presence =
         cluster.map(|cluster| tokio::spawn(cluster.run(Arc::downgrade(&hub), stop.clone())));
+    let sender =
+        webhooks.map(|webhooks| tokio::spawn(webhooks.run(Arc::downgrade(&hub), stop.clone())));
     let graceful = GracefulShutdown::new();
     let connections = Arc::new(Semaphore::new(config.max_connections));
     let mut http = http1::Builder::new();
@@ -365,5 +375,8 @@ async fn run(
     let _ = maintenance.await;
     if let Some(presence) = presence {
         let _ = presence.await;
+    }
+    if let Some(sender) = sender {
+        let _ = sender.await;
     }
 }

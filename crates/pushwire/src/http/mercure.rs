@@ -148,6 +148,7 @@ pub async fn subscribe(
         subscriber,
     };
     let subscription = state.hub.subscribe(interest, options).await?;
+    let ticket = super::streams::webhook_ticket(&state, None, uri.path()).await?;
 
     // Where the stream continues from: the requested event when it was
     // found, `earliest` when the whole history was asked for or when the
@@ -167,6 +168,7 @@ pub async fn subscribe(
         RouteKind::Mercure,
         subscription,
         permit,
+        ticket,
         "private, no-cache, no-store",
     );
     if let Ok(value) = HeaderValue::from_str(&resumed_after) {

@@ -40,6 +40,7 @@ pub mod openapi;
 mod schema;
 mod seed;
 mod streams;
+mod webhooks;
 
 pub use admin::metrics_router;
 pub use api::{publish_body, PublishBody};
@@ -60,6 +61,8 @@ pub struct AppState {
     /// The application's backend that authorizes streams (`--auth-url`):
     /// when set, it replaces `subscribers` on stream routes.
     pub backend: Option<Arc<Backend>>,
+    /// The webhooks (`--webhook-url`): told of every stream that opens.
+    pub webhooks: Option<Arc<crate::webhooks::Webhooks>>,
     pub max_body: usize,
     /// Request body bytes all requests may hold at once while reading them.
     pub body_budget: BodyBudget,
@@ -136,7 +139,9 @@ pub fn router(state: Arc<AppState>, config: &ServeConfig) -> Router {
         .route("/api/v1/users", get(api::users))
         .route("/api/v1/topics", get(api::topics))
         .route("/api/v1/users/{user}", delete(api::close_user))
-        .route("/api/v1/events", get(api::events));
+        .route("/api/v1/events", get(api::events))
+        .route("/api/v1/webhooks/failed", get(webhooks::failed))
+        .route("/api/v1/webhooks/failed/{id}/retry", post(webhooks::retry));
     let manage = if config.api_cors_origins.is_empty() {
         manage
     } else {

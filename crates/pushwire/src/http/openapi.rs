@@ -21,7 +21,7 @@ use utoipa::openapi::{ContentBuilder, RefOr, Required, ResponseBuilder};
 use utoipa::{Modify, OpenApi, PartialSchema};
 
 use super::errors::ErrorBody;
-use super::{admin, api, mercure, seed, streams};
+use super::{admin, api, mercure, seed, streams, webhooks};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -40,6 +40,8 @@ use super::{admin, api, mercure, seed, streams};
         api::topics,
         api::close_user,
         api::events,
+        webhooks::failed,
+        webhooks::retry,
         streams::api_stream,
         streams::seed_subscribe_path,
         streams::seed_subscribe_query,

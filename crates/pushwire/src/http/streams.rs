@@ -23,10 +23,11 @@ use http_body::{Frame, SizeHint};
 
 use super::errors::ErrorBody;
 use super::limits::{stream_permit, ClientAddr};
-use super::{presented_token, ApiError, Params, PathParam, State, LAST_EVENT_ID};
+use super::{presented_token, ApiError, AppState, Params, PathParam, State, LAST_EVENT_ID};
 use crate::auth::backend::{Ask, Backend, Session};
 use crate::limits::StreamPermit;
 use crate::log_limit;
+use crate::webhooks::StreamTicket;
 use pushwire_core::hub::{SubscribeOptions, Subscribed};
 use pushwire_core::outbox::{Frames, StreamEnd};
 use pushwire_core::route::{Interest, Selector};
@@ -261,9 +262,9 @@ async fn open(
     let StreamRequest {
         client,
         route,
+        path,
         headers,
         params,
-        ..
     } = request;
     let mut topics: Vec<String> = params.all("topic").map(str::to_owned).collect();
     topics.sort_unstable();
@@ -311,10 +312,12 @@ async fn open(
         reset_event: true,
         subscriber: None,
     };
+    let stream_user = interest.user.clone();
     let subscription = state.hub.subscribe(interest, options).await?;
+    let ticket = webhook_ticket(&state, stream_user.as_deref(), path).await?;
 
     let newest = subscription.last_event_id.clone();
-    let mut response = event_stream(route, subscription, permit, "no-cache");
+    let mut response = event_stream(route, subscription, permit, ticket, "no-cache");
     if let Some(id) = newest.and_then(|id| HeaderValue::from_str(&id).ok()) {
         response.headers_mut().insert(LAST_EVENT_ID, id);
     }
@@ -343,6 +346,21 @@ pub fn requested_last_event_id<'a>(
     Ok(id.filter(|id| !id.is_empty()))
 }
 
+/// Tells the webhooks (when configured) that a stream opens: a user's
+/// first stream confirms their presence before the stream starts, so a
+/// `user.online` the backend will get is stored first. Refused (503) when
+/// the outbox cannot take it.
+pub(super) async fn webhook_ticket(
+    state: &AppState,
+    user: Option<&str>,
+    path: &str,
+) -> Result<Option<StreamTicket>, ApiError> {
+    match &state.webhooks {
+        Some(webhooks) => Ok(Some(webhooks.stream_opened(user, path).await?)),
+        None => Ok(None),
+    }
+}
+
 /// The `text/event-stream` response of a subscription, with the headers
 /// every stream route sends: no buffering by proxies, and
 /// `pushwire-reset: 1` when the requested id could not be resumed from.
@@ -351,6 +369,7 @@ pub(super) fn event_stream(
     route: RouteKind,
     subscription: Subscribed,
     permit: StreamPermit,
+    ticket: Option<StreamTicket>,
     cache_control: &'static str,
 ) -> Response {
     let reset = subscription.reset;
@@ -369,6 +388,7 @@ pub(super) fn event_stream(
         resumed: subscription.resumed,
         reset,
         opened: Instant::now(),
+        ticket,
         _permit: permit,
     }));
     *response.status_mut() = StatusCode::OK;
@@ -398,6 +418,8 @@ pub struct StreamBody {
     resumed: bool,
     reset: bool,
     opened: Instant,
+    /// The webhooks' view of this stream, told of its end.
+    ticket: Option<StreamTicket>,
     _permit: StreamPermit,
 }
 
@@ -424,6 +446,9 @@ impl Drop for StreamBody {
             %reason,
             "stream closed"
         );
+        if let Some(ticket) = self.ticket.take() {
+            ticket.closed(reason.label());
+        }
     }
 }
 

@@ -73,6 +73,12 @@ impl Keys {
         }
     }
 
+    /// A key of its own under the prefix (`<prefix>:<name>`), for parts
+    /// beside the history such as the webhook outbox.
+    pub fn named(&self, name: &str) -> String {
+        format!("{}:{name}", self.prefix)
+    }
+
     /// One node's users (user → open streams).
     pub fn node_users(&self, node: &str) -> String {
         format!("{}:node:{node}:users", self.prefix)

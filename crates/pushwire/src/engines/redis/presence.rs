@@ -244,6 +244,20 @@ impl Cluster {
         Ok(())
     }
 
+    /// The users with an open stream on any other live node (within
+    /// [`PUSH_INTERVAL`] of their nodes' last write).
+    pub async fn users_elsewhere(&self) -> Result<std::collections::HashSet<String>, StoreError> {
+        Ok(self
+            .others()
+            .await?
+            .others
+            .into_iter()
+            .flat_map(|share| share.users.into_iter())
+            .filter(|(_, streams)| *streams > 0)
+            .map(|(user, _)| user)
+            .collect())
+    }
+
     /// Every other live node's share.
     async fn others(&self) -> Result<Shares, StoreError> {
         let mut conn = self.redis.conn();
