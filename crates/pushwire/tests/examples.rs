@@ -8,7 +8,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -22,19 +22,31 @@ fn example(path: &str) -> PathBuf {
         .join(path)
 }
 
-/// How an example is run: `go run <file>`, otherwise `<interpreter> <file>`.
-fn command(interpreter: &str, script: &str) -> Command {
-    let mut command = Command::new(interpreter);
-    if interpreter == "go" {
-        command.arg("run");
+/// How an example is run: `<interpreter> <file>`, or for Go the binary
+/// built from it into `built`. Not `go run`: killed, it would leave the
+/// program it built running, a grandchild holding the test's pipes open.
+fn command(interpreter: &str, script: &str, built: &Path) -> Command {
+    if interpreter != "go" {
+        let mut command = Command::new(interpreter);
+        command.arg(example(script));
+        return command;
     }
-    command.arg(example(script));
-    command
+    let binary = built.join("example");
+    let status = Command::new("go")
+        .arg("build")
+        .arg("-o")
+        .arg(&binary)
+        .arg(example(script))
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run go: {e}"));
+    assert!(status.success(), "go build {script} failed");
+    Command::new(binary)
 }
 
 /// Runs a publishing example against the hub at `url`; its ids, one a line.
 fn run_publisher(interpreter: &str, script: &str, url: &str) -> Vec<String> {
-    let output = command(interpreter, script)
+    let built = tempfile::tempdir().unwrap();
+    let output = command(interpreter, script, built.path())
         .env("PUSHWIRE_URL", url)
         .env("PUSHWIRE_KEY", KEY)
         .output()
@@ -124,24 +136,8 @@ fn start_auth_backend(interpreter: &str, script: &str) -> AuthBackend {
         .local_addr()
         .unwrap()
         .port();
-    // `go run` would leave the server it builds running when killed: build
-    // it, then run the binary itself.
     let built = tempfile::tempdir().unwrap();
-    let mut server = if interpreter == "go" {
-        let binary = built.path().join("server");
-        let status = Command::new("go")
-            .arg("build")
-            .arg("-o")
-            .arg(&binary)
-            .arg(example(script))
-            .status()
-            .unwrap_or_else(|e| panic!("cannot run go: {e}"));
-        assert!(status.success(), "go build {script} failed");
-        Command::new(binary)
-    } else {
-        command(interpreter, script)
-    };
-    let mut child = server
+    let mut child = command(interpreter, script, built.path())
         .env("PORT", port.to_string())
         .env("SESSIONS", r#"{"s3cr3t": "alice"}"#)
         .stdout(Stdio::piped())
