@@ -456,24 +456,61 @@ async fn receiver_verifies_and_acts_once(interpreter: &str, script: &str) {
         line["data"],
         serde_json::from_str::<serde_json::Value>(&undelivered).unwrap()["data"]
     );
+    from_a_live_hub(&receiver).await;
 }
 
-#[tokio::test]
+/// A real hub with `--webhook-url` pointing at the receiver: a user who
+/// opens a stream is announced online, and an event for a user nobody
+/// listens as is reported undelivered; the receiver verifies both.
+async fn from_a_live_hub(receiver: &WebhookReceiver) {
+    let mut config = pushwire_testkit::config();
+    config.webhook_url = Some(format!("http://{}/webhooks", receiver.addr));
+    config.webhook_secret = Some(WEBHOOK_SECRET.to_owned());
+    let server = start(config).await;
+    let stream = SseClient::connect(server.addr(), "/sse/subscribe/alice").await;
+    assert_eq!(stream.status, 200);
+    let online = receiver.next_line();
+    assert_eq!(online["type"], "user.online", "{online}");
+    assert_eq!(online["data"]["user"], "alice");
+    assert!(
+        online["id"].as_str().unwrap().starts_with("msg_"),
+        "{online}"
+    );
+    let id = publish(
+        server.addr(),
+        json!({"to": {"users": ["alice", "bob"]}, "data": "your parcel"}),
+    )
+    .await;
+    let undelivered = receiver.next_line();
+    assert_eq!(undelivered["type"], "event.undelivered", "{undelivered}");
+    assert_eq!(undelivered["data"]["users"], json!(["bob"]));
+    assert_eq!(undelivered["data"]["event"]["id"], json!(id));
+}
+
+// The receiver is read with blocking calls while the hub runs in this
+// runtime: it needs threads of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_webhook_receiver_verifies_and_acts_once() {
     receiver_verifies_and_acts_once("node", "node/webhook-receiver.mjs").await;
 }
 
-#[tokio::test]
+// The receiver is read with blocking calls while the hub runs in this
+// runtime: it needs threads of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_webhook_receiver_verifies_and_acts_once() {
     receiver_verifies_and_acts_once("python3", "python/webhook_receiver.py").await;
 }
 
-#[tokio::test]
+// The receiver is read with blocking calls while the hub runs in this
+// runtime: it needs threads of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn java_webhook_receiver_verifies_and_acts_once() {
     receiver_verifies_and_acts_once("java", "java/WebhookReceiver.java").await;
 }
 
-#[tokio::test]
+// The receiver is read with blocking calls while the hub runs in this
+// runtime: it needs threads of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn go_webhook_receiver_verifies_and_acts_once() {
     receiver_verifies_and_acts_once("go", "go/webhook-receiver.go").await;
 }
