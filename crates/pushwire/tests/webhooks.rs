@@ -896,3 +896,55 @@ async fn the_failed_routes_need_webhooks_and_a_manager() {
     assert_eq!(reply.status, 200, "{}", reply.body);
     assert_eq!(reply.json(), json!({"count": 0, "failed": []}));
 }
+
+/// Refreshes that land on the other node of a cluster (a load balancer
+/// spreads the new stream anywhere) are no offline and online pairs
+/// either: the sender sees the user's stream through the other node's
+/// presence, and the node that opened it confirmed the user first.
+#[tokio::test]
+async fn a_refresh_onto_another_node_is_no_pair() {
+    let redis = RedisServer::start();
+    let receiver = Receiver::start().await;
+    let redis_url = redis.url();
+    let args = hub_args(
+        &receiver,
+        &["--storage", "redis", "--redis-url", &redis_url],
+    );
+    let nodes = [HubProcess::spawn(BIN, &args), HubProcess::spawn(BIN, &args)];
+    let users: Vec<String> = (0..10).map(|i| format!("hop-{i}")).collect();
+    let mut open = Vec::new();
+    for user in &users {
+        open.push(SseClient::connect(nodes[0].addr, &format!("/sse/subscribe/{user}")).await);
+    }
+    for round in 1..=6 {
+        drop(std::mem::take(&mut open));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        for user in &users {
+            let node = &nodes[round % 2];
+            open.push(SseClient::connect(node.addr, &format!("/sse/subscribe/{user}")).await);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        receiver.delivered_of("user.offline").is_empty(),
+        "{:#?}",
+        receiver.delivered_of("user.offline")
+    );
+    let mut online = users_of(&receiver.delivered_of("user.online"));
+    online.sort();
+    let mut expected = users.clone();
+    expected.sort();
+    assert_eq!(online, expected, "one user.online per user");
+    drop(open);
+    receiver
+        .wait_for("every user.offline", |r| {
+            r.delivered_of("user.offline").len() >= users.len()
+        })
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut offline = users_of(&receiver.delivered_of("user.offline"));
+    offline.sort();
+    assert_eq!(offline, expected, "one user.offline per user");
+    assert_eq!(receiver.bad_signatures(), 0);
+}
