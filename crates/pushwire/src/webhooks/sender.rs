@@ -30,7 +30,7 @@ use pushwire_core::log::{now_ms, StoreError};
 use pushwire_core::metrics::WebhookAttempt;
 
 use super::message::{Kind, Message};
-use super::store::Queued;
+use super::store::{Queued, MAX_FAILED};
 use super::Webhooks;
 
 /// The loop's tick: how soon a message written on another node, or due
@@ -320,7 +320,7 @@ impl Webhooks {
                 error = message.last_error.as_deref(),
                 "webhook message given up; see GET /api/v1/webhooks/failed"
             );
-            match self.store.give_up(&queued).await {
+            match self.store.give_up(&queued, MAX_FAILED).await {
                 Ok(()) => {
                     self.metrics.webhook_failed.inc();
                     lanes.finish(seq);

@@ -234,14 +234,18 @@ impl Store for EmbeddedStore {
         })
     }
 
-    fn give_up<'a>(&'a self, queued: &'a Queued) -> Answer<'a, ()> {
+    fn give_up<'a>(&'a self, queued: &'a Queued, keep: usize) -> Answer<'a, ()> {
         let queued = queued.clone();
         self.write(move |txn| {
             if txn.open_table(PENDING)?.remove(queued.seq)?.is_some() {
-                txn.open_table(FAILED)?.insert(
+                let mut failed = txn.open_table(FAILED)?;
+                failed.insert(
                     failed_key(&queued.message).as_str(),
                     encoded(&queued.message)?.as_slice(),
                 )?;
+                while failed.len()? > keep as u64 {
+                    failed.pop_first()?;
+                }
             }
             Ok(())
         })

@@ -109,10 +109,12 @@ impl Store for MemoryStore {
         async { Ok(()) }.boxed()
     }
 
-    fn give_up<'a>(&'a self, queued: &'a Queued) -> Answer<'a, ()> {
+    fn give_up<'a>(&'a self, queued: &'a Queued, keep: usize) -> Answer<'a, ()> {
         let mut state = self.lock();
         if state.pending.remove(&queued.seq).is_some() {
             state.failed.push(queued.message.clone());
+            let over = state.failed.len().saturating_sub(keep);
+            state.failed.drain(..over);
         }
         async { Ok(()) }.boxed()
     }

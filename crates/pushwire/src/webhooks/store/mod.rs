@@ -28,6 +28,10 @@ pub use embedded::EmbeddedStore;
 pub use memory::MemoryStore;
 pub use redis::RedisStore;
 
+/// Most failed messages kept; beyond it the oldest failure is dropped
+/// (and logged when it is given up, like every failure).
+pub const MAX_FAILED: usize = 100_000;
+
 /// A message at its place in the outbox.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Queued {
@@ -74,8 +78,9 @@ pub trait Store: Send + Sync {
     /// Removes a delivered message.
     fn delivered(&self, seq: u64) -> Answer<'_, ()>;
 
-    /// Moves a message to the failed list.
-    fn give_up<'a>(&'a self, queued: &'a Queued) -> Answer<'a, ()>;
+    /// Moves a message to the failed list, dropping the oldest failures
+    /// beyond `keep` (the sender keeps [`MAX_FAILED`]).
+    fn give_up<'a>(&'a self, queued: &'a Queued, keep: usize) -> Answer<'a, ()>;
 
     /// The failed messages, oldest failure first, at most `limit`.
     fn failed(&self, limit: usize) -> Answer<'_, Vec<Message>>;
@@ -136,7 +141,7 @@ pub(crate) mod contract {
 
         store.delivered(pending[1].seq).await.unwrap();
         first.message.failed_ms = Some(5);
-        store.give_up(&first).await.unwrap();
+        store.give_up(&first, 2).await.unwrap();
         assert!(store.pending(0, 10).await.unwrap().is_empty());
         assert_eq!(store.backlog().await.unwrap(), 0);
         let failed = store.failed(10).await.unwrap();
@@ -151,6 +156,22 @@ pub(crate) mod contract {
         assert_eq!(again[0].message.id, a.id);
         assert_eq!(again[0].message.attempts, 0);
         assert!(!store.retry(&a.id).await.unwrap(), "once");
+
+        // Beyond `keep`, the oldest failures go.
+        store
+            .enqueue((0..3).map(|_| Message::user_online("c")).collect())
+            .await
+            .unwrap();
+        let mut kept = Vec::new();
+        for (n, mut queued) in store.pending(0, 10).await.unwrap().into_iter().enumerate() {
+            queued.message.failed_ms = Some(100 + n as u64);
+            store.give_up(&queued, 2).await.unwrap();
+            kept.push(queued.message);
+        }
+        assert_eq!(
+            store.failed(10).await.unwrap(),
+            kept[kept.len() - 2..].to_vec()
+        );
     }
 
     pub async fn announces_each_user_once(store: &dyn Store) {

@@ -75,12 +75,17 @@ redis.call('ZREM', KEYS[3], ARGV[1])
 return 1
 ";
 
-/// KEYS[5] failed, KEYS[6] failed-order; ARGV seq, id, failed_ms, message.
+/// KEYS[5] failed, KEYS[6] failed-order; ARGV seq, id, failed_ms,
+/// message, most kept.
 const GIVE_UP: &str = r"
 if redis.call('HDEL', KEYS[2], ARGV[1]) == 0 then return 0 end
 redis.call('ZREM', KEYS[3], ARGV[1])
 redis.call('HSET', KEYS[5], ARGV[2], ARGV[4])
 redis.call('ZADD', KEYS[6], ARGV[3], ARGV[2])
+while redis.call('ZCARD', KEYS[6]) > tonumber(ARGV[5]) do
+  local oldest = redis.call('ZPOPMIN', KEYS[6])
+  redis.call('HDEL', KEYS[5], oldest[1])
+end
 return 1
 ";
 
@@ -293,7 +298,7 @@ impl Store for RedisStore {
         .boxed()
     }
 
-    fn give_up<'a>(&'a self, queued: &'a Queued) -> Answer<'a, ()> {
+    fn give_up<'a>(&'a self, queued: &'a Queued, keep: usize) -> Answer<'a, ()> {
         async move {
             let m = &queued.message;
             let args = vec![
@@ -301,6 +306,7 @@ impl Store for RedisStore {
                 text(&m.id),
                 text(m.failed_ms.unwrap_or(0)),
                 encode(m)?,
+                text(keep),
             ];
             let _: Value = self.run(&self.scripts.give_up, args).await?;
             Ok(())
