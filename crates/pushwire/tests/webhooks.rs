@@ -859,11 +859,11 @@ fn hub_args(receiver: &Receiver, storage: &[&str]) -> Vec<String> {
 }
 
 fn redis_get(redis: &RedisServer, key: &str) -> String {
-    let out = std::process::Command::new("redis-cli")
-        .args(["-p", &redis.port.to_string(), "GET", key])
-        .output()
+    let mut conn = redis::Client::open(redis.url())
+        .unwrap()
+        .get_connection()
         .unwrap();
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    redis::cmd("GET").arg(key).query(&mut conn).unwrap()
 }
 
 #[tokio::test]
