@@ -1,7 +1,14 @@
 //! The outbox beside the embedded history: its own file,
-//! `<data-dir>/webhooks.redb`, every change one transaction forced to disk
-//! before it returns (whatever `--fsync` says: messages are few, and one
-//! acknowledged is one the backend will get).
+//! `<data-dir>/webhooks.redb`, every change forced to disk before it
+//! returns (whatever `--fsync` says: one acknowledged is one the backend
+//! will get).
+//!
+//! Changes go through one writer thread that commits them in groups: the
+//! changes that arrive while a commit is being forced to disk go together
+//! in the next one. A mass reconnect (every user's first stream confirms
+//! their presence here before it starts) then costs a few commits, not one
+//! per user. A group that fails fails every change in it, and each caller
+//! hears so.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -30,9 +37,59 @@ const ANNOUNCED: TableDefinition<&str, u64> = TableDefinition::new("announced");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const NEXT_SEQ: &str = "next_seq";
 
+/// What the caller hears once the group its change was in is committed.
+type Finish = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
+/// One change, applied to the group's transaction.
+type Job = Box<dyn FnOnce(&WriteTransaction) -> Result<Finish, redb::Error> + Send>;
+
+/// Most changes committed together.
+const GROUP: usize = 1024;
+
 pub struct EmbeddedStore {
     db: Arc<Database>,
     path: PathBuf,
+    jobs: Option<std::sync::mpsc::Sender<Job>>,
+    writer: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for EmbeddedStore {
+    fn drop(&mut self) {
+        // The writer ends once its queue is closed and empty; the file is
+        // closed when this returns.
+        self.jobs.take();
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
+    }
+}
+
+/// The writer thread: waits for a change, takes every other one queued
+/// behind it, and commits them as one transaction.
+fn writer(db: Arc<Database>, jobs: std::sync::mpsc::Receiver<Job>) {
+    while let Ok(first) = jobs.recv() {
+        let mut group = vec![first];
+        while group.len() < GROUP {
+            match jobs.try_recv() {
+                Ok(job) => group.push(job),
+                Err(_) => break,
+            }
+        }
+        let mut finishes = Vec::with_capacity(group.len());
+        let committed = (|| {
+            let mut txn = db.begin_write().map_err(|e| fault("write", e))?;
+            txn.set_durability(Durability::Immediate)
+                .map_err(|e| fault("write", e))?;
+            for job in group {
+                finishes.push(job(&txn).map_err(|e| fault("write", e))?);
+            }
+            txn.commit().map_err(|e| fault("commit", e))
+        })();
+        // Changes of the group that never ran are dropped with it, and
+        // their callers hear that the write did not finish.
+        for finish in finishes {
+            finish(committed.clone());
+        }
+    }
 }
 
 fn fault(what: &str, error: impl std::fmt::Display) -> StoreError {
@@ -59,9 +116,20 @@ impl EmbeddedStore {
                 "{e}; the hub refuses to start rather than lose undelivered webhook messages"
             ))
         })?;
+        let db = Arc::new(db);
+        let (jobs, queue) = std::sync::mpsc::channel();
+        let writer = {
+            let db = db.clone();
+            std::thread::Builder::new()
+                .name("webhook-outbox".into())
+                .spawn(move || writer(db, queue))
+                .map_err(|e| refuse(format!("cannot start the outbox writer: {e}")))?
+        };
         let store = EmbeddedStore {
-            db: Arc::new(db),
+            db,
             path: path.clone(),
+            jobs: Some(jobs),
+            writer: Some(writer),
         };
         // Every table exists from the start: reads never meet a missing one.
         store
@@ -87,16 +155,27 @@ impl EmbeddedStore {
         write(&self.db, change)
     }
 
-    /// Runs `change` in one write transaction on the blocking pool.
+    /// Runs `change` in the writer's next group; answers once that group
+    /// is on disk.
     fn write<T: Send + 'static>(
         &self,
         change: impl FnOnce(&WriteTransaction) -> Result<T, redb::Error> + Send + 'static,
     ) -> Answer<'_, T> {
-        let db = self.db.clone();
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move |txn| {
+            let value = change(txn)?;
+            Ok(Box::new(move |committed: Result<(), StoreError>| {
+                let _ = answer.send(committed.map(|()| value));
+            }) as Finish)
+        });
+        let queued = self.jobs.as_ref().map(|jobs| jobs.send(job));
         async move {
-            tokio::task::spawn_blocking(move || write(&db, change))
+            if !matches!(queued, Some(Ok(()))) {
+                return Err(fault("write", "the outbox writer has stopped"));
+            }
+            answered
                 .await
-                .map_err(|e| fault("the write did not finish", e))?
+                .map_err(|_| fault("write", "the write did not finish"))?
         }
         .boxed()
     }
@@ -339,6 +418,32 @@ mod tests {
             .await
             .unwrap();
         assert!(store.pending(0, 10).await.unwrap()[1].seq > pending[0].seq);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn changes_made_at_once_commit_in_groups_and_each_caller_hears() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
+        let tasks: Vec<_> = (0..500)
+            .map(|n| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    let user = format!("u{}", n % 250);
+                    let online = Message::user_online(&user);
+                    store.come_online(&user, n, Some(online)).await.unwrap()
+                })
+            })
+            .collect();
+        let mut announced = 0;
+        for task in tasks {
+            announced += usize::from(task.await.unwrap());
+        }
+        // Each of the 250 users announced once, whatever the grouping.
+        assert_eq!(announced, 250);
+        assert_eq!(store.announced().await.unwrap().len(), 250);
+        let pending = store.pending(0, 1000).await.unwrap();
+        assert_eq!(pending.len(), 250);
+        assert!(pending.windows(2).all(|w| w[0].seq < w[1].seq));
     }
 
     #[test]
