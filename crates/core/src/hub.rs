@@ -8,7 +8,9 @@
 //!
 //! Opening a stream registers it first and reads the history after, so
 //! every event is either in what it replays or in its queue (or both, and
-//! then skipped by sequence number): no gap, no duplicate.
+//! then skipped by sequence number): no gap, no duplicate. A stream opened
+//! with `last_seen` takes the same path, resuming after its user's cursor
+//! ([`crate::seen`]) instead of a `Last-Event-ID`.
 //!
 //! No lock is held across an await. In a cluster the other nodes' share of
 //! counts and `close` comes through [`Peers`], which the Redis engine
@@ -35,6 +37,7 @@ use crate::metrics::Metrics;
 use crate::outbox::{Deadline, End, Frames, Replay, StreamEnd};
 use crate::registry::{Refusal, Registry, TopicStreams, UserStreams};
 use crate::route::Interest;
+use crate::seen::{newer, LastSeen, Seen, FLUSH_EVERY, LAST_SEEN};
 
 /// How many events one history read fetches while replaying.
 const REPLAY_PAGE: usize = 1024;
@@ -66,6 +69,11 @@ pub struct HubConfig {
 pub struct SubscribeOptions<'a> {
     /// Resume after this event id (or `earliest`).
     pub last_event_id: Option<&'a str>,
+    /// Without a `last_event_id`: resume after the newest event written
+    /// to any of the stream's user's streams, anywhere (`since=last-seen`).
+    /// The edge refuses it for a stream without a user; the hub ignores it
+    /// there.
+    pub last_seen: bool,
     /// End the stream after this long at the latest (a token's expiry),
     /// even when the hub's own stream lifetime is longer.
     pub lifetime: Option<Duration>,
@@ -199,6 +207,8 @@ pub struct Hub {
     /// Set once shutdown begins: readiness then says no, so that a load
     /// balancer stops sending new clients before the streams end.
     draining: AtomicBool,
+    /// Users' cursors as this node's streams advance them.
+    seen: LastSeen,
 }
 
 /// Why the hub should not be given new clients now.
@@ -237,6 +247,7 @@ impl Hub {
             peers: None,
             observer: None,
             draining: AtomicBool::new(false),
+            seen: LastSeen::default(),
         })
     }
 
@@ -366,11 +377,21 @@ impl Hub {
             None => last.as_ref().map_or(0, |e| e.seq),
         };
         let mut reset = false;
-        if let Some(requested) = options.last_event_id {
-            let cursor = if requested == EARLIEST {
-                Cursor::After(0)
-            } else {
-                self.log.resolve(requested).await?
+        let last_seen = match (&interest.user, options.last_event_id) {
+            (Some(user), None) if options.last_seen => Some(self.cursor_of(user).await?),
+            _ => None,
+        };
+        let requested = match last_seen {
+            Some(_) => Some(LAST_SEEN),
+            None => options.last_event_id,
+        };
+        if let Some(requested) = requested {
+            let cursor = match last_seen {
+                // No cursor: everything retained was missed.
+                Some(None) => Cursor::After(0),
+                Some(Some(seen)) => self.resolve_seen(seen).await?,
+                None if requested == EARLIEST => Cursor::After(0),
+                None => self.log.resolve(requested).await?,
             };
             match cursor {
                 Cursor::After(seq) => {
@@ -384,6 +405,13 @@ impl Hub {
                     skip_through = last.as_ref().map_or(0, |e| e.seq);
                     if options.reset_event {
                         head.push(reset_frame(requested, last.as_deref()));
+                    }
+                    // The user was away longer than the history reaches
+                    // back (or it was replaced): after the reset, every
+                    // retained event is one they missed.
+                    if last_seen.is_some() {
+                        skip_through = 0;
+                        replay = Some(replay_after(self.log.clone(), 0, interest.clone()));
                     }
                 }
             }
@@ -402,7 +430,8 @@ impl Hub {
             (own, None) => own.map(timeout),
         };
         let resumed = replay.is_some();
-        let frames = Frames::new(
+        let seen = interest.user.as_deref().map(|user| self.seen.slot(user));
+        let mut frames = Frames::new(
             head,
             replay,
             skip_through,
@@ -411,12 +440,61 @@ impl Hub {
             registration,
             lifetime,
         );
+        if let Some(seen) = seen {
+            frames = frames.advancing(seen);
+        }
         Ok(Subscribed {
             frames,
             last_event_id: last.map(|e| e.id.clone()),
             reset,
             resumed,
         })
+    }
+
+    /// The user's cursor: the newer of what this node holds (flushed or
+    /// not) and what the history stores (written by any node).
+    async fn cursor_of(&self, user: &str) -> Result<Option<Seen>, StoreError> {
+        let stored = match self.log.cursors() {
+            Some(cursors) => cursors.load(user).await?,
+            None => None,
+        };
+        Ok(newer(stored, self.seen.local(user)))
+    }
+
+    /// Where a cursor resumes, by the rules of a `Last-Event-ID`: after its
+    /// event while this history holds that event (or it is the newest one
+    /// retention removed), else nowhere (a reset).
+    async fn resolve_seen(&self, seen: Seen) -> Result<Cursor, StoreError> {
+        if let Some(id) = seen.hub_id() {
+            return self.log.resolve(&id.to_string()).await;
+        }
+        // An event with a publisher's id: resumed after while it is
+        // retained and is the event the cursor names.
+        let page = self.log.read_after(seen.seq.saturating_sub(1), 1).await?;
+        Ok(match page.first() {
+            Some(event) if event.seq == seen.seq && Seen::of(event) == seen => {
+                Cursor::After(seen.seq)
+            }
+            _ => Cursor::Unknown,
+        })
+    }
+
+    /// Writes the cursors that advanced since the last flush to the
+    /// history; what cannot be written is tried again at the next one.
+    pub async fn flush_cursors(&self) {
+        let Some(cursors) = self.log.cursors() else {
+            // Nothing to write to: keep only what open streams hold.
+            self.seen.take_advanced();
+            return;
+        };
+        let batch = self.seen.take_advanced();
+        if batch.is_empty() {
+            return;
+        }
+        if let Err(error) = cursors.store(batch.clone()).await {
+            tracing::warn!(%error, users = batch.len(), "cannot store last-seen cursors; retrying");
+            self.seen.not_flushed(&batch);
+        }
     }
 
     /// Open streams that announced a subscriber, oldest first.
@@ -581,7 +659,8 @@ impl Hub {
         self.log.ready().await.map_err(NotReady::History)
     }
 
-    /// Heartbeats and retention until `stop` is cancelled.
+    /// Heartbeats, retention and last-seen flushes until `stop` is
+    /// cancelled; a last flush then writes what streams advanced.
     pub async fn run_maintenance(&self, heartbeat: Duration, stop: CancellationToken) {
         let beat = encode_comment("");
         let mut beats = tokio::time::interval(heartbeat);
@@ -595,9 +674,15 @@ impl Hub {
             .unwrap_or_else(PoisonError::into_inner)
             .take();
         let mut departures = taken.unwrap_or_else(|| mpsc::unbounded_channel().1);
+        let mut flushes = tokio::time::interval(FLUSH_EVERY);
+        flushes.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                _ = stop.cancelled() => return,
+                _ = stop.cancelled() => {
+                    self.flush_cursors().await;
+                    return;
+                }
+                _ = flushes.tick() => self.flush_cursors().await,
                 Some(subscriber) = departures.recv() => {
                     if let Err(error) = self.log.append(subscriber.announcements(false)).await {
                         tracing::warn!(%error, subscriber = %subscriber.id, "cannot announce a subscriber's departure");
@@ -1084,5 +1169,57 @@ mod tests {
                 .await,
             Err(SubscribeError::ShuttingDown)
         ));
+    }
+
+    #[tokio::test]
+    async fn last_seen_resumes_after_what_the_users_streams_were_written() {
+        let (hub, _) = hub_with(config());
+        let last_seen = || SubscribeOptions {
+            last_seen: true,
+            ..SubscribeOptions::default()
+        };
+        // No cursor yet: everything retained was missed.
+        let published = hub
+            .publish(vec![to("u", "1"), to("u", "2"), to("other", "x")])
+            .await
+            .unwrap();
+        let mut first = hub
+            .subscribe(Interest::user("u"), last_seen())
+            .await
+            .unwrap();
+        assert!(first.resumed && !first.reset);
+        let frames = ready(&mut first.frames);
+        assert_eq!(ids(&frames), [&*published[0].id, &*published[1].id]);
+        let live = hub.publish(vec![to("u", "3")]).await.unwrap();
+        assert_eq!(ids(&ready(&mut first.frames)), [&*live[0].id]);
+        drop(first);
+        let missed = hub.publish(vec![to("u", "4"), to("u", "5")]).await.unwrap();
+        let mut second = hub
+            .subscribe(Interest::user("u"), last_seen())
+            .await
+            .unwrap();
+        assert_eq!(
+            ids(&ready(&mut second.frames)),
+            [&*missed[0].id, &*missed[1].id]
+        );
+        // Another user's cursor is their own.
+        let mut other = hub
+            .subscribe(Interest::user("other"), last_seen())
+            .await
+            .unwrap();
+        assert_eq!(ids(&ready(&mut other.frames)), [&*published[2].id]);
+        // A Last-Event-ID wins over last-seen.
+        let mut exact = hub
+            .subscribe(
+                Interest::user("u"),
+                SubscribeOptions {
+                    last_event_id: Some(&published[0].id),
+                    last_seen: true,
+                    ..SubscribeOptions::default()
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(ids(&ready(&mut exact.frames)).len(), 4);
     }
 }

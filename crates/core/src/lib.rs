@@ -16,7 +16,8 @@
 //!   [`Frames`](outbox::Frames) that the transport writes to the socket.
 //!
 //! [`hub`] ties them together for the edge: publish, open a stream with
-//! resume, close, counts, history. [`announce`] makes the Mercure
+//! resume, close, counts, history; [`seen`] keeps each user's cursor (the
+//! newest event written to their streams) for `since=last-seen`. [`announce`] makes the Mercure
 //! subscription events; [`grants`] reads what a verified token allows;
 //! [`metrics`] counts what happens.
 //!
@@ -37,5 +38,6 @@ pub mod outbox;
 pub mod record;
 pub mod registry;
 pub mod route;
+pub mod seen;
 pub mod stage;
 pub mod text;

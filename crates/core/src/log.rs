@@ -26,6 +26,7 @@ use futures_util::future::BoxFuture;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::event::{Draft, Event};
+use crate::seen::SeenStore;
 
 /// Failures of a history engine.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -218,6 +219,13 @@ pub trait EventLog: Send + Sync {
     /// is wrong. An engine with nothing that can fail is always ready.
     fn ready(&self) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(std::future::ready(Ok(())))
+    }
+
+    /// Where the history keeps its users' last-seen cursors
+    /// ([`crate::seen`]), if it keeps them: without, a cursor lives only
+    /// in this node's memory while the user has a stream open here.
+    fn cursors(&self) -> Option<&dyn SeenStore> {
+        None
     }
 }
 

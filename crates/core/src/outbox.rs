@@ -14,6 +14,10 @@
 //! body that replays history first remembers the last sequence it replayed
 //! and skips queued live frames at or below it, so replay and live delivery
 //! join with no gap and no duplicate.
+//!
+//! Last seen: the frames of a user's stream advance the user's cursor
+//! ([`crate::seen`]) as each event frame leaves the stream (replayed or
+//! taken off the queue for the socket), never before.
 
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -29,6 +33,7 @@ use crate::event::Event;
 use crate::log::StoreError;
 use crate::registry::Registration;
 use crate::route::Interest;
+use crate::seen::{Seen, UserSeen};
 
 /// Why a stream ended from the hub's side.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,8 +122,8 @@ pub struct Outbox {
 
 #[derive(Debug, Default)]
 struct OutboxState {
-    /// (sequence, frame); sequence 0 marks frames that are not events.
-    queue: VecDeque<(u64, Bytes)>,
+    /// (the event, frame); sequence 0 marks frames that are not events.
+    queue: VecDeque<(Seen, Bytes)>,
     end: Option<End>,
     waker: Option<Waker>,
 }
@@ -141,7 +146,7 @@ impl Outbox {
     }
 
     /// Queues an event frame. On overflow the stream ends as a slow consumer.
-    pub fn push(&self, seq: u64, frame: Bytes) -> Result<(), Overflow> {
+    pub fn push(&self, seen: Seen, frame: Bytes) -> Result<(), Overflow> {
         let mut state = self.lock();
         if state.end.is_some() {
             return Ok(());
@@ -152,7 +157,7 @@ impl Outbox {
             wake(&mut state);
             return Err(Overflow);
         }
-        state.queue.push_back((seq, frame));
+        state.queue.push_back((seen, frame));
         wake(&mut state);
         Ok(())
     }
@@ -162,7 +167,7 @@ impl Outbox {
     pub fn push_heartbeat(&self, frame: &Bytes) {
         let mut state = self.lock();
         if state.end.is_none() && state.queue.is_empty() {
-            state.queue.push_back((0, frame.clone()));
+            state.queue.push_back((NOT_AN_EVENT, frame.clone()));
             wake(&mut state);
         }
     }
@@ -182,12 +187,17 @@ impl Outbox {
         self.lock().end
     }
 
-    /// The next frame after `skip_through`, or `None` once ended.
-    pub(crate) fn poll_pop(&self, cx: &mut Context<'_>, skip_through: u64) -> Poll<Option<Bytes>> {
+    /// The next frame after `skip_through` (with the event it carries,
+    /// sequence 0 for a heartbeat), or `None` once ended.
+    pub(crate) fn poll_pop(
+        &self,
+        cx: &mut Context<'_>,
+        skip_through: u64,
+    ) -> Poll<Option<(Seen, Bytes)>> {
         let mut state = self.lock();
-        while let Some((seq, frame)) = state.queue.pop_front() {
-            if seq == 0 || seq > skip_through {
-                return Poll::Ready(Some(frame));
+        while let Some((seen, frame)) = state.queue.pop_front() {
+            if seen.seq == 0 || seen.seq > skip_through {
+                return Poll::Ready(Some((seen, frame)));
             }
         }
         if state.end.is_some() {
@@ -200,6 +210,9 @@ impl Outbox {
         Poll::Pending
     }
 }
+
+/// What a queued frame that is not an event carries.
+const NOT_AN_EVENT: Seen = Seen { seq: 0, tag: 0 };
 
 fn wake(state: &mut OutboxState) {
     if let Some(w) = state.waker.take() {
@@ -230,6 +243,8 @@ pub struct Frames {
     /// Set when the frames ran out on the core's side (deadline, history
     /// fault); an outbox the hub ended says why itself.
     ended: Option<StreamEnd>,
+    /// The cursor of the stream's user, advanced as events leave.
+    seen: Option<Arc<UserSeen>>,
     _registration: Registration,
 }
 
@@ -251,8 +266,15 @@ impl Frames {
             interest,
             deadline: lifetime.map(|d| (Box::pin(tokio::time::sleep(d.after)), d.why)),
             ended: None,
+            seen: None,
             _registration: registration,
         }
+    }
+
+    /// Makes every event the stream yields advance its user's cursor.
+    pub fn advancing(mut self, seen: Arc<UserSeen>) -> Frames {
+        self.seen = Some(seen);
+        self
     }
 
     /// What the stream listens to.
@@ -287,6 +309,9 @@ impl Stream for Frames {
             match replay.as_mut().poll_next(cx) {
                 Poll::Ready(Some(Ok(event))) => {
                     this.skip_through = event.seq;
+                    if let Some(seen) = &this.seen {
+                        seen.advance(Seen::of(&event));
+                    }
                     return Poll::Ready(Some(event.frame().clone()));
                 }
                 Poll::Ready(Some(Err(error))) => {
@@ -298,7 +323,13 @@ impl Stream for Frames {
                 Poll::Pending => return Poll::Pending,
             }
         }
-        this.outbox.poll_pop(cx, this.skip_through)
+        let popped = this.outbox.poll_pop(cx, this.skip_through);
+        if let (Poll::Ready(Some((event, _))), Some(seen)) = (&popped, &this.seen) {
+            if event.seq != 0 {
+                seen.advance(*event);
+            }
+        }
+        popped.map(|frame| frame.map(|(_, bytes)| bytes))
     }
 }
 
@@ -306,16 +337,20 @@ impl Stream for Frames {
 mod tests {
     use super::*;
 
+    fn at(seq: u64) -> Seen {
+        Seen { seq, tag: 1 }
+    }
+
     #[test]
     fn overflow_ends_the_stream_and_frees_the_queue() {
         let outbox = Outbox::new(2);
-        assert_eq!(outbox.push(1, Bytes::from_static(b"a")), Ok(()));
-        assert_eq!(outbox.push(2, Bytes::from_static(b"b")), Ok(()));
-        assert_eq!(outbox.push(3, Bytes::from_static(b"c")), Err(Overflow));
+        assert_eq!(outbox.push(at(1), Bytes::from_static(b"a")), Ok(()));
+        assert_eq!(outbox.push(at(2), Bytes::from_static(b"b")), Ok(()));
+        assert_eq!(outbox.push(at(3), Bytes::from_static(b"c")), Err(Overflow));
         assert_eq!(outbox.ended(), Some(End::SlowConsumer));
         assert!(outbox.lock().queue.is_empty());
         // Later pushes to an ended stream are ignored, not errors.
-        assert_eq!(outbox.push(4, Bytes::from_static(b"d")), Ok(()));
+        assert_eq!(outbox.push(at(4), Bytes::from_static(b"d")), Ok(()));
     }
 
     #[test]
@@ -331,17 +366,17 @@ mod tests {
     fn frames_already_replayed_are_skipped() {
         let outbox = Outbox::new(10);
         for seq in 1..=5 {
-            outbox.push(seq, Bytes::from(seq.to_string())).ok();
+            outbox.push(at(seq), Bytes::from(seq.to_string())).ok();
         }
         let waker = futures_util::task::noop_waker();
         let mut cx = Context::from_waker(&waker);
         assert_eq!(
             outbox.poll_pop(&mut cx, 3),
-            Poll::Ready(Some(Bytes::from("4")))
+            Poll::Ready(Some((at(4), Bytes::from("4"))))
         );
         assert_eq!(
             outbox.poll_pop(&mut cx, 3),
-            Poll::Ready(Some(Bytes::from("5")))
+            Poll::Ready(Some((at(5), Bytes::from("5"))))
         );
         assert!(outbox.poll_pop(&mut cx, 3).is_pending());
         outbox.end(End::Closed);

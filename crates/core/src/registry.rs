@@ -30,6 +30,7 @@ use crate::log::Fanout;
 use crate::metrics::Metrics;
 use crate::outbox::{End, Outbox};
 use crate::route::{Interest, MatchCache, Selector};
+use crate::seen::Seen;
 
 /// (selector, topic) answers the fanout remembers: template and pattern
 /// matches cost a regex run, and every event of a topic asks again.
@@ -134,7 +135,7 @@ impl Drop for Registration {
 struct Push {
     id: u64,
     outbox: Arc<Outbox>,
-    seq: u64,
+    seen: Seen,
     frame: Bytes,
 }
 
@@ -397,7 +398,7 @@ impl Registry {
                     pushes.push(Push {
                         id,
                         outbox: entry.outbox.clone(),
-                        seq: event.seq,
+                        seen: Seen::of(event),
                         frame: event.frame().clone(),
                     });
                 }
@@ -485,7 +486,7 @@ impl Fanout for Registry {
         let mut delivered = 0u64;
         let mut slow = Vec::new();
         for push in pushes {
-            match push.outbox.push(push.seq, push.frame) {
+            match push.outbox.push(push.seen, push.frame) {
                 Ok(()) => delivered += 1,
                 Err(_) => slow.push(push.id),
             }
@@ -574,7 +575,7 @@ mod tests {
         let waker = futures_util::task::noop_waker();
         let mut cx = Context::from_waker(&waker);
         let mut seqs = Vec::new();
-        while let Poll::Ready(Some(frame)) = outbox.poll_pop(&mut cx, 0) {
+        while let Poll::Ready(Some((_, frame))) = outbox.poll_pop(&mut cx, 0) {
             let text = String::from_utf8_lossy(&frame).into_owned();
             let seq = text
                 .lines()

@@ -146,6 +146,7 @@ pub async fn subscribe(
         lifetime: authorized.lifetime,
         reset_event: false,
         subscriber,
+        ..SubscribeOptions::default()
     };
     let subscription = state.hub.subscribe(interest, options).await?;
     let ticket = super::streams::webhook_ticket(&state, None, uri.path()).await?;
