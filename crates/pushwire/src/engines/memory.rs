@@ -5,6 +5,10 @@
 //! points is an index computation, not a search. After a restart the
 //! numbers start over at 1, with new tags (see `pushwire_core::id`): an id
 //! handed out before the restart gets a reset, never another event.
+//!
+//! Users' last-seen cursors (`pushwire_core::seen`) are kept in a map next
+//! to the window, lost on restart with it; past `MAX_CURSORS` the ones
+//! older than the window are dropped.
 
 use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
@@ -15,11 +19,14 @@ use futures_util::future::{self, BoxFuture, FutureExt};
 use pushwire_core::event::{Draft, Event};
 use pushwire_core::id::{locate, HubId, Span};
 use pushwire_core::log::{now_ms, Cursor, EventLog, Fanout, Retained, Retention, StoreError};
+use pushwire_core::seen::{Seen, SeenStore, MAX_CURSORS};
 
 pub struct MemoryLog {
     retention: Retention,
     fanout: Arc<dyn Fanout>,
     state: Mutex<Window>,
+    /// User → the newest event written to their streams.
+    cursors: Mutex<HashMap<Arc<str>, Seen>>,
 }
 
 struct Window {
@@ -43,6 +50,7 @@ impl MemoryLog {
                 by_id: HashMap::new(),
                 boundary_tag: 0,
             }),
+            cursors: Mutex::new(HashMap::new()),
         }
     }
 
@@ -94,7 +102,33 @@ impl Window {
     }
 }
 
+impl SeenStore for MemoryLog {
+    fn load<'a>(&'a self, user: &'a str) -> BoxFuture<'a, Result<Option<Seen>, StoreError>> {
+        let cursors = self.cursors.lock().unwrap_or_else(PoisonError::into_inner);
+        future::ready(Ok(cursors.get(user).copied())).boxed()
+    }
+
+    fn store(&self, batch: Vec<(Arc<str>, Seen)>) -> BoxFuture<'_, Result<(), StoreError>> {
+        let first = Self::first_seq(&self.lock());
+        let mut cursors = self.cursors.lock().unwrap_or_else(PoisonError::into_inner);
+        for (user, seen) in batch {
+            let kept = cursors.entry(user).or_insert(seen);
+            if seen.seq > kept.seq {
+                *kept = seen;
+            }
+        }
+        if cursors.len() > MAX_CURSORS {
+            cursors.retain(|_, seen| seen.seq.saturating_add(1) >= first);
+        }
+        future::ready(Ok(())).boxed()
+    }
+}
+
 impl EventLog for MemoryLog {
+    fn cursors(&self) -> Option<&dyn SeenStore> {
+        Some(self)
+    }
+
     fn append(&self, drafts: Vec<Draft>) -> BoxFuture<'_, Result<Vec<Arc<Event>>, StoreError>> {
         Box::pin(async move {
             // A fanout far behind holds publishers back before they store.
@@ -267,5 +301,18 @@ mod tests {
         // The untagged form of a number the new history holds is no better.
         assert_eq!(after.resolve("#4").await.unwrap(), Cursor::Unknown);
         assert_eq!(after.resolve("#0").await.unwrap(), Cursor::After(0));
+    }
+
+    #[tokio::test]
+    async fn cursors_only_move_forward() {
+        let log = log(10);
+        let at = |seq| Seen { seq, tag: 7 };
+        log.store(vec![("u".into(), at(5))]).await.unwrap();
+        log.store(vec![("u".into(), at(3)), ("v".into(), at(1))])
+            .await
+            .unwrap();
+        assert_eq!(log.load("u").await.unwrap(), Some(at(5)));
+        assert_eq!(log.load("v").await.unwrap(), Some(at(1)));
+        assert_eq!(log.load("w").await.unwrap(), None);
     }
 }

@@ -39,6 +39,10 @@
 //!   forced to disk can be lost in a crash, so sequence numbers are reserved
 //!   ahead in forced commits and a restart continues after the reservation.
 //!
+//! - `seen`: user → (sequence, tag) of the newest event written to the
+//!   user's streams (`pushwire_core::seen`), written by the writer in a
+//!   commit of its own after each group, not forced to disk by itself.
+//!
 //! Reads (`read_after`, `resolve`) use read transactions; `last`, the
 //! bounds of the retained range and the newest few thousand events (so that
 //! a client back after a short absence is replayed from memory) come from a
@@ -66,6 +70,7 @@ use pushwire_core::event::{Draft, Event};
 use pushwire_core::id::{locate, HubId};
 use pushwire_core::log::{Cursor, EventLog, Fanout, Fsync, Retained, Retention, StoreError};
 use pushwire_core::record::{decode, decode_key};
+use pushwire_core::seen::{Seen, SeenStore};
 
 use head::{lock, Head};
 use recovery::{describe_open_error, open_file, recover};
@@ -79,6 +84,8 @@ pub const FILE_NAME: &str = "events.redb";
 const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
 const IDS: TableDefinition<&str, u64> = TableDefinition::new("ids");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// User → (sequence, tag) of their last-seen cursor.
+const SEEN: TableDefinition<&str, (u64, u64)> = TableDefinition::new("seen");
 const META_NEXT_SEQ: &str = "next_seq";
 /// With `--fsync interval` or `never`: sequence numbers below this may have
 /// been issued by commits a crash lost, so a restart continues from here.
@@ -233,7 +240,29 @@ impl Drop for EmbeddedLog {
     }
 }
 
+impl SeenStore for EmbeddedLog {
+    fn load<'a>(&'a self, user: &'a str) -> BoxFuture<'a, Result<Option<Seen>, StoreError>> {
+        let db = self.db.clone();
+        let user = user.to_owned();
+        blocking(move || load_seen(&*db.get()?, &user)).boxed()
+    }
+
+    fn store(&self, batch: Vec<(Arc<str>, Seen)>) -> BoxFuture<'_, Result<(), StoreError>> {
+        let (reply, answer) = oneshot::channel();
+        let sent = self.send(Command::Seen { batch, reply });
+        async move {
+            sent?;
+            answer.await.map_err(|_| writer_stopped())?
+        }
+        .boxed()
+    }
+}
+
 impl EventLog for EmbeddedLog {
+    fn cursors(&self) -> Option<&dyn SeenStore> {
+        Some(self)
+    }
+
     /// Ready while the last commit (a publish, or the retention pass every
     /// second) succeeded and the file is open: after a failed write, not
     /// ready until a commit succeeds again.
@@ -371,6 +400,22 @@ fn stored_tag(db: &Database, seq: u64) -> Result<Option<u64>, StoreError> {
         Some(record) => Ok(Some(decode_key(seq, record.value())?.hub_tag())),
         None => Ok(None),
     }
+}
+
+fn load_seen(db: &Database, user: &str) -> Result<Option<Seen>, StoreError> {
+    let failed = |e: &dyn Display| unavailable("cannot read the last-seen cursors", e);
+    let txn = db.begin_read().map_err(|e| failed(&e))?;
+    // No cursor was ever written: no table yet.
+    let table = match txn.open_table(SEEN) {
+        Ok(table) => table,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+        Err(e) => return Err(failed(&e)),
+    };
+    let found = table.get(user).map_err(|e| failed(&e))?;
+    Ok(found.map(|v| {
+        let (seq, tag) = v.value();
+        Seen { seq, tag }
+    }))
 }
 
 fn lookup_id(db: &Database, id: &str) -> Result<Option<u64>, StoreError> {
@@ -555,5 +600,25 @@ mod tests {
                 seen.len()
             );
         }
+    }
+
+    #[tokio::test]
+    async fn cursors_survive_a_clean_restart_and_only_move_forward() {
+        use pushwire_core::seen::Seen as UserCursor;
+        let dir = tempfile::tempdir().unwrap();
+        let seen = Arc::new(Seen::default());
+        let at = |seq| UserCursor { seq, tag: 9 };
+        {
+            let log = open(dir.path(), &seen);
+            assert_eq!(log.load("u").await.unwrap(), None);
+            log.store(vec![("u".into(), at(4))]).await.unwrap();
+            log.store(vec![("u".into(), at(2)), ("v".into(), at(1))])
+                .await
+                .unwrap();
+            assert_eq!(log.load("u").await.unwrap(), Some(at(4)));
+        }
+        let log = open(dir.path(), &seen);
+        assert_eq!(log.load("u").await.unwrap(), Some(at(4)));
+        assert_eq!(log.load("v").await.unwrap(), Some(at(1)));
     }
 }

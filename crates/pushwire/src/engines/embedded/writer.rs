@@ -39,17 +39,19 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use redb::{Database, Durability, ReadableTable, Table};
+use redb::{Database, Durability, ReadableTable, ReadableTableMetadata, Table};
 use tokio::sync::oneshot;
 
 use pushwire_core::event::{Draft, Event};
 use pushwire_core::log::{now_ms, Fanout, Fsync, Retention, StoreError};
 use pushwire_core::record::encode;
+use pushwire_core::seen::{Seen, MAX_CURSORS};
 
 use super::head::{lock, Head};
 use super::recovery::{open_file, recover, RecoverError, Recovered};
 use super::{
-    unavailable, writer_stopped, EVENTS, IDS, META, META_BOUNDARY_TAG, META_NEXT_SEQ, META_RESERVED,
+    unavailable, writer_stopped, EVENTS, IDS, META, META_BOUNDARY_TAG, META_NEXT_SEQ,
+    META_RESERVED, SEEN,
 };
 
 /// Most requests one group commit takes.
@@ -62,6 +64,7 @@ const RESERVE: u64 = 100_000;
 
 type AppendReply = oneshot::Sender<Result<Vec<Arc<Event>>, StoreError>>;
 type TrimReply = oneshot::Sender<Result<usize, StoreError>>;
+type SeenReply = oneshot::Sender<Result<(), StoreError>>;
 
 /// A request to the writer thread, with where its answer goes.
 pub(super) enum Command {
@@ -72,6 +75,12 @@ pub(super) enum Command {
     Trim {
         now_ms: u64,
         reply: TrimReply,
+    },
+    /// Users' last-seen cursors, written in a commit of their own after
+    /// the group's (see [`Writer::store_seen`]).
+    Seen {
+        batch: Vec<(Arc<str>, Seen)>,
+        reply: SeenReply,
     },
 }
 
@@ -247,14 +256,27 @@ impl Writer {
             // A fanout far behind holds the next group back (and with it
             // the publishers) rather than let its queue grow.
             self.fanout.wait_for_room();
-            let mut group = vec![first];
-            while group.len() < MAX_GROUP {
-                match queue.try_recv() {
-                    Ok(command) => group.push(command),
-                    Err(_) => break,
+            let mut group = Vec::new();
+            let mut cursors = Vec::new();
+            let mut next = Some(first);
+            while let Some(command) = next {
+                match command {
+                    Command::Seen { batch, reply } => cursors.push((batch, reply)),
+                    command => group.push(command),
                 }
+                next = if group.len() < MAX_GROUP {
+                    queue.try_recv().ok()
+                } else {
+                    None
+                };
             }
-            self.commit_group(group);
+            if !group.is_empty() {
+                self.commit_group(group);
+            }
+            // After the group is answered: cursors never hold a publish up.
+            for (batch, reply) in cursors {
+                drop(reply.send(self.store_seen(batch)));
+            }
         }
         // The log was dropped: a clean stop. Force what is not yet on disk
         // and give back the reserved sequence numbers (a failed handle has
@@ -420,13 +442,22 @@ impl Writer {
     }
 
     fn commit_group(&mut self, group: Vec<Command>) {
-        let (jobs, replies): (Vec<Job>, Vec<Reply>) = group
-            .into_iter()
-            .map(|command| match command {
-                Command::Append { drafts, reply } => (Job::Append(drafts), Reply::Append(reply)),
-                Command::Trim { now_ms, reply } => (Job::Trim(now_ms), Reply::Trim(reply)),
-            })
-            .unzip();
+        let mut jobs = Vec::with_capacity(group.len());
+        let mut replies = Vec::with_capacity(group.len());
+        for command in group {
+            match command {
+                Command::Append { drafts, reply } => {
+                    jobs.push(Job::Append(drafts));
+                    replies.push(Reply::Append(reply));
+                }
+                Command::Trim { now_ms, reply } => {
+                    jobs.push(Job::Trim(now_ms));
+                    replies.push(Reply::Trim(reply));
+                }
+                // `run` writes cursors after the group, not in it.
+                Command::Seen { batch, reply } => drop(reply.send(self.store_seen(batch))),
+            }
+        }
         if let Err(error) = self.usable() {
             refuse(replies, &error);
             return;
@@ -490,6 +521,54 @@ impl Writer {
                 (Reply::Trim(r), _) => drop(r.send(Err(writer_stopped()))),
             }
         }
+    }
+
+    /// Advances users' cursors (each keeps the greater sequence) in a
+    /// commit of its own that is not forced to disk: the next durable
+    /// commit (a publish with `--fsync always`, the interval, a clean stop)
+    /// carries it. A crash before that loses the advance, which only shows
+    /// a few events again. Past [`MAX_CURSORS`], cursors older than the
+    /// retained history are dropped.
+    fn store_seen(&mut self, batch: Vec<(Arc<str>, Seen)>) -> Result<(), StoreError> {
+        self.usable()?;
+        let path = self.path.clone();
+        let failed = |e: redb::Error| disk_error(&path, "cannot write", e);
+        let written = (|| -> Result<(), StoreError> {
+            let db = self.db.get()?;
+            let mut txn = db.begin_write().map_err(|e| failed(e.into()))?;
+            {
+                let mut table = txn.open_table(SEEN).map_err(|e| failed(e.into()))?;
+                for (user, seen) in &batch {
+                    let kept = table
+                        .get(&**user)
+                        .map_err(|e| failed(e.into()))?
+                        .map(|v| v.value().0);
+                    if kept.is_none_or(|seq| seen.seq > seq) {
+                        table
+                            .insert(&**user, (seen.seq, seen.tag))
+                            .map_err(|e| failed(e.into()))?;
+                    }
+                }
+                if table.len().map_err(|e| failed(e.into()))? > MAX_CURSORS as u64 {
+                    let first = self.first_seq;
+                    table
+                        .retain(|_, (seq, _)| seq.saturating_add(1) >= first)
+                        .map_err(|e| failed(e.into()))?;
+                }
+            }
+            txn.set_durability(Durability::None)
+                .map_err(|e| failed(e.into()))?;
+            txn.commit().map_err(|e| failed(e.into()))?;
+            Ok(())
+        })();
+        match &written {
+            Ok(()) => self.unsynced = true,
+            Err(error) => {
+                tracing::error!(%error, "cursor write failed; the file will be opened again");
+                self.failed(error.clone());
+            }
+        }
+        written
     }
 
     /// Writes a group in one transaction and commits it. On error nothing

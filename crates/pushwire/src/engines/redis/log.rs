@@ -22,6 +22,11 @@
 //! `max_events`; `trim` drops what is too old together with its ids. A
 //! publish is acknowledged once Redis acknowledged the script.
 //!
+//! Users' last-seen cursors (`pushwire_core::seen`) are one hash,
+//! `<prefix>:seen` (user → `<seq>:<tag>`), shared by every node: the
+//! [`SEEN`] script keeps the greater sequence per user, so a node that
+//! flushes late never moves a cursor back.
+//!
 //! `append` does not hand events to the fanout: the node's tail (see
 //! `tail.rs`) does, in the shared history's order, just after. A stream
 //! starts only once the tail knows where it starts ([`RedisLog`]'s `last`
@@ -42,6 +47,7 @@ use pushwire_core::event::{Draft, Event};
 use pushwire_core::id::{fresh_tag, locate, HubId, Span, PUBLISHER_ID};
 use pushwire_core::log::{now_ms, Cursor, EventLog, Fanout, Retained, Retention, StoreError};
 use pushwire_core::record::{decode, encode};
+use pushwire_core::seen::{Seen, SeenStore};
 
 use super::tail::Tail;
 use super::{unavailable, Keys, RedisNode, COMMAND_TIMEOUT};
@@ -92,6 +98,28 @@ if excess > 0 then
   redis.call('SET', boundary, tag)
 end
 return out
+"#;
+
+/// KEYS: seen. ARGV: per user: user, sequence, tag. Sets each user's
+/// cursor unless the one stored has a greater or equal sequence (compared
+/// as decimal text, exactly, not as Lua's doubles).
+const SEEN: &str = r#"
+local seen = KEYS[1]
+for i = 1, #ARGV, 3 do
+  local kept = redis.call('HGET', seen, ARGV[i])
+  local newer = true
+  if kept then
+    local seq = string.match(kept, '^(%d+)')
+    if seq then
+      local new = ARGV[i + 1]
+      newer = #new > #seq or (#new == #seq and new > seq)
+    end
+  end
+  if newer then
+    redis.call('HSET', seen, ARGV[i], ARGV[i + 1] .. ':' .. ARGV[i + 2])
+  end
+end
+return 0
 "#;
 
 /// KEYS: events, ids, boundary. ARGV: max_events, cutoff (ms), most to
@@ -281,6 +309,7 @@ impl Bounds {
 pub(super) struct Scripts {
     append: Script,
     trim: Script,
+    seen: Script,
     pub(super) bounds: Script,
 }
 
@@ -289,6 +318,7 @@ impl Scripts {
         Scripts {
             append: Script::new(APPEND),
             trim: Script::new(TRIM),
+            seen: Script::new(SEEN),
             bounds: Script::new(BOUNDS),
         }
     }
@@ -434,7 +464,48 @@ impl Drop for RedisLog {
     }
 }
 
+impl SeenStore for RedisLog {
+    fn load<'a>(&'a self, user: &'a str) -> BoxFuture<'a, Result<Option<Seen>, StoreError>> {
+        async move {
+            let mut conn = self.redis.conn();
+            let mut cmd = redis::cmd("HGET");
+            cmd.arg(&self.redis.keys.seen).arg(user);
+            let kept: Option<String> = self
+                .redis
+                .run("cannot read a last-seen cursor", cmd.query_async(&mut conn))
+                .await?;
+            // A value this release did not write is no cursor at all.
+            Ok(kept.as_deref().and_then(Seen::from_text))
+        }
+        .boxed()
+    }
+
+    fn store(&self, batch: Vec<(Arc<str>, Seen)>) -> BoxFuture<'_, Result<(), StoreError>> {
+        async move {
+            let mut invocation = self.scripts.seen.prepare_invoke();
+            invocation.key(&self.redis.keys.seen);
+            for (user, seen) in &batch {
+                invocation.arg(&**user).arg(seen.seq).arg(seen.tag);
+            }
+            let mut conn = self.redis.conn();
+            let _: i64 = self
+                .redis
+                .run(
+                    "cannot store last-seen cursors",
+                    invocation.invoke_async(&mut conn),
+                )
+                .await?;
+            Ok(())
+        }
+        .boxed()
+    }
+}
+
 impl EventLog for RedisLog {
+    fn cursors(&self) -> Option<&dyn SeenStore> {
+        Some(self)
+    }
+
     /// Ready when Redis answers a `PING` within [`READY_TIMEOUT`] and the
     /// tail has found its position (before that, new streams wait).
     fn ready(&self) -> BoxFuture<'_, Result<(), StoreError>> {

@@ -58,6 +58,8 @@ pub struct Keys {
     pub epoch: String,
     /// The tag of the newest event retention removed (see log.rs).
     pub boundary: String,
+    /// User → last-seen cursor, `<seq>:<tag>` (see log.rs).
+    pub seen: String,
 }
 
 impl Keys {
@@ -70,6 +72,7 @@ impl Keys {
             nodes: format!("{prefix}:nodes"),
             epoch: format!("{prefix}:epoch"),
             boundary: format!("{prefix}:boundary"),
+            seen: format!("{prefix}:seen"),
         }
     }
 
