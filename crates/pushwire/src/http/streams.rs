@@ -3,6 +3,10 @@
 //! headers go out at once, and whose body ([`StreamBody`]) yields the
 //! stream's frames while it holds the stream's place under the limits.
 //!
+//! A user's stream may resume after the newest event written to any of the
+//! user's streams (`since=last-seen`, see [`requested_resume`]) instead of
+//! a `Last-Event-ID`; the hub takes the same resume path for both.
+//!
 //! Who may open a stream is decided first, before anything is registered:
 //! by the application's backend when `--auth-url` is set
 //! ([`crate::auth::backend`]), else by the subscriber policy (tokens).
@@ -31,6 +35,7 @@ use crate::webhooks::StreamTicket;
 use pushwire_core::hub::{SubscribeOptions, Subscribed};
 use pushwire_core::outbox::{Frames, StreamEnd};
 use pushwire_core::route::{Interest, Selector};
+use pushwire_core::seen::LAST_SEEN;
 
 /// What the seed's stream routes may refuse with (for the OpenAPI document
 /// only: the handlers answer them through [`ApiError`]).
@@ -39,7 +44,7 @@ use pushwire_core::route::{Interest, Selector};
 enum SeedStreamRefusals {
     #[response(
         status = 400,
-        description = "`missing_parameter`, `conflicting_parameter`, `invalid_field`, `invalid_utf8`, `invalid_last_event_id`"
+        description = "`missing_parameter`, `conflicting_parameter`, `invalid_field`, `invalid_utf8`, `invalid_last_event_id` (also a `since` other than `last-seen`)"
     )]
     Status400(ErrorBody),
     #[response(
@@ -72,7 +77,8 @@ enum SeedStreamRefusals {
     params(
         ("user" = String, Path, description = "The user whose events the stream carries"),
         ("topic" = Option<Vec<String>>, Query, explode = true, description = "Topics the stream carries too (repeatable)"),
-        ("lastEventID" = Option<String>, Query, description = "Resume after this event id, for clients that cannot send the header; `earliest` replays all history"),
+        ("lastEventID" = Option<String>, Query, description = "Resume after this event id, for clients that cannot send the header; `earliest` replays all history; `last-seen` as `since=last-seen`"),
+        ("since" = Option<String>, Query, description = "`last-seen`: resume after the newest event written to any of this user's streams, on any node (what the user missed while away); without a cursor, all retained history. A `Last-Event-ID` header wins"),
         ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event id (browsers send it when they reconnect); wins over the query"),
     ),
     responses(
@@ -107,7 +113,8 @@ pub async fn seed_subscribe_path(
     params(
         ("id" = String, Query, description = "The user whose events the stream carries"),
         ("topic" = Option<Vec<String>>, Query, explode = true, description = "Topics the stream carries too (repeatable)"),
-        ("lastEventID" = Option<String>, Query, description = "Resume after this event id, for clients that cannot send the header; `earliest` replays all history"),
+        ("lastEventID" = Option<String>, Query, description = "Resume after this event id, for clients that cannot send the header; `earliest` replays all history; `last-seen` as `since=last-seen`"),
+        ("since" = Option<String>, Query, description = "`last-seen`: resume after the newest event written to any of this user's streams, on any node (what the user missed while away); without a cursor, all retained history. A `Last-Event-ID` header wins"),
         ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event id (browsers send it when they reconnect); wins over the query"),
     ),
     responses(
@@ -159,13 +166,14 @@ pub struct StreamEvent {
     params(
         ("user" = Option<String>, Query, description = "The user whose events the stream carries"),
         ("topic" = Option<Vec<String>>, Query, explode = true, description = "Topics the stream carries too (repeatable); a `user` or a `topic` is required"),
-        ("lastEventID" = Option<String>, Query, description = "Resume after this event id, for clients that cannot send the header; `earliest` replays all history"),
-        ("last_event_id" = Option<String>, Query, description = "The same, as the current Mercure draft names it"),
+        ("lastEventID" = Option<String>, Query, description = "Resume after this event id, for clients that cannot send the header; `earliest` replays all history; `last-seen` as `since=last-seen`"),
+        ("since" = Option<String>, Query, description = "`last-seen`: resume after the newest event written to any of this user's streams, on any node (what the user missed while away); without a cursor, all retained history. A `Last-Event-ID` header wins"),
+        ("last_event_id" = Option<String>, Query, description = "The same, as the current Mercure draft names it (`last-seen` included)"),
         ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event id (browsers send it when they reconnect); wins over the query"),
     ),
     responses(
         (status = 200, description = "The event stream: `retry`, any replay, then live events and `:` heartbeats. Headers: `Last-Event-ID` (the newest id), `pushwire-reset: 1` when the requested id could not be resumed from", content_type = "text/event-stream", body = StreamEvent),
-        (status = 400, description = "`missing_parameter`, `conflicting_parameter`, `invalid_field`, `invalid_utf8`, `invalid_last_event_id`", body = ErrorBody),
+        (status = 400, description = "`missing_parameter`, `conflicting_parameter`, `invalid_field`, `invalid_utf8`, `invalid_last_event_id` (also a `since` other than `last-seen`); `last_seen_needs_user`: `last-seen` asked for a stream that is no user's", body = ErrorBody),
         (status = 401, description = "`unauthorized`, `invalid_token` (with subscriber tokens); `unauthorized` when the `--auth-url` backend answered 401", body = ErrorBody),
         (status = 403, description = "`unauthorized`, `insufficient_scope` (the token's `sub` is another user); with `--auth-url`, `forbidden`: the backend answered 403, or its answer names another user or does not grant a requested topic", body = ErrorBody),
         (status = 429, description = "`too_many_streams_from_ip` (over `--max-streams-per-ip`), `too_many_streams_for_user` (over `--max-streams-per-user`); `Retry-After` says when to try again; nothing was opened", body = ErrorBody),
@@ -269,12 +277,12 @@ async fn open(
     let mut topics: Vec<String> = params.all("topic").map(str::to_owned).collect();
     topics.sort_unstable();
     topics.dedup();
-    let last_event_id = requested_last_event_id(headers, params)?;
+    let (last_event_id, last_seen) = requested_resume(headers, params)?;
     let authorized = match &state.backend {
         Some(backend) => {
             let asked = topics.iter().map(String::as_str).collect();
-            let session =
-                ask_backend(backend, &request, user.as_deref(), asked, last_event_id).await?;
+            let asked_id = last_event_id.or(last_seen.then_some(LAST_SEEN));
+            let session = ask_backend(backend, &request, user.as_deref(), asked, asked_id).await?;
             let user = session.stream_user(user.as_deref())?;
             session.check_topics(&topics)?;
             Authorized {
@@ -303,11 +311,19 @@ async fn open(
         readable: authorized.readable,
         ..Interest::new(authorized.user, topics)
     };
+    if last_seen && interest.user.is_none() {
+        return Err(ApiError::bad_request(
+            "last_seen_needs_user",
+            "`last-seen` resumes a user's stream: this stream is no user's (name a `user`, \
+             or use a `Last-Event-ID`)",
+        ));
+    }
     // After authentication (a stranger cannot use up a user's share) and
     // before the hub sees the stream (a refused one announces nothing).
     let permit = stream_permit(&state, client, interest.user.as_deref())?;
     let options = SubscribeOptions {
         last_event_id,
+        last_seen,
         lifetime: authorized.lifetime,
         reset_event: true,
         subscriber: None,
@@ -359,6 +375,36 @@ pub(super) async fn webhook_ticket(
         Some(webhooks) => Ok(Some(webhooks.stream_opened(user, path).await?)),
         None => Ok(None),
     }
+}
+
+/// Where a user's stream asks to resume: the id of
+/// [`requested_last_event_id`], or, when the query asks for `last-seen`
+/// (`since=last-seen`, or as the `lastEventID` / `last_event_id` value),
+/// after the newest event written to any of the user's streams (`true`).
+/// A `Last-Event-ID` header wins over the query: a browser reconnecting
+/// resumes exactly where it was.
+pub(super) fn requested_resume<'a>(
+    headers: &'a HeaderMap,
+    params: &'a Params,
+) -> Result<(Option<&'a str>, bool), ApiError> {
+    let since = params.one("since")?.filter(|since| !since.is_empty());
+    if since.is_some_and(|since| since != LAST_SEEN) {
+        return Err(ApiError::bad_request(
+            "invalid_last_event_id",
+            "`since` takes only `last-seen` (resume with `lastEventID` otherwise)",
+        ));
+    }
+    let id = requested_last_event_id(headers, params)?;
+    let from_header = headers
+        .get(LAST_EVENT_ID)
+        .is_some_and(|value| !value.is_empty());
+    if from_header {
+        return Ok((id, false));
+    }
+    if since.is_some() || id == Some(LAST_SEEN) {
+        return Ok((None, true));
+    }
+    Ok((id, false))
 }
 
 /// The `text/event-stream` response of a subscription, with the headers
