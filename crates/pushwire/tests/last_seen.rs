@@ -6,8 +6,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
+use pushwire::engines::redis::{RedisLog, RedisNode};
+use pushwire_core::event::{Draft, Event, Target};
+use pushwire_core::log::{EventLog, Fanout, Retention};
+use pushwire_core::seen::Seen;
 use pushwire_testkit::prelude::*;
 use pushwire_testkit::redis::RedisServer;
 use serde_json::json;
@@ -191,4 +196,46 @@ async fn a_stream_on_another_node_gets_only_what_the_first_node_did_not_write() 
     let mut back = open(a.addr, "/api/v1/stream?user=u&since=last-seen").await;
     assert_eq!(back.next().await.data, "7");
     back.expect_silence(Duration::from_millis(300)).await;
+}
+
+struct Nowhere;
+
+impl Fanout for Nowhere {
+    fn deliver(&self, _: &[Arc<Event>]) {}
+}
+
+#[tokio::test]
+async fn redis_cursors_only_move_forward_and_are_pruned_past_their_bound() -> TestResult {
+    let redis = RedisServer::start();
+    let retention = Retention {
+        max_events: 3,
+        max_age: Duration::from_secs(60),
+    };
+    let log = RedisLog::open(
+        RedisNode::new(&redis.url(), "seen")?,
+        retention,
+        Arc::new(Nowhere),
+    )
+    .with_max_cursors(2);
+    let cursors = log.cursors().expect("the Redis engine keeps cursors");
+    let at = |seq| Seen { seq, tag: 7 };
+    cursors.store(vec![("a".into(), at(5))]).await?;
+    cursors.store(vec![("a".into(), at(4))]).await?;
+    assert_eq!(cursors.load("a").await?, Some(at(5)), "never moves back");
+    for _ in 0..10 {
+        log.append(vec![Draft::new(Target::All, "x")]).await?;
+    }
+    // Retained: 8..=10. A third user is past the bound: `a`, older than
+    // the history, goes.
+    cursors
+        .store(vec![("b".into(), at(10)), ("c".into(), at(9))])
+        .await?;
+    assert_eq!(cursors.load("a").await?, None);
+    assert_eq!(cursors.load("c").await?, Some(at(9)));
+    // 9 < 10 as numbers, though not as text.
+    cursors.store(vec![("b".into(), at(9))]).await?;
+    assert_eq!(cursors.load("b").await?, Some(at(10)));
+    cursors.store(vec![("b".into(), at(11))]).await?;
+    assert_eq!(cursors.load("b").await?, Some(at(11)));
+    Ok(())
 }

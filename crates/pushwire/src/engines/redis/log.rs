@@ -25,7 +25,9 @@
 //! Users' last-seen cursors (`pushwire_core::seen`) are one hash,
 //! `<prefix>:seen` (user → `<seq>:<tag>`), shared by every node: the
 //! [`SEEN`] script keeps the greater sequence per user, so a node that
-//! flushes late never moves a cursor back.
+//! flushes late never moves a cursor back. Past `MAX_CURSORS` users, each
+//! write also prunes a page of the cursors older than the retained history
+//! (`<prefix>:seen-scan` keeps where the scan is).
 //!
 //! `append` does not hand events to the fanout: the node's tail (see
 //! `tail.rs`) does, in the shared history's order, just after. A stream
@@ -47,7 +49,7 @@ use pushwire_core::event::{Draft, Event};
 use pushwire_core::id::{fresh_tag, locate, HubId, Span, PUBLISHER_ID};
 use pushwire_core::log::{now_ms, Cursor, EventLog, Fanout, Retained, Retention, StoreError};
 use pushwire_core::record::{decode, encode};
-use pushwire_core::seen::{Seen, SeenStore};
+use pushwire_core::seen::{Seen, SeenStore, MAX_CURSORS};
 
 use super::tail::Tail;
 use super::{unavailable, Keys, RedisNode, COMMAND_TIMEOUT};
@@ -100,26 +102,45 @@ end
 return out
 "#;
 
-/// KEYS: seen. ARGV: per user: user, sequence, tag. Sets each user's
+/// KEYS: seen, events, seen scan position. ARGV: most cursors to keep
+/// before pruning, then per user: user, sequence, tag. Sets each user's
 /// cursor unless the one stored has a greater or equal sequence (compared
-/// as decimal text, exactly, not as Lua's doubles).
+/// as decimal text, exactly, not as Lua's doubles). Past the most, each
+/// call also looks at one page of the hash (resuming an `HSCAN` where the
+/// last call left it) and drops the cursors older than the oldest
+/// retained event: bounded work per call, however large the hash.
 const SEEN: &str = r#"
-local seen = KEYS[1]
-for i = 1, #ARGV, 3 do
+local seen, events, scan = KEYS[1], KEYS[2], KEYS[3]
+local function less(a, b)
+  return #a < #b or (#a == #b and a < b)
+end
+for i = 2, #ARGV, 3 do
   local kept = redis.call('HGET', seen, ARGV[i])
   local newer = true
   if kept then
     local seq = string.match(kept, '^(%d+)')
-    if seq then
-      local new = ARGV[i + 1]
-      newer = #new > #seq or (#new == #seq and new > seq)
-    end
+    if seq then newer = less(seq, ARGV[i + 1]) end
   end
   if newer then
     redis.call('HSET', seen, ARGV[i], ARGV[i + 1] .. ':' .. ARGV[i + 2])
   end
 end
-return 0
+if redis.call('HLEN', seen) <= tonumber(ARGV[1]) then return 0 end
+local first = redis.call('XRANGE', events, '-', '+', 'COUNT', 1)
+if #first == 0 then return 0 end
+local oldest = tonumber(string.sub(first[1][1], 3))
+local page = redis.call('HSCAN', seen, redis.call('GET', scan) or '0', 'COUNT', 1000)
+redis.call('SET', scan, page[1])
+local gone = 0
+local fields = page[2]
+for j = 1, #fields, 2 do
+  local seq = tonumber(string.match(fields[j + 1], '^(%d+)') or '0')
+  if seq + 1 < oldest then
+    redis.call('HDEL', seen, fields[j])
+    gone = gone + 1
+  end
+end
+return gone
 "#;
 
 /// KEYS: events, ids, boundary. ARGV: max_events, cutoff (ms), most to
@@ -336,6 +357,8 @@ pub struct RedisLog {
     /// The last sequence number the tail handed to the fanout (or knows
     /// it starts after), for `/metrics`.
     delivered: Arc<AtomicU64>,
+    /// Cursors kept in `<prefix>:seen` before older ones are pruned.
+    max_cursors: usize,
 }
 
 impl RedisLog {
@@ -374,7 +397,15 @@ impl RedisLog {
             stop,
             following,
             delivered,
+            max_cursors: MAX_CURSORS,
         }
+    }
+
+    /// Prunes last-seen cursors past `max` instead of `MAX_CURSORS` (a
+    /// test sees the pruning without a million users).
+    pub fn with_max_cursors(mut self, max: usize) -> RedisLog {
+        self.max_cursors = max;
+        self
     }
 
     async fn append_now(&self, drafts: Vec<Draft>) -> Result<Vec<Arc<Event>>, StoreError> {
@@ -483,7 +514,11 @@ impl SeenStore for RedisLog {
     fn store(&self, batch: Vec<(Arc<str>, Seen)>) -> BoxFuture<'_, Result<(), StoreError>> {
         async move {
             let mut invocation = self.scripts.seen.prepare_invoke();
-            invocation.key(&self.redis.keys.seen);
+            invocation
+                .key(&self.redis.keys.seen)
+                .key(&self.redis.keys.events)
+                .key(format!("{}-scan", self.redis.keys.seen))
+                .arg(self.max_cursors);
             for (user, seen) in &batch {
                 invocation.arg(&**user).arg(seen.seq).arg(seen.tag);
             }
