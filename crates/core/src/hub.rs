@@ -1222,4 +1222,39 @@ mod tests {
             .unwrap();
         assert_eq!(ids(&ready(&mut exact.frames)).len(), 4);
     }
+
+    #[tokio::test]
+    async fn last_seen_resumes_after_an_event_with_a_publishers_id() {
+        let (hub, _) = hub_with(config());
+        let own = Draft {
+            id: Some("order-17".to_owned()),
+            ..to("u", "1")
+        };
+        hub.publish(vec![own]).await.unwrap();
+        let mut first = hub
+            .subscribe(
+                Interest::user("u"),
+                SubscribeOptions {
+                    last_seen: true,
+                    ..SubscribeOptions::default()
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(ids(&ready(&mut first.frames)), ["order-17"]);
+        drop(first);
+        let missed = hub.publish(vec![to("u", "2")]).await.unwrap();
+        let mut second = hub
+            .subscribe(
+                Interest::user("u"),
+                SubscribeOptions {
+                    last_seen: true,
+                    ..SubscribeOptions::default()
+                },
+            )
+            .await
+            .unwrap();
+        assert!(!second.reset);
+        assert_eq!(ids(&ready(&mut second.frames)), [&*missed[0].id]);
+    }
 }

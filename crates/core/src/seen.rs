@@ -291,4 +291,22 @@ mod tests {
         assert_eq!(newer(None, Some(at(3))), Some(at(3)));
         assert_eq!(newer(None, None), None);
     }
+
+    #[test]
+    fn an_event_with_a_publishers_id_is_named_by_a_hash_of_it() {
+        use crate::event::{Draft, Target};
+        let own = |id: &str| {
+            let draft = Draft {
+                id: Some(id.to_owned()),
+                ..Draft::new(Target::All, "x")
+            };
+            Seen::of(&Event::new(3, draft, 0))
+        };
+        let hub = Seen::of(&Event::new(3, Draft::new(Target::All, "x"), 0));
+        assert_eq!(own("a"), own("a"));
+        assert_ne!(own("a"), own("b"));
+        assert_eq!(own("a").hub_id(), None);
+        assert_eq!(hub.hub_id().map(|id| id.seq), Some(3));
+        assert_ne!(hub.tag, 0);
+    }
 }
