@@ -124,6 +124,8 @@ async fn a_cursor_older_than_the_history_gets_a_reset_then_the_retained_events()
     assert_eq!(stream.header("pushwire-reset"), Some("1"));
     let reset = stream.next().await;
     assert_eq!(reset.event, "reset");
+    let why: serde_json::Value = serde_json::from_str(&reset.data).unwrap();
+    assert_eq!(why["requested"], "last-seen");
     assert_eq!(data_of(&stream.take(3).await), ["5", "6", "7"]);
     stream.expect_silence(Duration::from_millis(300)).await;
 }
