@@ -2,7 +2,9 @@
 //! tests talk to the hub the same way: [`hub`] starts it (in process on an
 //! ephemeral port, or as the real binary), [`http`] is the one HTTP/1
 //! client over raw TCP and its chunked decoder, [`sse`] reads a stream's
-//! wire exactly, [`redis`] runs a real `redis-server`, and [`reliability`]
+//! wire exactly, [`redis`] runs a real `redis-server` (a primary or a
+//! replica), [`sentinel`] a primary, a replica and three Redis Sentinels
+//! watching them, and [`reliability`]
 //! records what a hardening test tried for docs/reliability.md.
 //!
 //! The modules are not glob-exported at the root, because `http` and
@@ -14,6 +16,7 @@ pub mod http;
 pub mod hub;
 pub mod redis;
 pub mod reliability;
+pub mod sentinel;
 pub mod sse;
 
 pub use prelude::*;

@@ -17,6 +17,8 @@ pub struct RedisServer {
     child: Option<Child>,
     pub port: u16,
     dir: tempfile::TempDir,
+    /// Arguments beyond the defaults (`--replicaof` for a replica).
+    extra: Vec<String>,
 }
 
 impl Drop for RedisServer {
@@ -30,10 +32,26 @@ impl RedisServer {
     /// test may be handed the same free port in the meantime: then Redis
     /// cannot bind it, and another port is tried.
     pub fn start() -> RedisServer {
+        RedisServer::start_with(Vec::new())
+    }
+
+    /// A replica of `primary` (`--replicaof`), on a free port, in a
+    /// directory of its own. It answers at once; [`RedisServer::synced`]
+    /// waits until it took the primary's data.
+    pub fn replica_of(primary: &RedisServer) -> RedisServer {
+        RedisServer::start_with(vec![
+            "--replicaof".to_owned(),
+            "127.0.0.1".to_owned(),
+            primary.port.to_string(),
+        ])
+    }
+
+    fn start_with(extra: Vec<String>) -> RedisServer {
         let mut server = RedisServer {
             child: None,
             port: 0,
             dir: tempfile::tempdir().expect("temporary directory"),
+            extra,
         };
         for _ in 0..5 {
             server.port = free_port();
@@ -67,6 +85,7 @@ impl RedisServer {
             child: None,
             port,
             dir: tempfile::tempdir().expect("temporary directory"),
+            extra: Vec::new(),
         };
         server.restart();
         server
@@ -111,6 +130,7 @@ impl RedisServer {
             .args(["--appendfsync", "always"])
             .arg("--dir")
             .arg(self.dir.path())
+            .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -132,35 +152,79 @@ impl RedisServer {
     }
 
     fn answers_as(&self, pid: u32) -> bool {
-        let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
-        let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) else {
-            return false;
-        };
-        let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
-        if stream.write_all(b"INFO server\r\n").is_err() {
-            return false;
+        info(self.port, "server").contains(&format!("process_id:{pid}\r\n"))
+    }
+
+    /// The process id, while it runs (to check which server answers).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Waits until this replica has loaded its primary's data and follows
+    /// it (`master_link_status:up`).
+    pub fn synced(&self) {
+        let deadline = Instant::now() + WAIT;
+        while !info(self.port, "replication").contains("master_link_status:up") {
+            assert!(
+                Instant::now() < deadline,
+                "the replica on port {} did not sync",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(50));
         }
-        let wanted = format!("process_id:{pid}\r\n");
-        let mut reply = Vec::new();
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = stream.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            reply.extend_from_slice(&buf[..n]);
-            let text = String::from_utf8_lossy(&reply);
-            if text.contains(&wanted) {
-                return true;
-            }
-            if text.contains("process_id:") && text.contains("\r\n\r\n") {
-                break;
-            }
-        }
-        false
+    }
+
+    /// `primary` or `replica`, as the server itself says (`INFO replication`);
+    /// empty when it does not answer.
+    pub fn role(&self) -> String {
+        info(self.port, "replication")
+            .lines()
+            .find_map(|l| l.strip_prefix("role:"))
+            .map(|r| {
+                r.trim()
+                    .replace("master", "primary")
+                    .replace("slave", "replica")
+            })
+            .unwrap_or_default()
     }
 }
 
-fn free_port() -> u16 {
+/// The text of `INFO <section>` from the server on `port` (empty when it
+/// does not answer within half a second).
+pub(crate) fn info(port: u16, section: &str) -> String {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) else {
+        return String::new();
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+    if stream
+        .write_all(format!("INFO {section}\r\n").as_bytes())
+        .is_err()
+    {
+        return String::new();
+    }
+    // A bulk string: `$<len>\r\n<text>\r\n`.
+    let mut reply = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = stream.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        reply.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&reply);
+        let Some((head, body)) = text.split_once("\r\n") else {
+            continue;
+        };
+        match head.strip_prefix('$').and_then(|n| n.parse::<usize>().ok()) {
+            Some(len) if body.len() >= len => return body[..len].to_owned(),
+            Some(_) => continue,
+            None => return String::new(),
+        }
+    }
+    String::new()
+}
+
+pub(crate) fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     listener.local_addr().expect("address").port()
 }
