@@ -27,7 +27,7 @@ use crate::config::{ServeConfig, Storage};
 use crate::engines::embedded::EmbeddedLog;
 use crate::engines::memory::MemoryLog;
 use crate::engines::redis::presence::Cluster;
-use crate::engines::redis::{RedisLog, RedisNode};
+use crate::engines::redis::{sentinel, RedisLog, RedisNode};
 use crate::http::{router, AppState};
 use crate::limits::{PublishRateLimiter, StreamLimits};
 use crate::transport::tls::{Tls, TlsError};
@@ -128,11 +128,8 @@ fn build_hub(config: &ServeConfig) -> Result<Built, AppError> {
         max_events: config.history_max_events,
         max_age: config.history_max_age,
     };
-    let redis = match (config.storage, &config.redis_url) {
-        (Storage::Redis, Some(url)) => Some(RedisNode::new(url, &config.redis_prefix)?),
-        (Storage::Redis, None) => {
-            return Err(StoreError::Unavailable("storage redis needs redis-url".to_owned()).into())
-        }
+    let redis = match config.storage {
+        Storage::Redis => Some(redis_node(config)?.with_replicas_ack(config.redis_replicas_ack)?),
         _ => None,
     };
     let mut metrics = Metrics::new();
@@ -191,6 +188,31 @@ fn build_hub(config: &ServeConfig) -> Result<Built, AppError> {
         hub = hub.with_observer(webhooks.clone());
     }
     Ok((Arc::new(hub), cluster, webhooks))
+}
+
+/// The node's link to Redis: the primary of `--redis-url`, or the one the
+/// sentinels name.
+fn redis_node(config: &ServeConfig) -> Result<RedisNode, StoreError> {
+    let prefix = &config.redis_prefix;
+    match (&config.redis_sentinel_master, &config.redis_url) {
+        (Some(master), url) if !config.redis_sentinels.is_empty() => {
+            let addresses = config
+                .redis_sentinels
+                .iter()
+                .map(|text| sentinel::parse_address(text))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| StoreError::Unavailable(format!("redis-sentinels: {e}")))?;
+            let sentinels = sentinel::Sentinels {
+                addresses,
+                master: master.clone(),
+            };
+            RedisNode::with_sentinels(url.as_deref(), sentinels, prefix)
+        }
+        (_, Some(url)) => RedisNode::new(url, prefix),
+        (_, None) => Err(StoreError::Unavailable(
+            "storage redis needs redis-url or redis-sentinels".to_owned(),
+        )),
+    }
 }
 
 /// What the handlers share: the hub, who may publish and read, and the

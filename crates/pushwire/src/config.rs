@@ -363,10 +363,24 @@ pub struct ServeConfig {
     #[arg(long, env = "PUSHWIRE_FSYNC", default_value = "always")]
     pub fsync: Fsync,
 
-    /// Redis of the cluster, with `--storage redis`: `redis://[[user]:password@]host:port/db` (Redis 7.0 or newer).
+    /// Redis of the cluster, with `--storage redis`: `redis://[[user]:password@]host:port/db` (Redis 7.0 or newer). With `--redis-sentinels` it is optional and gives only the database, user and password: the sentinels name the host.
     #[arg(long, env = "PUSHWIRE_REDIS_URL", hide_env_values = true)]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redis_url: Option<String>,
+
+    /// Redis Sentinels that watch the cluster's primary (comma-separated `host:port`), with `--storage redis`: each node asks them, in turn, for the primary at start and whenever it fails or turns read-only, so it follows a failover without a restart. Needs `--redis-sentinel-master`.
+    #[arg(long, env = "PUSHWIRE_REDIS_SENTINELS", value_delimiter = ',')]
+    #[serde(default, deserialize_with = "comma_list")]
+    pub redis_sentinels: Vec<String>,
+
+    /// The name the sentinels know the primary by (`sentinel monitor <name> ...`). Needs `--redis-sentinels`.
+    #[arg(long, env = "PUSHWIRE_REDIS_SENTINEL_MASTER")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis_sentinel_master: Option<String>,
+
+    /// With `--storage redis`: a publish is acknowledged only once this many replicas took it (Redis `WAIT`, at most 1 s); fewer answer 503. 0: once the primary took it.
+    #[arg(long, env = "PUSHWIRE_REDIS_REPLICAS_ACK", default_value_t = 0)]
+    pub redis_replicas_ack: usize,
 
     /// Namespace of the cluster's Redis keys (`<prefix>:events`, ...): one cluster per prefix.
     #[arg(long, env = "PUSHWIRE_REDIS_PREFIX", default_value = "pushwire")]
@@ -431,6 +445,10 @@ const DURATION_BOUNDS: [(&str, Duration, &str); 13] = [
     ("webhook-retry-max-delay", WEEK, "7d"),
     ("webhook-timeout", MINUTE, "1m"),
 ];
+
+/// The most replicas `--redis-replicas-ack` may wait for: more is a typo
+/// (Sentinel setups have a handful).
+const MAX_REPLICAS_ACK: usize = 16;
 
 /// The largest value of each size option (bytes, or frames for the queue).
 const SIZE_BOUNDS: [(&str, usize, &str); 5] = [
@@ -620,6 +638,7 @@ impl ServeConfig {
             &mut config.authorization_servers,
             &mut config.allowed_hosts,
             &mut config.auth_forward_headers,
+            &mut config.redis_sentinels,
         ] {
             *list = trimmed(std::mem::take(list));
         }
@@ -1014,13 +1033,35 @@ impl ServeConfig {
                     .map_err(|e| ConfigError::Invalid(e.to_string()))?;
             }
         }
+        match (
+            self.redis_sentinels.is_empty(),
+            self.redis_sentinel_master.as_deref(),
+        ) {
+            (true, Some(_)) => return invalid("redis-sentinel-master needs redis-sentinels"),
+            (false, None) => return invalid("redis-sentinels needs redis-sentinel-master"),
+            (_, Some(name)) if name.is_empty() || name.contains(char::is_whitespace) => {
+                return invalid("redis-sentinel-master must be a non-empty word without spaces")
+            }
+            _ => {}
+        }
+        for sentinel in &self.redis_sentinels {
+            crate::engines::redis::sentinel::parse_address(sentinel)
+                .map_err(|e| ConfigError::Invalid(format!("redis-sentinels: {e}")))?;
+        }
         match (&self.storage, &self.redis_url) {
-            (Storage::Redis, None) => return invalid("storage redis needs redis-url"),
+            (Storage::Redis, None) if self.redis_sentinels.is_empty() => {
+                return invalid("storage redis needs redis-url or redis-sentinels")
+            }
             (_, Some(url)) => {
                 redis::Client::open(url.as_str())
                     .map_err(|e| ConfigError::Invalid(format!("redis-url: {e}")))?;
             }
             (_, None) => {}
+        }
+        if self.redis_replicas_ack > MAX_REPLICAS_ACK {
+            return invalid(&format!(
+                "redis-replicas-ack must be at most {MAX_REPLICAS_ACK}"
+            ));
         }
         if self.redis_prefix.is_empty() || self.redis_prefix.contains(char::is_whitespace) {
             return invalid("redis-prefix must be a non-empty word without spaces");
@@ -1663,6 +1704,67 @@ mod tests {
             "redis://127.0.0.1:6379/0",
         ]);
         assert!(c.is_ok_and(|c| c.storage == Storage::Redis && c.redis_prefix == "pushwire"));
+    }
+
+    #[test]
+    fn sentinels_need_a_master_name_and_well_formed_addresses() {
+        let error = |args: &[&str]| load(args).err().map(|e| e.to_string()).unwrap_or_default();
+        let redis = ["x", "--storage", "redis"];
+        let with = |extra: &[&'static str]| [&redis[..], extra].concat();
+        assert!(error(&with(&["--redis-sentinels", "127.0.0.1:26379"]))
+            .contains("redis-sentinel-master"));
+        assert!(error(&with(&["--redis-sentinel-master", "main"])).contains("redis-sentinels"));
+        for bad in ["127.0.0.1", "127.0.0.1:0", "a:1,:2", "host:port"] {
+            let message = error(&with(&[
+                "--redis-sentinel-master",
+                "main",
+                "--redis-sentinels",
+                bad,
+            ]));
+            assert!(message.starts_with("redis-sentinels: "), "{bad}: {message}");
+        }
+        // With sentinels the URL is optional; given, it must still parse.
+        let c = load(&with(&[
+            "--redis-sentinels",
+            "127.0.0.1:26379, 127.0.0.1:26380",
+            "--redis-sentinel-master",
+            "main",
+        ]));
+        assert!(c.is_ok_and(|c| c.redis_sentinels.len() == 2 && c.redis_url.is_none()));
+        let bad_url = with(&[
+            "--redis-sentinels",
+            "127.0.0.1:26379",
+            "--redis-sentinel-master",
+            "main",
+            "--redis-url",
+            "http://x",
+        ]);
+        assert!(error(&bad_url).contains("redis-url"));
+    }
+
+    #[test]
+    fn replicas_ack_is_bounded() {
+        let error = |args: &[&str]| load(args).err().map(|e| e.to_string()).unwrap_or_default();
+        assert_eq!(ServeConfig::defaults().redis_replicas_ack, 0);
+        assert!(load(&["x", "--redis-replicas-ack", "16"]).is_ok());
+        assert!(error(&["x", "--redis-replicas-ack", "17"]).contains("redis-replicas-ack"));
+        assert!(load(&["x", "--redis-replicas-ack", "-1"]).is_err());
+    }
+
+    #[test]
+    fn sentinel_options_come_from_the_file_too() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("pushwire.toml");
+        std::fs::write(
+            &path,
+            "storage = \"redis\"\nredis-sentinels = \"10.0.0.5:26379, 10.0.0.6:26379\"\n\
+             redis-sentinel-master = \"main\"\nredis-replicas-ack = 1\n",
+        )?;
+        let c = load(&["x", "--config", &path.to_string_lossy()])?;
+        assert_eq!(c.redis_sentinels, ["10.0.0.5:26379", "10.0.0.6:26379"]);
+        assert_eq!(c.redis_sentinel_master.as_deref(), Some("main"));
+        assert_eq!(c.redis_replicas_ack, 1);
+        Ok(())
     }
 
     #[test]

@@ -56,6 +56,9 @@ use super::{unavailable, Keys, RedisNode, COMMAND_TIMEOUT};
 
 /// Most events one `trim` removes; the rest go on the next call.
 const MAX_TRIM_PER_CALL: usize = 100_000;
+/// With `--redis-replicas-ack`, how long a publish waits for the replicas
+/// (Redis's `WAIT` timeout): well within [`COMMAND_TIMEOUT`].
+pub const REPLICA_ACK_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(1000);
 /// How long readiness waits for Redis to answer: shorter than a load
 /// balancer's probe timeout, so that a hung Redis reads as not ready.
 const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
@@ -441,14 +444,7 @@ impl RedisLog {
                 .arg(record.as_slice())
                 .arg(tag);
         }
-        let mut conn = self.redis.conn();
-        let answer: Vec<String> = self
-            .redis
-            .run(
-                "cannot append to the history",
-                invocation.invoke_async(&mut conn),
-            )
-            .await?;
+        let answer = self.run_append(&invocation).await?;
         match answer.split_first() {
             Some((status, rest)) if status == "duplicate" => Err(StoreError::DuplicateId(
                 rest.first().cloned().unwrap_or_default(),
@@ -467,8 +463,54 @@ impl RedisLog {
         }
     }
 
+    /// Runs the append script; with `--redis-replicas-ack N`, `WAIT N` in
+    /// the same pipeline, so on the very connection that wrote (a `WAIT` on
+    /// another connection would wait for nothing), and refuses the publish
+    /// when fewer than N replicas took it within [`REPLICA_ACK_TIMEOUT`].
+    async fn run_append(
+        &self,
+        invocation: &redis::ScriptInvocation<'_>,
+    ) -> Result<Vec<String>, StoreError> {
+        const WHAT: &str = "cannot append to the history";
+        let wanted = self.redis.replicas_ack;
+        if wanted == 0 {
+            let mut conn = self.redis.conn().await?;
+            return self
+                .redis
+                .run(WHAT, invocation.invoke_async(&mut conn))
+                .await;
+        }
+        let mut conn = self.redis.append_conn().await?;
+        let mut pipe = redis::pipe();
+        pipe.invoke_script(invocation)
+            .cmd("WAIT")
+            .arg(wanted)
+            .arg(REPLICA_ACK_TIMEOUT.as_millis() as u64);
+        let mut answer = pipe.query_async::<(Vec<String>, usize)>(&mut conn).await;
+        if let Err(e) = &answer {
+            if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) {
+                // Redis does not know the script yet (it started, or this
+                // is the first append): nothing ran; load it and try once
+                // more.
+                self.redis
+                    .run(WHAT, invocation.load_async(&mut conn))
+                    .await?;
+                answer = pipe.query_async(&mut conn).await;
+            }
+        }
+        let (ids, acked) = self.redis.run(WHAT, async { answer }).await?;
+        if acked < wanted && ids.first().is_some_and(|status| status == "ok") {
+            return Err(StoreError::Unavailable(format!(
+                "{acked} of the {wanted} replicas asked for (--redis-replicas-ack) took the \
+                 publish within {REPLICA_ACK_TIMEOUT:?}; it is stored on the primary only, \
+                 and a failover may lose it: retry with the same id"
+            )));
+        }
+        Ok(ids)
+    }
+
     async fn range(&self, cmd: redis::Cmd, what: &str) -> Result<Vec<Arc<Event>>, StoreError> {
-        let mut conn = self.redis.conn();
+        let mut conn = self.redis.conn().await?;
         let reply: StreamRangeReply = self.redis.run(what, cmd.query_async(&mut conn)).await?;
         reply
             .ids
@@ -478,7 +520,7 @@ impl RedisLog {
     }
 
     async fn bounds(&self, lookup: Lookup<'_>) -> Result<Bounds, StoreError> {
-        let mut conn = self.redis.conn();
+        let mut conn = self.redis.conn().await?;
         self.redis
             .run(
                 "cannot read the history",
@@ -550,16 +592,19 @@ impl EventLog for RedisLog {
                     "this node has not yet found its place in the Redis history".to_owned(),
                 ));
             }
-            let mut conn = self.redis.conn();
+            let mut conn = self.redis.conn().await?;
             let ping = redis::cmd("PING");
             let ping = ping.query_async::<String>(&mut conn);
-            match tokio::time::timeout(READY_TIMEOUT, ping).await {
-                Ok(Ok(_)) => Ok(()),
-                Ok(Err(e)) => Err(unavailable("Redis refused PING", e)),
-                Err(_) => Err(StoreError::Unavailable(format!(
+            let answer = match tokio::time::timeout(READY_TIMEOUT, ping).await {
+                Ok(Ok(_)) => return Ok(()),
+                Ok(Err(e)) => unavailable("Redis refused PING", e),
+                Err(_) => StoreError::Unavailable(format!(
                     "Redis did not answer PING within {READY_TIMEOUT:?}"
-                ))),
-            }
+                )),
+            };
+            // With sentinels, the primary may have moved.
+            self.redis.suspect();
+            Err(answer)
         }
         .boxed()
     }
@@ -684,7 +729,7 @@ impl EventLog for RedisLog {
                 .arg(self.retention.max_events)
                 .arg(cutoff)
                 .arg(MAX_TRIM_PER_CALL);
-            let mut conn = self.redis.conn();
+            let mut conn = self.redis.conn().await?;
             self.redis
                 .run(
                     "cannot trim the history",

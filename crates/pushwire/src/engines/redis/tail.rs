@@ -31,6 +31,7 @@ use prometheus_client::metrics::counter::Counter;
 use pushwire_core::log::{Fanout, StoreError};
 
 use super::log::{bounds_query, decode_entry, seq_of, Bounds, Lookup, Scripts};
+use super::sentinel::says_primary;
 use super::{unavailable, RedisNode, COMMAND_TIMEOUT};
 
 /// How long one `XREAD BLOCK` of the tail waits for new entries. The tail's
@@ -63,6 +64,8 @@ pub(super) struct Tail {
     ready: watch::Sender<bool>,
     /// The history's epoch when the tail last looked.
     epoch: Option<String>,
+    /// The tag of the event at `position`, when the tail delivered it.
+    tag: Option<u64>,
     /// `position`, shared with the log for `/metrics`.
     delivered: Arc<AtomicU64>,
     /// `pushwire_redis_reconnects_total`.
@@ -91,6 +94,7 @@ impl Tail {
             failing: false,
             ready,
             epoch: None,
+            tag: None,
             delivered,
             reconnects,
         }
@@ -118,6 +122,9 @@ impl Tail {
                 );
             }
             self.failing = true;
+            // With sentinels, the primary may have moved: the next attempt
+            // goes wherever they now say it is.
+            self.redis.rediscover().await;
             tokio::select! {
                 _ = self.stop.cancelled() => return,
                 _ = tokio::time::sleep(RECONNECT_DELAY) => {}
@@ -127,11 +134,17 @@ impl Tail {
 
     /// Connects, checks continuity, then reads until an error or the stop.
     async fn follow(&mut self) -> Result<(), StoreError> {
-        let mut conn = self
-            .redis
-            .dedicated()
-            .await
-            .map_err(|e| unavailable("cannot connect to Redis", e))?;
+        let mut conn = self.redis.dedicated().await?;
+        if self.redis.follows_sentinels() {
+            // A demoted primary still serves reads: following it would
+            // lag behind the new primary, or stop when it is reconfigured.
+            let role: Value = bounded(redis::cmd("ROLE").query_async(&mut conn)).await?;
+            says_primary(&role).map_err(|what| {
+                StoreError::Unavailable(format!(
+                    "the server the tail connected to {what}, not the primary"
+                ))
+            })?;
+        }
         let keys = self.redis.keys.clone();
         let from = self.check_continuity(&mut conn).await?;
         // From now on every event after `from` reaches the fanout: streams
@@ -205,12 +218,23 @@ impl Tail {
         conn: &mut MultiplexedConnection,
     ) -> Result<u64, StoreError> {
         let keys = self.redis.keys.clone();
-        let b = Bounds::parse(
-            bounded(bounds_query(conn, &self.scripts, &keys, Lookup::default())).await?,
-        )?;
+        let lookup = Lookup {
+            seq: self.position.filter(|_| self.tag.is_some()),
+            ..Lookup::default()
+        };
+        let b = Bounds::parse(bounded(bounds_query(conn, &self.scripts, &keys, lookup)).await?)?;
+        // A replica promoted after the primary died may lack its last
+        // events and hand their sequence numbers out again: the event now
+        // at our position then carries another tag. (Events with a
+        // publisher's id all carry the same tag; for them only a shorter
+        // history shows.)
+        let replaced = matches!(
+            (self.tag, b.tag),
+            (Some(mine), Some(now)) if mine != now
+        );
         let lost = match (&self.epoch, self.position) {
             (Some(known), _) if !known.is_empty() && *known != b.epoch => true,
-            (_, Some(seen)) => b.last < seen,
+            (_, Some(seen)) => b.last < seen || replaced,
             _ => false,
         };
         self.epoch = Some(b.epoch.clone());
@@ -219,11 +243,13 @@ impl Tail {
                 tracing::error!(
                     seen,
                     redis_last = b.last,
-                    "the Redis history went backwards (Redis lost acknowledged data: \
-                     run it with appendonly yes and appendfsync always); ending local \
-                     streams so they resume from what is there"
+                    "the Redis history went backwards (Redis lost data: a restart without \
+                     appendonly yes and appendfsync always, a restored backup, or a failover \
+                     to a replica that lacked the last writes); ending local streams so they \
+                     resume from what is there"
                 );
                 self.fanout.resync();
+                self.tag = None;
                 b.last
             }
             Some(seen) => seen,
@@ -254,10 +280,16 @@ impl Tail {
             self.fanout.resync();
         }
         self.position = Some(last);
+        self.tag = None;
         let mut events = Vec::with_capacity(entries.len());
         for entry in entries {
             match decode_entry(entry) {
-                Ok(event) => events.push(Arc::new(event)),
+                Ok(event) => {
+                    if event.seq == last {
+                        self.tag = Some(event.tag);
+                    }
+                    events.push(Arc::new(event))
+                }
                 Err(error) => {
                     tracing::error!(%error, id = %entry.id, "skipping an unreadable event")
                 }
