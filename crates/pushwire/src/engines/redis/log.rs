@@ -474,7 +474,7 @@ impl RedisLog {
         const WHAT: &str = "cannot append to the history";
         let wanted = self.redis.replicas_ack;
         if wanted == 0 {
-            let mut conn = self.redis.conn().await?;
+            let mut conn = self.redis.primary_conn().await?;
             return self
                 .redis
                 .run(WHAT, invocation.invoke_async(&mut conn))
@@ -510,7 +510,7 @@ impl RedisLog {
     }
 
     async fn range(&self, cmd: redis::Cmd, what: &str) -> Result<Vec<Arc<Event>>, StoreError> {
-        let mut conn = self.redis.conn().await?;
+        let mut conn = self.redis.primary_conn().await?;
         let reply: StreamRangeReply = self.redis.run(what, cmd.query_async(&mut conn)).await?;
         reply
             .ids
@@ -520,7 +520,7 @@ impl RedisLog {
     }
 
     async fn bounds(&self, lookup: Lookup<'_>) -> Result<Bounds, StoreError> {
-        let mut conn = self.redis.conn().await?;
+        let mut conn = self.redis.primary_conn().await?;
         self.redis
             .run(
                 "cannot read the history",
@@ -592,7 +592,7 @@ impl EventLog for RedisLog {
                     "this node has not yet found its place in the Redis history".to_owned(),
                 ));
             }
-            let mut conn = self.redis.conn().await?;
+            let mut conn = self.redis.primary_conn().await?;
             let ping = redis::cmd("PING");
             let ping = ping.query_async::<String>(&mut conn);
             let answer = match tokio::time::timeout(READY_TIMEOUT, ping).await {
@@ -729,7 +729,7 @@ impl EventLog for RedisLog {
                 .arg(self.retention.max_events)
                 .arg(cutoff)
                 .arg(MAX_TRIM_PER_CALL);
-            let mut conn = self.redis.conn().await?;
+            let mut conn = self.redis.primary_conn().await?;
             self.redis
                 .run(
                     "cannot trim the history",

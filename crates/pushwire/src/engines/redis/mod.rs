@@ -143,6 +143,9 @@ struct Link {
     looking: tokio::sync::Mutex<Option<Instant>>,
     /// Which append connection the next append takes.
     turn: AtomicUsize,
+    /// What [`RedisNode::conn`] hands out while no primary is known: a
+    /// connection to port 0, which refuses every command at once.
+    unknown: ConnectionManager,
 }
 
 #[derive(Clone)]
@@ -194,7 +197,7 @@ impl RedisNode {
     pub fn new(url: &str, prefix: &str) -> Result<RedisNode, StoreError> {
         let base = base_info(Some(url))?;
         let current = primary(base.clone(), None, 0)?;
-        Ok(RedisNode::with_link(base, None, Some(current), prefix))
+        RedisNode::with_link(base, None, Some(current), prefix)
     }
 
     /// A node that finds its primary through `sentinels`; `url`, if given,
@@ -207,7 +210,7 @@ impl RedisNode {
         prefix: &str,
     ) -> Result<RedisNode, StoreError> {
         let base = base_info(url)?;
-        Ok(RedisNode::with_link(base, Some(sentinels), None, prefix))
+        RedisNode::with_link(base, Some(sentinels), None, prefix)
     }
 
     fn with_link(
@@ -215,19 +218,25 @@ impl RedisNode {
         sentinels: Option<Sentinels>,
         current: Option<Primary>,
         prefix: &str,
-    ) -> RedisNode {
-        RedisNode {
+    ) -> Result<RedisNode, StoreError> {
+        let nowhere = Address {
+            host: "127.0.0.1".to_owned(),
+            port: 0,
+        };
+        let unknown = primary(sentinel::at(&base, &nowhere), None, 0)?.conn;
+        Ok(RedisNode {
             link: Arc::new(Link {
                 base,
                 sentinels,
                 current: RwLock::new(current),
                 looking: tokio::sync::Mutex::new(None),
                 turn: AtomicUsize::new(0),
+                unknown,
             }),
             keys: Arc::new(Keys::new(prefix)),
             node: uuid::Uuid::new_v4().to_string().into(),
             replicas_ack: 0,
-        }
+        })
     }
 
     /// Acknowledges a publish only once `replicas` replicas took it
@@ -261,7 +270,7 @@ impl RedisNode {
     /// A connection for an append that waits for replicas: one of the
     /// primary's append connections, in turn (the shared one without).
     pub(super) async fn append_conn(&self) -> Result<ConnectionManager, StoreError> {
-        let conn = self.conn().await?;
+        let conn = self.primary_conn().await?;
         let Some(current) = self.current() else {
             return Ok(conn);
         };
@@ -285,9 +294,24 @@ impl RedisNode {
         }
     }
 
-    /// The shared connection to the primary (cheap to clone; commands are
-    /// pipelined). With sentinels and no primary known yet, asks them first.
-    pub async fn conn(&self) -> Result<ConnectionManager, StoreError> {
+    /// The shared connection to the primary known now (cheap to clone;
+    /// commands are pipelined). With sentinels, before they named one, a
+    /// connection that every command fails on (at once: nothing listens on
+    /// port 0), and the node goes asking them; [`RedisNode::primary_conn`]
+    /// waits for their answer instead.
+    pub fn conn(&self) -> ConnectionManager {
+        match self.current() {
+            Some(current) => current.conn,
+            None => {
+                self.suspect();
+                self.link.unknown.clone()
+            }
+        }
+    }
+
+    /// The shared connection to the primary; with sentinels and no primary
+    /// known yet, asks them first (503 when none answers).
+    pub async fn primary_conn(&self) -> Result<ConnectionManager, StoreError> {
         if let Some(current) = self.current() {
             return Ok(current.conn);
         }
@@ -324,9 +348,12 @@ impl RedisNode {
     /// With sentinels: looks for the primary again in the background (the
     /// request that noticed answers at once).
     pub(super) fn suspect(&self) {
-        if self.link.sentinels.is_some() {
+        if self.link.sentinels.is_none() {
+            return;
+        }
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             let node = self.clone();
-            tokio::spawn(async move { node.rediscover().await });
+            runtime.spawn(async move { node.rediscover().await });
         }
     }
 
@@ -439,7 +466,7 @@ pub async fn request_close(redis: &RedisNode, user: &str) -> Result<(), StoreErr
         .arg(&*redis.node)
         .arg("close")
         .arg(user);
-    let mut conn = redis.conn().await?;
+    let mut conn = redis.primary_conn().await?;
     let _: Value = redis
         .run("cannot reach the other nodes", cmd.query_async(&mut conn))
         .await?;

@@ -216,7 +216,7 @@ impl Cluster {
         // long ago); a live node is back in it at its next heartbeat.
         pipe.zrembyscore(&self.redis.keys.nodes, 0, time.saturating_sub(3_600_000))
             .ignore();
-        let mut conn = self.redis.conn().await?;
+        let mut conn = self.redis.primary_conn().await?;
         let _: Value = self
             .redis
             .run("cannot write cluster presence", pipe.query_async(&mut conn))
@@ -233,7 +233,7 @@ impl Cluster {
             .ignore()
             .zrem(&self.redis.keys.nodes, self.node())
             .ignore();
-        let mut conn = self.redis.conn().await?;
+        let mut conn = self.redis.primary_conn().await?;
         let _: Value = self
             .redis
             .run(
@@ -260,7 +260,7 @@ impl Cluster {
 
     /// Every other live node's share.
     async fn others(&self) -> Result<Shares, StoreError> {
-        let mut conn = self.redis.conn().await?;
+        let mut conn = self.redis.primary_conn().await?;
         let nodes: Vec<String> = self
             .redis
             .run(
