@@ -555,8 +555,9 @@ async fn a_manual_failover_demotes_the_primary_and_nodes_follow_it() -> TestResu
 
 /// Replaces the events after the first `keep` by copies of the oldest
 /// ones under the same sequence numbers, as a promoted replica that lacked
-/// the last events does once new publishes arrive: same epoch, same
-/// length, other events (other tags) under those numbers.
+/// the last events looks once new publishes arrive: same epoch, same
+/// length, other events (other tags) under those numbers. Run on the
+/// primary itself, so it happens at one instant, between two tail reads.
 const REPLACE_THE_NEWEST: &str = r"
 local events, keep = KEYS[1], tonumber(ARGV[1])
 local all = redis.call('XRANGE', events, '-', '+')
@@ -569,9 +570,8 @@ return #all
 #[tokio::test]
 async fn a_promoted_replica_that_lacked_the_newest_events_ends_streams_and_resets_their_ids(
 ) -> TestResult {
-    let redis = RedisServer::start();
-    let url = redis.url();
-    let hub = HubProcess::spawn(BIN, ["--storage", "redis", "--redis-url", url.as_str()]);
+    let setup = SentinelSetup::start();
+    let hub = node(&setup, &[]);
     let mut tab = open_stream(hub.addr, "alice", None).await;
     for i in 1..=5 {
         publish(hub.addr, json!({ "to": "all", "data": format!("old{i}") })).await;
@@ -582,7 +582,7 @@ async fn a_promoted_replica_that_lacked_the_newest_events_ends_streams_and_reset
         .into_iter()
         .map(|e| e.id.unwrap())
         .collect();
-    let client = ::redis::Client::open(url.as_str())?;
+    let client = ::redis::Client::open(setup.primary.url())?;
     let mut conn = client.get_multiplexed_async_connection().await?;
     let n: usize = ::redis::Script::new(REPLACE_THE_NEWEST)
         .key("pushwire:events")

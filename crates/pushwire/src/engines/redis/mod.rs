@@ -32,7 +32,7 @@ pub mod presence;
 pub mod sentinel;
 mod tail;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -143,6 +143,8 @@ struct Link {
     looking: tokio::sync::Mutex<Option<Instant>>,
     /// Which append connection the next append takes.
     turn: AtomicUsize,
+    /// The last resolution found no primary (its failure was logged).
+    searching: AtomicBool,
     /// What [`RedisNode::conn`] hands out while no primary is known: a
     /// connection to port 0, which refuses every command at once.
     unknown: ConnectionManager,
@@ -231,6 +233,7 @@ impl RedisNode {
                 current: RwLock::new(current),
                 looking: tokio::sync::Mutex::new(None),
                 turn: AtomicUsize::new(0),
+                searching: AtomicBool::new(false),
                 unknown,
             }),
             keys: Arc::new(Keys::new(prefix)),
@@ -378,10 +381,14 @@ impl RedisNode {
         let address = match found {
             Ok(address) => address,
             Err(error) => {
-                tracing::warn!(%error, "cannot find the Redis primary; asking the sentinels again on the next failure");
+                // Once per outage, not once per attempt.
+                if !self.link.searching.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(%error, "cannot find the Redis primary; asking the sentinels again on each failure");
+                }
                 return;
             }
         };
+        self.link.searching.store(false, Ordering::Relaxed);
         let known = self.current().and_then(|c| c.address);
         if known.as_ref() == Some(&address) {
             return;

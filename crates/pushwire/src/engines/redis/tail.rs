@@ -219,19 +219,25 @@ impl Tail {
     ) -> Result<u64, StoreError> {
         let keys = self.redis.keys.clone();
         let lookup = Lookup {
-            seq: self.position.filter(|_| self.tag.is_some()),
+            seq: self
+                .position
+                .filter(|_| self.tag.is_some() && self.redis.follows_sentinels()),
             ..Lookup::default()
         };
         let b = Bounds::parse(bounded(bounds_query(conn, &self.scripts, &keys, lookup)).await?)?;
-        // A replica promoted after the primary died may lack its last
-        // events and hand their sequence numbers out again: the event now
-        // at our position then carries another tag. (Events with a
-        // publisher's id all carry the same tag; for them only a shorter
-        // history shows.)
-        let replaced = matches!(
-            (self.tag, b.tag),
-            (Some(mine), Some(now)) if mine != now
-        );
+        // With sentinels: a replica promoted after the primary died may
+        // lack its last events and hand their sequence numbers out again:
+        // the event now at our position then carries another tag. (Events
+        // with a publisher's id all carry the same tag; for them only a
+        // shorter history shows.) Ending the local streams then also ends
+        // those that opened after the divergence and are whole, which a
+        // node on one fixed Redis does not do for a restored copy (there
+        // only a shorter history or another epoch counts, as before).
+        let replaced = self.redis.follows_sentinels()
+            && matches!(
+                (self.tag, b.tag),
+                (Some(mine), Some(now)) if mine != now
+            );
         let lost = match (&self.epoch, self.position) {
             (Some(known), _) if !known.is_empty() && *known != b.epoch => true,
             (_, Some(seen)) => b.last < seen || replaced,
