@@ -540,7 +540,7 @@ impl Drop for RedisLog {
 impl SeenStore for RedisLog {
     fn load<'a>(&'a self, user: &'a str) -> BoxFuture<'a, Result<Option<Seen>, StoreError>> {
         async move {
-            let mut conn = self.redis.conn();
+            let mut conn = self.redis.primary_conn().await?;
             let mut cmd = redis::cmd("HGET");
             cmd.arg(&self.redis.keys.seen).arg(user);
             let kept: Option<String> = self
@@ -564,7 +564,7 @@ impl SeenStore for RedisLog {
             for (user, seen) in &batch {
                 invocation.arg(&**user).arg(seen.seq).arg(seen.tag);
             }
-            let mut conn = self.redis.conn();
+            let mut conn = self.redis.primary_conn().await?;
             let _: i64 = self
                 .redis
                 .run(

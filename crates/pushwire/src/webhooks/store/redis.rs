@@ -185,7 +185,7 @@ impl RedisStore {
         for arg in args {
             invocation.arg(arg);
         }
-        let mut conn = self.redis.conn();
+        let mut conn = self.redis.primary_conn().await?;
         self.redis
             .run("webhook outbox", invocation.invoke_async(&mut conn))
             .await
@@ -226,7 +226,7 @@ impl Store for RedisStore {
 
     fn announced(&self) -> Answer<'_, Vec<(String, u64)>> {
         async move {
-            let mut conn = self.redis.conn();
+            let mut conn = self.redis.primary_conn().await?;
             let mut all: Vec<(String, u64)> = self
                 .redis
                 .run(
@@ -327,7 +327,7 @@ impl Store for RedisStore {
 
     fn retry<'a>(&'a self, id: &'a str) -> Answer<'a, bool> {
         async move {
-            let mut conn = self.redis.conn();
+            let mut conn = self.redis.primary_conn().await?;
             let stored: Option<Vec<u8>> = self
                 .redis
                 .run(
@@ -350,7 +350,7 @@ impl Store for RedisStore {
 
     fn backlog(&self) -> Answer<'_, u64> {
         async move {
-            let mut conn = self.redis.conn();
+            let mut conn = self.redis.primary_conn().await?;
             self.redis
                 .run(
                     "webhook outbox",
