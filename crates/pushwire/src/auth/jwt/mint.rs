@@ -341,7 +341,10 @@ mod tests {
     fn a_minted_subscriber_token_grants_its_topics_and_names_its_user() {
         let mut wanted = request(Role::Subscriber, &["news", "orders/{id}"]);
         wanted.subject = Some("alice".to_owned());
-        let token = mint(&wanted, &secret(), now()).unwrap();
+        // One reading of the clock: a second boundary between minting and
+        // checking must not move the expected expiry.
+        let minted_at = now();
+        let token = mint(&wanted, &secret(), minted_at).unwrap();
         let claims = verifier("HS256", SECRET, None)
             .verify(Role::Subscriber, &token)
             .unwrap();
@@ -350,7 +353,7 @@ mod tests {
         assert!(claims.grants.may_subscribe("orders/42"));
         assert!(!claims.grants.may_subscribe("other"));
         assert!(!claims.grants.may_publish("news"));
-        assert_eq!(claims.expires_at, Some(now() + 60));
+        assert_eq!(claims.expires_at, Some(minted_at + 60));
     }
 
     #[test]
