@@ -322,7 +322,9 @@ async fn a_user_comes_online_then_goes_offline_after_the_delay_signed() {
 async fn a_refresh_storm_makes_no_offline_and_online_pairs() {
     let receiver = Receiver::start().await;
     let mut config = hooked(&receiver);
-    config.webhook_offline_delay = Duration::from_secs(2);
+    // The default: long enough that a loaded machine's slow reconnects
+    // stay refreshes.
+    config.webhook_offline_delay = Duration::from_secs(5);
     let server = start(config).await;
     let addr = server.addr();
     let users: Vec<String> = (0..20).map(|i| format!("storm-{i}")).collect();
@@ -344,7 +346,8 @@ async fn a_refresh_storm_makes_no_offline_and_online_pairs() {
         }
         tokio::time::sleep(Duration::from_millis(150)).await;
     }
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // Past the delay after the last refresh: any offline it caused is out.
+    tokio::time::sleep(Duration::from_millis(5500)).await;
     assert!(
         receiver.delivered_of("user.offline").is_empty(),
         "a refresh made an offline: {:#?}",
@@ -688,7 +691,11 @@ async fn a_kill_9_of_the_hub_loses_no_message() {
     receiver.set(Mode::Fail(503));
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().to_str().unwrap();
-    let args = hub_args(&receiver, &["--storage", "embedded", "--data-dir", data]);
+    let args = hub_args(
+        &receiver,
+        "1s",
+        &["--storage", "embedded", "--data-dir", data],
+    );
     let hub = HubProcess::spawn(BIN, &args);
     let addr = hub.addr;
     let online = SseClient::connect(addr, "/sse/subscribe/zoe").await;
@@ -737,6 +744,7 @@ async fn in_a_cluster_one_node_sends_and_a_dead_senders_backlog_moves_on() {
     let redis_url = redis.url();
     let args = hub_args(
         &receiver,
+        "1s",
         &[
             "--storage",
             "redis",
@@ -839,16 +847,16 @@ async fn in_a_cluster_one_node_sends_and_a_dead_senders_backlog_moves_on() {
     drop(survivor);
 }
 
-/// The arguments of a hub process sending to `receiver`, with short
+/// The arguments of a hub process sending to `receiver`, with short retry
 /// delays, after `storage`.
-fn hub_args(receiver: &Receiver, storage: &[&str]) -> Vec<String> {
+fn hub_args(receiver: &Receiver, offline_delay: &str, storage: &[&str]) -> Vec<String> {
     let hooks = [
         "--webhook-url",
         &receiver.url(),
         "--webhook-secret",
         &secret(),
         "--webhook-offline-delay",
-        "1s",
+        offline_delay,
         "--webhook-retry-backoff",
         "100ms",
         "--webhook-retry-max-delay",
@@ -908,6 +916,7 @@ async fn a_refresh_onto_another_node_is_no_pair() {
     let redis_url = redis.url();
     let args = hub_args(
         &receiver,
+        "3s",
         &["--storage", "redis", "--redis-url", &redis_url],
     );
     let nodes = [HubProcess::spawn(BIN, &args), HubProcess::spawn(BIN, &args)];
@@ -925,7 +934,8 @@ async fn a_refresh_onto_another_node_is_no_pair() {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Past the delay after the last hop.
+    tokio::time::sleep(Duration::from_millis(3500)).await;
     assert!(
         receiver.delivered_of("user.offline").is_empty(),
         "{:#?}",
