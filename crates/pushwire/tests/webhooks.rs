@@ -579,7 +579,10 @@ async fn a_receiver_that_hangs_then_is_down_gets_everything_once_back() {
     let mut receiver = Receiver::start().await;
     receiver.set(Mode::Hang);
     let mut config = hooked(&receiver);
-    config.webhook_timeout = Duration::from_millis(300);
+    // Long enough that a loaded machine answers an accepting receiver
+    // within it: a delivery timed out after the receiver took it would be
+    // sent twice (at least once allows that; this test wants none).
+    config.webhook_timeout = Duration::from_secs(1);
     config.webhook_events = vec!["event.undelivered".into()];
     let server = start(config).await;
     let addr = server.addr();
@@ -588,7 +591,7 @@ async fn a_receiver_that_hangs_then_is_down_gets_everything_once_back() {
         .wait_for("attempts that time out", |r| r.attempts().len() >= 4)
         .await;
     // Past the hub's timeout for those attempts, and more.
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     receiver.stop().await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     receiver.set(Mode::Accept);
