@@ -227,19 +227,6 @@ impl Message {
             users.iter().map(|u| Message::user_key(u)).collect(),
         )
     }
-
-    /// The message as `GET /api/v1/webhooks/failed` lists it.
-    pub fn listing(&self) -> Value {
-        json!({
-            "id": self.id,
-            "type": self.kind.as_str(),
-            "attempts": self.attempts,
-            "last_error": self.last_error,
-            "created_ms": self.created_ms,
-            "failed_ms": self.failed_ms,
-            "message": serde_json::from_str::<Value>(&self.body).unwrap_or(Value::Null),
-        })
-    }
 }
 
 #[cfg(test)]
