@@ -271,6 +271,32 @@ fn undelivered_ids(receiver: &Receiver) -> HashSet<String> {
         .collect()
 }
 
+/// After a storm of refreshes (and past the offline delay): no
+/// `user.offline` yet and exactly one `user.online` per user; once the
+/// `open` streams close, exactly one `user.offline` per user.
+async fn refreshes_made_no_pair(receiver: &Receiver, users: &[String], open: Vec<SseClient>) {
+    assert!(
+        receiver.delivered_of("user.offline").is_empty(),
+        "a refresh made an offline: {:#?}",
+        receiver.delivered_of("user.offline")
+    );
+    let mut expected = users.to_vec();
+    expected.sort();
+    let mut online = users_of(&receiver.delivered_of("user.online"));
+    online.sort();
+    assert_eq!(online, expected, "exactly one user.online per user");
+    drop(open);
+    receiver
+        .wait_for("every user.offline", |r| {
+            r.delivered_of("user.offline").len() >= users.len()
+        })
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut offline = users_of(&receiver.delivered_of("user.offline"));
+    offline.sort();
+    assert_eq!(offline, expected, "exactly one user.offline per user");
+}
+
 fn users_of(received: &[Received]) -> Vec<String> {
     received
         .iter()
@@ -348,27 +374,7 @@ async fn a_refresh_storm_makes_no_offline_and_online_pairs() {
     }
     // Past the delay after the last refresh: any offline it caused is out.
     tokio::time::sleep(Duration::from_millis(5500)).await;
-    assert!(
-        receiver.delivered_of("user.offline").is_empty(),
-        "a refresh made an offline: {:#?}",
-        receiver.delivered_of("user.offline")
-    );
-    let mut online = users_of(&receiver.delivered_of("user.online"));
-    online.sort();
-    let mut expected = users.clone();
-    expected.sort();
-    assert_eq!(online, expected, "exactly one user.online per user");
-
-    drop(open);
-    receiver
-        .wait_for("every user.offline", |r| {
-            r.delivered_of("user.offline").len() == users.len()
-        })
-        .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let mut offline = users_of(&receiver.delivered_of("user.offline"));
-    offline.sort();
-    assert_eq!(offline, expected, "exactly one user.offline per user");
+    refreshes_made_no_pair(&receiver, &users, open).await;
     assert_eq!(receiver.bad_signatures(), 0);
 }
 
@@ -939,25 +945,6 @@ async fn a_refresh_onto_another_node_is_no_pair() {
     }
     // Past the delay after the last hop.
     tokio::time::sleep(Duration::from_millis(3500)).await;
-    assert!(
-        receiver.delivered_of("user.offline").is_empty(),
-        "{:#?}",
-        receiver.delivered_of("user.offline")
-    );
-    let mut online = users_of(&receiver.delivered_of("user.online"));
-    online.sort();
-    let mut expected = users.clone();
-    expected.sort();
-    assert_eq!(online, expected, "one user.online per user");
-    drop(open);
-    receiver
-        .wait_for("every user.offline", |r| {
-            r.delivered_of("user.offline").len() >= users.len()
-        })
-        .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let mut offline = users_of(&receiver.delivered_of("user.offline"));
-    offline.sort();
-    assert_eq!(offline, expected, "one user.offline per user");
+    refreshes_made_no_pair(&receiver, &users, open).await;
     assert_eq!(receiver.bad_signatures(), 0);
 }
