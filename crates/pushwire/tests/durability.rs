@@ -616,6 +616,85 @@ fn corrupt_data_dir_refuses_to_start() {
     assert_eq!(stderr.trim().lines().count(), 1, "one clear line: {stderr}");
 }
 
+/// Publishes `n` events one at a time to a durable hub on `dir`, copying
+/// the journal just before the last, then kills the hub (SIGKILL): returns
+/// what was acknowledged, the journal before the last event and after it.
+fn journal_around_a_kill(dir: &Path, n: usize) -> (Vec<(String, String)>, Vec<u8>, Vec<u8>) {
+    let journal = dir.join("events.journal");
+    let hub = durable_hub(dir, &[]);
+    let addr = hub.addr;
+    let mut acked = Vec::new();
+    let mut before = Vec::new();
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        for i in 0..n {
+            if i == n - 1 {
+                before = std::fs::read(&journal).unwrap();
+            }
+            let data = format!("event {i}");
+            let id = try_publish(addr, &json!({"to": "all", "data": data}))
+                .await
+                .expect("publish acknowledged");
+            acked.push((id, data));
+        }
+    });
+    hub.kill();
+    let after = std::fs::read(&journal).unwrap();
+    (acked, before, after)
+}
+
+/// The journal after a crash: a last write torn anywhere is dropped (it was
+/// never acknowledged: here the test tears one that was, to have a real
+/// frame to tear), and everything before it is recovered; damage before
+/// frames that are whole is refused at start, naming the journal, and
+/// nothing is changed.
+#[test]
+fn a_torn_journal_tail_is_dropped_and_damage_before_it_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let (acked, before, after) = journal_around_a_kill(dir.path(), 30);
+    // The last frame: where the journal changed with the last publish.
+    let start = (0..after.len())
+        .find(|&i| before.get(i) != after.get(i))
+        .unwrap();
+    let end = (0..after.len())
+        .rfind(|&i| before.get(i) != after.get(i))
+        .unwrap()
+        + 1;
+    assert!(end - start > 40, "one frame: {start}..{end}");
+    let mut torn = after.clone();
+    torn[(start + end) / 2..end].fill(0);
+    std::fs::write(dir.path().join("events.journal"), &torn).unwrap();
+    let hub = durable_hub(dir.path(), &[]);
+    let stored = tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(history(hub.addr));
+    assert_eq!(
+        stored,
+        acked[..29],
+        "everything before the torn write, once"
+    );
+    hub.terminate();
+
+    // Damage in the first frame, with 29 whole frames after it.
+    let dir = tempfile::tempdir().unwrap();
+    let (_, _, after) = journal_around_a_kill(dir.path(), 30);
+    let mut damaged = after.clone();
+    damaged[50] ^= 0x20;
+    let journal = dir.path().join("events.journal");
+    std::fs::write(&journal, &damaged).unwrap();
+    let (status, stderr) = run_to_exit(dir.path());
+    assert!(!status.success(), "started on a damaged journal");
+    assert!(
+        stderr.contains(&journal.display().to_string()) && stderr.contains("damaged"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("refuses to start"), "{stderr}");
+    assert_eq!(
+        std::fs::read(&journal).unwrap(),
+        damaged,
+        "the journal was modified"
+    );
+}
+
 #[test]
 fn a_second_hub_on_the_same_data_dir_is_refused() {
     let dir = tempfile::tempdir().unwrap();

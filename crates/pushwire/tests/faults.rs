@@ -396,14 +396,15 @@ async fn a_history_file_turned_read_only_refuses_publishes_then_recovers() {
         );
     }
     immutable(&probe, false).unwrap();
-    let file = dir.path().join("events.redb");
-    let (on, off) = (file.clone(), file.clone());
+    // The history is the file and its journal: both turn read-only.
+    let files = ["events.redb", "events.journal"].map(|name| dir.path().join(name));
+    let (on, off) = (files.clone(), files);
     let run = disk_fault(
         dir.path(),
         503,
         "storage_unavailable",
-        move |_| immutable(&on, true).unwrap(),
-        move |_| immutable(&off, false).unwrap(),
+        move |_| on.iter().for_each(|f| immutable(f, true).unwrap()),
+        move |_| off.iter().for_each(|f| immutable(f, false).unwrap()),
     )
     .await;
     record(Row {

@@ -2,11 +2,15 @@
 //! (redb: a copy-on-write B-tree with ACID transactions; readers see a
 //! snapshot and never block the writer).
 //!
-//! The engine does four jobs, one file each:
+//! The engine does five jobs, one file each:
 //! - `writer.rs`: the single writer thread. Group commit: every queued
-//!   request goes into one write transaction, committed with the durability
-//!   `--fsync` asks for, and only then handed to the fanout and answered.
-//!   It also reopens the file after a disk fault;
+//!   request goes into one write transaction, made durable as `--fsync`
+//!   asks (with `always`, in the journal), and only then handed to the
+//!   fanout and answered. It also reopens the file after a disk fault;
+//! - `journal.rs`: with `--fsync always`, the append-only file
+//!   `events.journal` that makes a group durable with one `fdatasync`, so
+//!   that the database's own commits need not be forced but at
+//!   checkpoints; and reading it back into the file at open;
 //! - `head.rs`: the small in-memory head (the bounds of the retained range,
 //!   the newest event, the newest few thousand events) that readers use
 //!   without a transaction;
@@ -18,7 +22,7 @@
 //! This file ties them together: [`EmbeddedLog`] and its [`EventLog`]
 //! implementation, the tables below, and the reads.
 //!
-//! Invariants the four share: a publish is acknowledged only after its
+//! Invariants the five share: a publish is acknowledged only after its
 //! commit (see `writer.rs` for what `--fsync` makes of that); the fanout
 //! sees events only once they are stored, in sequence order; there is only
 //! ever one writer (retention goes through the same thread); a sequence
@@ -37,7 +41,8 @@
 //!   id of that event still resumes; see `pushwire_core::id`), and with
 //!   `--fsync interval` or `never` a `reserved_seq`: commits that are not
 //!   forced to disk can be lost in a crash, so sequence numbers are reserved
-//!   ahead in forced commits and a restart continues after the reservation.
+//!   ahead in forced commits and a restart continues after the reservation;
+//!   `journal_epoch`, the epoch of the journal's current frames.
 //!
 //! - `seen`: user → (sequence, tag) of the newest event written to the
 //!   user's streams (`pushwire_core::seen`), written by the writer in a
@@ -51,6 +56,7 @@
 //! fault, reads that need the file fail as unavailable.
 
 mod head;
+mod journal;
 mod recovery;
 mod retention;
 mod writer;
@@ -73,7 +79,8 @@ use pushwire_core::record::{decode, decode_key};
 use pushwire_core::seen::{Seen, SeenStore};
 
 use head::{lock, Head};
-use recovery::{describe_open_error, open_file, recover};
+use journal::Journal;
+use recovery::{describe_open_error, open_file, recover, recover_journal};
 use writer::{catch_file_size_signal, Command, DbSlot, Health, Writer};
 
 pub use writer::{MAX_GROUP, REOPEN_EVERY};
@@ -93,6 +100,8 @@ const META_RESERVED: &str = "reserved_seq";
 const META_FORMAT: &str = "format";
 /// The tag of the newest event retention removed (absent: none, or untagged).
 const META_BOUNDARY_TAG: &str = "boundary_tag";
+/// The epoch of the journal's current frames (`journal.rs`).
+const META_JOURNAL_EPOCH: &str = "journal_epoch";
 
 /// A durable [`EventLog`]; see the module documentation.
 pub struct EmbeddedLog {
@@ -175,7 +184,18 @@ impl EmbeddedLog {
                 ))
             }
         };
-        let recovered = recover(&db).map_err(|e| refuse(e.to_string()))?;
+        let mut recovered = recover(&db).map_err(|e| refuse(e.to_string()))?;
+        // With `always`, groups are made durable in the journal; whatever
+        // the mode, events a journal holds that the file lacks are written
+        // into the file first.
+        let journal_path = dir.join(journal::FILE_NAME);
+        let mut journal = Journal::open(&journal_path, matches!(fsync, Fsync::Always))
+            .map_err(|e| not_writable(&format!("{}: {e}", journal_path.display())))?;
+        if let Some(journal) = &mut journal {
+            recovered = recover_journal(&db, journal, recovered, None)
+                .map_err(|e| refuse(e.to_string()))?;
+        }
+        let journal = journal.filter(|_| matches!(fsync, Fsync::Always));
         catch_file_size_signal();
         tracing::info!(
             path = %path.display(),
@@ -194,7 +214,8 @@ impl EmbeddedLog {
             fsync,
             &recovered,
             path.clone(),
-        );
+        )
+        .with_journal(journal);
         let health = writer.health();
         let (commands, queue) = mpsc::channel();
         let thread = std::thread::Builder::new()

@@ -27,7 +27,13 @@ use pushwire_core::event::Event;
 use pushwire_core::log::StoreError;
 use pushwire_core::record::{decode, FORMAT};
 
-use super::{EVENTS, IDS, META, META_BOUNDARY_TAG, META_FORMAT, META_NEXT_SEQ, META_RESERVED};
+use super::{
+    EVENTS, IDS, META, META_BOUNDARY_TAG, META_FORMAT, META_JOURNAL_EPOCH, META_NEXT_SEQ,
+    META_RESERVED,
+};
+use pushwire_core::record::decode_key;
+
+use super::journal::{Journal, JournalError};
 
 /// Memory the database may use to cache pages.
 const CACHE_BYTES: usize = 64 * 1024 * 1024;
@@ -79,6 +85,9 @@ pub(super) struct Recovered {
     pub(super) last: Option<Arc<Event>>,
     /// The tag of the newest event retention removed (0: none, or untagged).
     pub(super) boundary_tag: u64,
+    /// The journal's frames of this epoch may hold events the file lacks
+    /// (`journal.rs`).
+    pub(super) journal_epoch: u64,
 }
 
 /// Why the history could not be read back at open.
@@ -90,6 +99,11 @@ pub(super) enum RecoverError {
     Format(u64),
     #[error("{0}")]
     Record(StoreError),
+    #[error("the journal {} {source}", path.display())]
+    Journal {
+        path: std::path::PathBuf,
+        source: JournalError,
+    },
 }
 
 /// What a history of another format means for the operator: a newer one
@@ -160,6 +174,10 @@ pub(super) fn recover(db: &Database) -> Result<Recovered, RecoverError> {
             .get(META_BOUNDARY_TAG)
             .map_err(storage)?
             .map_or(0, |v| v.value());
+        let journal_epoch = meta
+            .get(META_JOURNAL_EPOCH)
+            .map_err(storage)?
+            .map_or(0, |v| v.value());
         meta.insert(META_NEXT_SEQ, next_seq).map_err(storage)?;
         Recovered {
             next_seq,
@@ -167,10 +185,75 @@ pub(super) fn recover(db: &Database) -> Result<Recovered, RecoverError> {
             count,
             last,
             boundary_tag,
+            journal_epoch,
         }
     };
     txn.commit().map_err(storage)?;
     Ok(recovered)
+}
+
+/// Brings the file up to date with `journal` and starts a new epoch there
+/// (`journal.rs`): the events of its current epoch that the file lacks are
+/// written into it, in one forced commit. `end`: where the writer knows its
+/// last acknowledged frame ends (after a disk fault), or `None` at open.
+pub(super) fn recover_journal(
+    db: &Database,
+    journal: &mut Journal,
+    recovered: Recovered,
+    end: Option<u64>,
+) -> Result<Recovered, RecoverError> {
+    let found = journal
+        .read(recovered.journal_epoch, recovered.next_seq, end)
+        .map_err(|source| RecoverError::Journal {
+            path: journal.path().to_owned(),
+            source,
+        })?;
+    let epoch = recovered.journal_epoch.saturating_add(1);
+    replay(db, &found.records, epoch)?;
+    let recovered = recover(db)?;
+    journal.restart(epoch);
+    if !found.records.is_empty() {
+        tracing::info!(
+            path = %journal.path().display(),
+            events = found.records.len(),
+            bytes = found.end,
+            "events recovered from the journal"
+        );
+    }
+    Ok(recovered)
+}
+
+/// Writes the journal's events that the file lacks (`records`, in sequence
+/// order, each at or after the file's `next_seq`) into it and starts
+/// `epoch`, in one forced commit: from then on the journal's older frames
+/// are stale.
+pub(super) fn replay(
+    db: &Database,
+    records: &[(u64, Vec<u8>)],
+    epoch: u64,
+) -> Result<(), RecoverError> {
+    let txn = db.begin_write().map_err(storage)?;
+    {
+        let mut events = txn.open_table(EVENTS).map_err(storage)?;
+        let mut ids = txn.open_table(IDS).map_err(storage)?;
+        let mut meta = txn.open_table(META).map_err(storage)?;
+        let mut next_seq = meta
+            .get(META_NEXT_SEQ)
+            .map_err(storage)?
+            .map_or(1, |v| v.value());
+        for (seq, record) in records {
+            let key = decode_key(*seq, record).map_err(RecoverError::Record)?;
+            events.insert(*seq, record.as_slice()).map_err(storage)?;
+            if let Some(id) = &key.id {
+                ids.insert(id.as_str(), *seq).map_err(storage)?;
+            }
+            next_seq = next_seq.max(seq.saturating_add(1));
+        }
+        meta.insert(META_NEXT_SEQ, next_seq).map_err(storage)?;
+        meta.insert(META_JOURNAL_EPOCH, epoch).map_err(storage)?;
+    }
+    txn.commit().map_err(storage)?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -11,9 +11,13 @@
 //! in the group go through. Retention (`trim`) goes through the same thread,
 //! so there is only ever one writer.
 //!
-//! Durability: with `--fsync always` every commit is forced to disk before
-//! it is acknowledged; with `interval` commits are forced at least that
-//! often, and with `never` only at a clean stop. Without `always`, before
+//! Durability: with `--fsync always` every group is on disk before it is
+//! acknowledged: its records are written to the journal (`journal.rs`) and
+//! forced with one `fdatasync` before the transaction is committed without
+//! being forced, and checkpoints (a forced commit, which lets the journal
+//! start again) come every [`CHECKPOINT_BYTES`] of journal, when the writer
+//! is idle at least [`CHECKPOINT_EVERY`] after the last, and at a clean
+//! stop. With `interval` commits are forced at least that often, and with `never` only at a clean stop. Without `always`, before
 //! issuing sequence numbers beyond the reservation in `meta`, the writer
 //! reserves more in a forced commit, so a crash never lets a number be
 //! issued twice. When the log is dropped the writer finishes what is
@@ -48,10 +52,11 @@ use pushwire_core::record::encode;
 use pushwire_core::seen::{Seen, MAX_CURSORS};
 
 use super::head::{lock, Head};
-use super::recovery::{open_file, recover, RecoverError, Recovered};
+use super::journal::{Journal, CHECKPOINT_BYTES, CHECKPOINT_EVERY};
+use super::recovery::{open_file, recover, recover_journal, RecoverError, Recovered};
 use super::{
-    unavailable, writer_stopped, EVENTS, IDS, META, META_BOUNDARY_TAG, META_NEXT_SEQ,
-    META_RESERVED, SEEN,
+    unavailable, writer_stopped, EVENTS, IDS, META, META_BOUNDARY_TAG, META_JOURNAL_EPOCH,
+    META_NEXT_SEQ, META_RESERVED, SEEN,
 };
 
 /// Most requests one group commit takes.
@@ -191,6 +196,9 @@ pub(super) struct Writer {
     retired: Option<Arc<Database>>,
     /// What readiness reports.
     health: Health,
+    /// With `--fsync always`: where groups are made durable (`journal.rs`);
+    /// the file's commits are then not forced, but for checkpoints.
+    journal: Option<Journal>,
 }
 
 /// A write failed and the file is not yet open again.
@@ -242,7 +250,14 @@ impl Writer {
             failure: None,
             retired: None,
             health: Health::default(),
+            journal: None,
         }
+    }
+
+    /// With `--fsync always`: groups are made durable in `journal`.
+    pub(super) fn with_journal(mut self, journal: Option<Journal>) -> Writer {
+        self.journal = journal;
+        self
     }
 
     /// What readiness reads: the outcome of this writer's last commit.
@@ -273,6 +288,13 @@ impl Writer {
             if !group.is_empty() {
                 self.commit_group(group);
             }
+            if self
+                .journal
+                .as_ref()
+                .is_some_and(|j| j.len() >= CHECKPOINT_BYTES)
+            {
+                self.sync();
+            }
             // After the group is answered: cursors never hold a publish up.
             for (batch, reply) in cursors {
                 drop(reply.send(self.store_seen(batch)));
@@ -288,11 +310,14 @@ impl Writer {
     }
 
     /// Waits for the next request; with `interval`, forces pending commits
-    /// to disk when their time is up.
+    /// to disk when their time is up, and with the journal checkpoints when
+    /// its time is up and nothing is queued.
     fn next_command(&mut self, queue: &Receiver<Command>) -> Option<Command> {
         loop {
-            let Fsync::Interval(every) = self.fsync else {
-                return queue.recv().ok();
+            let every = match self.fsync {
+                Fsync::Interval(every) => every,
+                _ if self.journal.is_some() => CHECKPOINT_EVERY,
+                _ => return queue.recv().ok(),
             };
             if !self.unsynced {
                 return queue.recv().ok();
@@ -326,6 +351,9 @@ impl Writer {
                 if self.reserved == 0 {
                     meta.remove(META_RESERVED)?;
                 }
+                if let Some(journal) = &self.journal {
+                    meta.insert(META_JOURNAL_EPOCH, journal.epoch().saturating_add(1))?;
+                }
             }
             txn.commit()?;
             Ok(())
@@ -333,7 +361,13 @@ impl Writer {
         // Either way, wait a full interval before the next try.
         self.last_durable = Instant::now();
         match synced {
-            Ok(()) => self.unsynced = false,
+            Ok(()) => {
+                self.unsynced = false;
+                // A checkpoint: the journal's frames are in the file now.
+                if let Some(journal) = &mut self.journal {
+                    journal.restart(journal.epoch().saturating_add(1));
+                }
+            }
             Err(error) => {
                 let error = disk_error(&self.path, "cannot force to disk", error);
                 tracing::error!(%error, "history sync failed; the file will be opened again");
@@ -412,12 +446,21 @@ impl Writer {
                 )))
             }
         };
-        let recovered = recover(&db).map_err(|e| match e {
+        let reopen_error = |e| match e {
             RecoverError::Storage(e) => disk_error(&self.path, "cannot reopen", e),
             other => {
                 StoreError::Unavailable(format!("cannot reopen {}: {other}", self.path.display()))
             }
-        })?;
+        };
+        let mut recovered = recover(&db).map_err(reopen_error)?;
+        // The file is back at its last forced commit, or at its last commit
+        // if closing the old handle could still write that: the journal's
+        // acknowledged frames bring it up to date either way.
+        if let Some(journal) = &mut self.journal {
+            let end = journal.len();
+            recovered =
+                recover_journal(&db, journal, recovered, Some(end)).map_err(reopen_error)?;
+        }
         self.next_seq = self.next_seq.max(recovered.next_seq);
         self.count = recovered.count;
         self.boundary_tag = recovered.boundary_tag;
@@ -433,6 +476,10 @@ impl Writer {
     }
 
     fn durability(&self) -> Durability {
+        if self.journal.is_some() {
+            // The journal makes the group durable before the commit.
+            return Durability::None;
+        }
         match self.fsync {
             Fsync::Always => Durability::Immediate,
             Fsync::Never => Durability::None,
@@ -580,6 +627,7 @@ impl Writer {
         let boundary_before = self.boundary_tag;
         let mut txn = db.begin_write().map_err(|e| failed(e.into()))?;
         let mut events = Vec::new();
+        let mut records = Vec::new();
         let mut done = Vec::with_capacity(jobs.len());
         {
             let mut table = txn.open_table(EVENTS).map_err(|e| failed(e.into()))?;
@@ -606,6 +654,9 @@ impl Writer {
                                 .map_err(|e| failed(e.into()))?;
                             if supplied_id {
                                 ids.insert(&*event.id, seq).map_err(|e| failed(e.into()))?;
+                            }
+                            if self.journal.is_some() {
+                                records.push(record);
                             }
                             self.count += 1;
                             events.push(Arc::new(event));
@@ -643,7 +694,29 @@ impl Writer {
         }
         txn.set_durability(durability)
             .map_err(|e| failed(e.into()))?;
-        txn.commit().map_err(|e| failed(e.into()))?;
+        // With the journal, the group is durable once its frame is: written
+        // and forced before the commit, so that a refused group is in
+        // neither (an aborted transaction leaves the file as it was).
+        let journaled = match (&mut self.journal, events.first()) {
+            (Some(journal), Some(first)) => {
+                if let Err(e) = journal.write(first.seq, &records, true) {
+                    // The frame may be on disk whole although the sync failed.
+                    journal.discard();
+                    return Err(io_error(journal.path(), "cannot write", e));
+                }
+                true
+            }
+            _ => false,
+        };
+        if let Err(e) = txn.commit() {
+            if let (true, Some(journal)) = (journaled, &mut self.journal) {
+                journal.discard();
+            }
+            return Err(failed(e.into()));
+        }
+        if let (true, Some(journal)) = (journaled, &mut self.journal) {
+            journal.keep();
+        }
         Ok(Written {
             events,
             done,
@@ -709,6 +782,11 @@ pub(super) fn disk_error(path: &Path, what: &str, error: redb::Error) -> StoreEr
             "{what} {file}: {error}; nothing of this request was stored"
         )),
     }
+}
+
+/// A failed write of the journal, as [`disk_error`] reports the file's.
+fn io_error(path: &Path, what: &str, error: std::io::Error) -> StoreError {
+    disk_error(path, what, redb::Error::Io(error))
 }
 
 /// A write beyond the process's file size limit (`RLIMIT_FSIZE`, systemd's
@@ -803,6 +881,7 @@ mod tests {
             failure: None,
             retired: None,
             health: Health::default(),
+            journal: None,
         };
         let mut answers = Vec::new();
         let mut group = Vec::new();
