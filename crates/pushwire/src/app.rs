@@ -15,6 +15,7 @@
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
+use tokio::runtime::Handle;
 
 use crate::http::metadata::ProtectedResource;
 
@@ -79,10 +80,11 @@ pub struct App {
 }
 
 impl App {
-    /// Opens the history and builds every part from `config`.
-    pub fn build(config: &ServeConfig) -> Result<App, AppError> {
+    /// Opens the history and builds every part from `config`. The fanout
+    /// stage runs on `streams`, the runtime of the streams it feeds.
+    pub fn build(config: &ServeConfig, streams: &Handle) -> Result<App, AppError> {
         // The history first: it is what most often refuses to start.
-        let (hub, cluster, webhooks) = build_hub(config)?;
+        let (hub, cluster, webhooks) = build_hub(config, streams)?;
         let tls = match (&config.tls_cert, &config.tls_key) {
             (Some(cert), Some(key)) => Some(Arc::new(Tls::load(cert, key)?)),
             _ => None,
@@ -114,7 +116,7 @@ impl App {
 /// node on Redis. Fails when the history cannot be opened.
 type Built = (Arc<Hub>, Option<Arc<Cluster>>, Option<Arc<Webhooks>>);
 
-fn build_hub(config: &ServeConfig) -> Result<Built, AppError> {
+fn build_hub(config: &ServeConfig, streams: &Handle) -> Result<Built, AppError> {
     let hub_config = HubConfig {
         queue_capacity: config.queue_capacity,
         retry_ms: config.retry.as_millis() as u64,
@@ -141,7 +143,7 @@ fn build_hub(config: &ServeConfig) -> Result<Built, AppError> {
         // of its own.
         let staged = |fanout| -> Arc<dyn Fanout> {
             let (stage, runner) = Stage::new(fanout);
-            tokio::spawn(runner);
+            streams.spawn(runner);
             stage
         };
         Ok::<Arc<dyn EventLog>, StoreError>(match (config.storage, &redis) {

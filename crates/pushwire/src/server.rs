@@ -18,6 +18,16 @@
 //! Every HTTP/1.1 connection reads through [`StrictHeads`]: a request head
 //! whose lines do not end with CR LF closes it (see [`crate::transport::strict_heads`]).
 //!
+//! Plain HTTP/1.1 streams run on a runtime of their own ([`Streams`]),
+//! with the fanout stage that feeds them; the accept loop, hyper's
+//! connections (publishes, the API) and everything else run on the
+//! runtime the server was started on. A burst of events wakes thousands of
+//! stream tasks at once, and in one runtime a publish waiting for its
+//! commit was woken behind all of them (tokio's queues are first in, first
+//! out): its answer waited for the fanout of the events before it. With
+//! two runtimes the operating system's scheduler shares the cores between
+//! them, and a publish is answered as soon as it is stored.
+//!
 //! Shutdown: `/readyz` turns to 503 at once and, for `--drain-delay`,
 //! everything else is still served; then stop accepting, end every stream
 //! (clients reconnect, to another node or to this one once it is back, and
@@ -36,6 +46,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::app::{App, AppError};
 use crate::config::ServeConfig;
@@ -45,7 +56,7 @@ use crate::limits::Limit;
 use crate::transport::connection::{
     connection_service, count_refusal, serve_h2c, serve_tls, Protocols,
 };
-use crate::transport::stream_path::{self, Served};
+use crate::transport::stream_path::{self, First};
 use crate::transport::strict_heads::StrictHeads;
 use crate::transport::tls::{Tls, TlsError};
 use pushwire_core::hub::Hub;
@@ -62,6 +73,11 @@ pub enum ServerError {
     /// history, the certificate or a token key (see [`AppError`]).
     #[error(transparent)]
     App(#[from] AppError),
+    #[error("cannot start the streams' threads")]
+    Runtime {
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// A running hub.
@@ -122,6 +138,43 @@ impl Server {
     }
 }
 
+/// The runtime of the plain HTTP/1.1 streams and the fanout stage (see the
+/// module documentation), and the streams' tasks on it. Dropping it ends
+/// whatever still runs there, without waiting, from any context.
+struct Streams {
+    runtime: Option<tokio::runtime::Runtime>,
+    handle: tokio::runtime::Handle,
+    tasks: TaskTracker,
+}
+
+impl Streams {
+    fn new() -> std::io::Result<Streams> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .thread_name("pushwire-streams")
+            .enable_all()
+            .build()?;
+        Ok(Streams {
+            handle: runtime.handle().clone(),
+            runtime: Some(runtime),
+            tasks: TaskTracker::new(),
+        })
+    }
+
+    /// Waits, at most until `deadline`, for the streams to finish.
+    async fn settle(&self, deadline: tokio::time::Instant) {
+        self.tasks.close();
+        let _ = tokio::time::timeout_at(deadline, self.tasks.wait()).await;
+    }
+}
+
+impl Drop for Streams {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
 /// Most connections waiting to be accepted. A mass reconnect after a
 /// deploy or a network blip brings them all at once; the kernel caps the
 /// figure at `net.core.somaxconn`.
@@ -145,6 +198,7 @@ pub async fn start(config: ServeConfig) -> Result<Server, ServerError> {
         ),
         None => None,
     };
+    let streams = Streams::new().map_err(|source| ServerError::Runtime { source })?;
     let App {
         hub,
         cluster,
@@ -152,7 +206,7 @@ pub async fn start(config: ServeConfig) -> Result<Server, ServerError> {
         router: app,
         verifier,
         webhooks,
-    } = App::build(&config)?;
+    } = App::build(&config, &streams.handle)?;
     // Before serving, so that the first tokens find their keys; a set that
     // cannot be fetched delays the start by at most the fetch timeout.
     verifier.start_key_sets(hub.metrics().clone()).await;
@@ -172,7 +226,11 @@ pub async fn start(config: ServeConfig) -> Result<Server, ServerError> {
         listener,
         app,
         hub.clone(),
-        Companions { cluster, webhooks },
+        Companions {
+            cluster,
+            webhooks,
+            streams,
+        },
         config,
         tls.clone(),
         stop.clone(),
@@ -222,6 +280,7 @@ fn serve_metrics(listener: TcpListener, addr: SocketAddr, hub: Arc<Hub>, stop: C
 /// What runs beside the accept loop until the stop: a cluster node's
 /// presence and the webhooks' sender.
 struct Companions {
+    streams: Streams,
     cluster: Option<Arc<Cluster>>,
     webhooks: Option<Arc<crate::webhooks::Webhooks>>,
 }
@@ -230,7 +289,11 @@ async fn run(
     listener: TcpListener,
     app: Router,
     hub: Arc<Hub>,
-    Companions { cluster, webhooks }: Companions,
+    Companions {
+        cluster,
+        webhooks,
+        streams,
+    }: Companions,
     config: ServeConfig,
     tls: Option<Arc<Tls>>,
     requested: CancellationToken,
@@ -314,19 +377,30 @@ async fn run(
             let (http, watcher) = (http.clone(), graceful.watcher());
             let header_read_timeout = config.header_read_timeout;
             let hub = hub.clone();
+            let (handle, tasks) = (streams.handle.clone(), streams.tasks.clone());
             tokio::spawn(async move {
-                let served = stream_path::serve(
-                    socket,
-                    peer,
-                    app.clone(),
-                    header_read_timeout,
-                    is_stream_route,
-                )
-                .await;
-                match served {
-                    Served::Stream => {}
-                    Served::HeadTimeout => hub.metrics().limit_rejected(Limit::HeaderReadTimeout),
-                    Served::Other { read, socket } => {
+                let first =
+                    stream_path::first_request(socket, header_read_timeout, is_stream_route).await;
+                match first {
+                    First::Stream(request) => {
+                        // Served on the streams' runtime, which then holds
+                        // the connection's permit.
+                        if let Ok(request) = request.detached() {
+                            tasks.spawn_on(
+                                async move {
+                                    if let Ok(request) = request.registered() {
+                                        request.serve(peer, app).await;
+                                    }
+                                    drop(permit);
+                                },
+                                &handle,
+                            );
+                        }
+                        return;
+                    }
+                    First::Gone => {}
+                    First::HeadTimeout => hub.metrics().limit_rejected(Limit::HeaderReadTimeout),
+                    First::Other { read, socket } => {
                         let service = connection_service(app, peer);
                         let io = TokioIo::new(StrictHeads::rewound(read, socket));
                         let connection = watcher.watch(http.serve_connection(io, service));
@@ -363,7 +437,8 @@ async fn run(
     drop(listener);
     tracing::info!("shutting down: ending streams");
     hub.end_all_streams();
-    if tokio::time::timeout(config.shutdown_grace, graceful.shutdown())
+    let deadline = tokio::time::Instant::now() + config.shutdown_grace;
+    if tokio::time::timeout_at(deadline, graceful.shutdown())
         .await
         .is_err()
     {
@@ -372,6 +447,7 @@ async fn run(
             "connections still open after the grace period; closing them"
         );
     }
+    streams.settle(deadline).await;
     let _ = maintenance.await;
     if let Some(presence) = presence {
         let _ = presence.await;

@@ -93,38 +93,114 @@ pub enum Served {
 /// Serves the connection if its first request opens a stream; otherwise
 /// gives it back, with what was read, for hyper to serve.
 pub async fn serve(
-    mut socket: TcpStream,
+    socket: TcpStream,
     peer: SocketAddr,
     app: Router,
     header_read_timeout: Duration,
     is_stream_route: fn(&str) -> bool,
 ) -> Served {
+    match first_request(socket, header_read_timeout, is_stream_route).await {
+        First::Stream(stream) => {
+            stream.serve(peer, app).await;
+            Served::Stream
+        }
+        First::Other { read, socket } => Served::Other { read, socket },
+        First::HeadTimeout => Served::HeadTimeout,
+        First::Gone => Served::Stream,
+    }
+}
+
+/// What the first request of a connection is.
+pub enum First {
+    /// A stream request, to be served with [`StreamRequest::serve`].
+    Stream(Box<StreamRequest>),
+    /// Not a stream request: as [`Served::Other`].
+    Other { read: Vec<u8>, socket: TcpStream },
+    /// As [`Served::HeadTimeout`].
+    HeadTimeout,
+    /// The client went away (or the read failed) before its head was read.
+    Gone,
+}
+
+/// A connection whose first request opens a stream, read but not yet
+/// answered. It may be moved to another runtime first
+/// ([`StreamRequest::detached`]).
+pub struct StreamRequest<S = TcpStream> {
+    socket: S,
+    request: Request<Body>,
+    version: Version,
+}
+
+/// Reads the first request head and decides who serves the connection.
+pub async fn first_request(
+    mut socket: TcpStream,
+    header_read_timeout: Duration,
+    is_stream_route: fn(&str) -> bool,
+) -> First {
     let mut head = Vec::new();
     let read = tokio::time::timeout(header_read_timeout, read_head(&mut socket, &mut head)).await;
     let request = match read {
         // A client that does not send its request in time, or goes away, is
         // closed, as hyper would close it.
-        Err(_) => return Served::HeadTimeout,
-        Ok(Err(_)) => return Served::Stream,
+        Err(_) => return First::HeadTimeout,
+        Ok(Err(_)) => return First::Gone,
         Ok(Ok(Some(len))) => parse(&head[..len], is_stream_route),
         Ok(Ok(None)) => None,
     };
-    let Some((mut request, version)) = request else {
-        return Served::Other { read: head, socket };
-    };
-    // The request took what it needs: the buffer must not live as long as
-    // the stream does (a dropped local is not kept across the awaits below).
-    drop(head);
-    request.extensions_mut().insert(ConnectInfo(peer));
-    let response = match app.oneshot(request).await {
-        Ok(response) => response,
-        Err(never) => match never {},
-    };
-    if let Err(error) = respond(&mut socket, response, version).await {
-        tracing::debug!(%error, %peer, "stream connection ended with an error");
+    match request {
+        // The request took what it needs: the head's buffer is dropped here
+        // and does not live as long as the stream does.
+        Some((request, version)) => First::Stream(Box::new(StreamRequest {
+            socket,
+            request,
+            version,
+        })),
+        None => First::Other { read: head, socket },
     }
-    let _ = socket.shutdown().await;
-    Served::Stream
+}
+
+impl StreamRequest {
+    /// The same request with its socket taken out of this runtime's
+    /// reactor, to be served on another runtime
+    /// ([`StreamRequest::registered`] there).
+    pub fn detached(self) -> io::Result<StreamRequest<std::net::TcpStream>> {
+        Ok(StreamRequest {
+            socket: self.socket.into_std()?,
+            request: self.request,
+            version: self.version,
+        })
+    }
+
+    /// Answers the request: the stream, frame by frame, until it ends or the
+    /// client goes away; then the connection is closed.
+    pub async fn serve(self, peer: SocketAddr, app: Router) {
+        let StreamRequest {
+            mut socket,
+            mut request,
+            version,
+        } = self;
+        request.extensions_mut().insert(ConnectInfo(peer));
+        let response = match app.oneshot(request).await {
+            Ok(response) => response,
+            Err(never) => match never {},
+        };
+        if let Err(error) = respond(&mut socket, response, version).await {
+            tracing::debug!(%error, %peer, "stream connection ended with an error");
+        }
+        let _ = socket.shutdown().await;
+    }
+}
+
+impl StreamRequest<std::net::TcpStream> {
+    /// Registers the socket with the reactor of the runtime this is called
+    /// on (see [`StreamRequest::detached`]).
+    pub fn registered(self) -> io::Result<StreamRequest> {
+        Ok(StreamRequest {
+            socket: TcpStream::from_std(self.socket)?,
+            request: self.request,
+            version: self.version,
+        })
+    }
 }
 
 /// Reads until the request head is complete. `Ok(Some(len))`: the head is
