@@ -277,8 +277,8 @@ fn serve_metrics(listener: TcpListener, addr: SocketAddr, hub: Arc<Hub>, stop: C
     });
 }
 
-/// What runs beside the accept loop until the stop: a cluster node's
-/// presence and the webhooks' sender.
+/// What runs beside the accept loop until the stop: the streams' runtime,
+/// a cluster node's presence and the webhooks' sender.
 struct Companions {
     streams: Streams,
     cluster: Option<Arc<Cluster>>,

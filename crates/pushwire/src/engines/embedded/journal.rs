@@ -3,9 +3,9 @@
 //! with `--fsync always` a publish is acknowledged without forcing the
 //! B-tree file to disk.
 //!
-//! Why: a forced redb commit writes its pages and syncs them (about 0.7 ms
-//! of a lone publisher's round trip here, three times the sync alone),
-//! while an unforced one costs tens of microseconds. So with `always` the
+//! Why: a forced redb commit writes its pages and syncs them (most of a
+//! lone publisher's round trip, about three times the sync alone; see
+//! docs/performance.md), while an unforced one writes nothing. So with `always` the
 //! writer commits each group to `events.redb` unforced, writes the group's
 //! records to this journal and forces the journal, and only then answers
 //! (see `writer.rs`). Every so often (a checkpoint: when the journal holds
@@ -169,10 +169,10 @@ impl Journal {
     }
 
     /// Writes one frame with `records` (sequence numbers from `first`) at
-    /// the end of the journal and forces it to disk (`sync`). The journal
+    /// the end of the journal and forces it to disk. The journal
     /// does not count it until [`Journal::keep`]; [`Journal::discard`]
     /// unmakes it as far as it can.
-    pub(super) fn write(&mut self, first: u64, records: &[Vec<u8>], sync: bool) -> io::Result<()> {
+    pub(super) fn write(&mut self, first: u64, records: &[Vec<u8>]) -> io::Result<()> {
         encode_frame(&mut self.frame, self.epoch, first, records);
         let frame_len = self.frame.len() as u64;
         let end = self.pos + frame_len;
@@ -182,10 +182,7 @@ impl Journal {
             self.allocated += grow;
         }
         self.file.write_all_at(&self.frame, self.pos)?;
-        if sync {
-            self.file.sync_data()?;
-        }
-        Ok(())
+        self.file.sync_data()
     }
 
     /// The frame just written counts: the next goes after it.
@@ -399,7 +396,7 @@ mod tests {
         let mut seq = 10;
         let mut ends = Vec::new();
         for &n in groups {
-            journal.write(seq, &records(seq, n), true).unwrap();
+            journal.write(seq, &records(seq, n)).unwrap();
             journal.keep();
             ends.push(journal.len());
             seq += n;
@@ -480,9 +477,9 @@ mod tests {
             .unwrap()
             .unwrap();
         journal.restart(1);
-        journal.write(5, &records(5, 2), true).unwrap();
+        journal.write(5, &records(5, 2)).unwrap();
         journal.keep();
-        journal.write(8, &records(8, 1), true).unwrap();
+        journal.write(8, &records(8, 1)).unwrap();
         journal.keep();
         let error = journal.read(1, 5, None).err().unwrap();
         assert!(
@@ -498,12 +495,12 @@ mod tests {
     fn a_discarded_frame_is_not_read_and_a_restart_reuses_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let (mut journal, _) = written(dir.path(), &[2]);
-        journal.write(12, &records(12, 4), true).unwrap();
+        journal.write(12, &records(12, 4)).unwrap();
         journal.discard();
         assert_eq!(seqs(&journal.read(3, 10, None).unwrap()), vec![10, 11]);
         // Checkpointed: epoch 4 starts over the old frames.
         journal.restart(4);
-        journal.write(12, &records(12, 1), true).unwrap();
+        journal.write(12, &records(12, 1)).unwrap();
         journal.keep();
         assert_eq!(seqs(&journal.read(4, 12, None).unwrap()), vec![12]);
         assert!(journal.read(3, 10, None).is_ok());

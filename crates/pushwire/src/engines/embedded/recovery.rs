@@ -25,15 +25,13 @@ use redb::{Database, DatabaseError, ReadableTable, ReadableTableMetadata, Storag
 
 use pushwire_core::event::Event;
 use pushwire_core::log::StoreError;
-use pushwire_core::record::{decode, FORMAT};
+use pushwire_core::record::{decode, decode_key, FORMAT};
 
+use super::journal::{Journal, JournalError};
 use super::{
     EVENTS, IDS, META, META_BOUNDARY_TAG, META_FORMAT, META_JOURNAL_EPOCH, META_NEXT_SEQ,
     META_RESERVED,
 };
-use pushwire_core::record::decode_key;
-
-use super::journal::{Journal, JournalError};
 
 /// Memory the database may use to cache pages.
 const CACHE_BYTES: usize = 64 * 1024 * 1024;

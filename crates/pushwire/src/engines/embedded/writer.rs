@@ -17,7 +17,8 @@
 //! being forced, and checkpoints (a forced commit, which lets the journal
 //! start again) come every [`CHECKPOINT_BYTES`] of journal, when the writer
 //! is idle at least [`CHECKPOINT_EVERY`] after the last, and at a clean
-//! stop. With `interval` commits are forced at least that often, and with `never` only at a clean stop. Without `always`, before
+//! stop. With `interval` commits are forced at least that often, and with
+//! `never` only at a clean stop. Without `always`, before
 //! issuing sequence numbers beyond the reservation in `meta`, the writer
 //! reserves more in a forced commit, so a crash never lets a number be
 //! issued twice. When the log is dropped the writer finishes what is
@@ -699,7 +700,7 @@ impl Writer {
         // neither (an aborted transaction leaves the file as it was).
         let journaled = match (&mut self.journal, events.first()) {
             (Some(journal), Some(first)) => {
-                if let Err(e) = journal.write(first.seq, &records, true) {
+                if let Err(e) = journal.write(first.seq, &records) {
                     // The frame may be on disk whole although the sync failed.
                     journal.discard();
                     return Err(io_error(journal.path(), "cannot write", e));
