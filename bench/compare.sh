@@ -11,6 +11,7 @@
 #   HUBS="pushwire-memory nchan" bench/compare.sh
 #   WORKLOADS="burst spread" HUBS="pushwire-durable" bench/compare.sh
 #   FANOUT_STREAMS=2000 SPREAD_TOPICS=2000 bench/compare.sh
+#   STAGES_DIR=/tmp/stages bench/compare.sh   # also keep pushwire's stage timings
 #
 # Every bench command is bounded in count and time; every process the script
 # starts is recorded by pid and stopped on exit, and its temp directory
@@ -324,6 +325,14 @@ run_workload() {
         spread16) load_run "$hub" spread spread16 "$SPREAD16_PUBLISHERS" "$SPREAD_TOPICS" "$SPREAD_EVENTS" "$SPREAD_RATE" ;;
         *) log "unknown workload $workload" ;;
     esac
+    # STAGES_DIR: keep where pushwire's publishes spent their time (the
+    # stage histograms of /metrics) in $STAGES_DIR/<hub>-<workload>.prom.
+    if [ -n "${STAGES_DIR:-}" ] && [[ $hub == pushwire-* ]]; then
+        mkdir -p "$STAGES_DIR"
+        curl -s --max-time 5 "http://$PUSHWIRE_ADDR/metrics" \
+            | grep -E '^pushwire_(publish_stage_seconds|history_group_requests|publish_duration_seconds)' \
+            >"$STAGES_DIR/$hub-$workload.prom" || true
+    fi
     stop_hub
 }
 

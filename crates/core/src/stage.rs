@@ -25,13 +25,15 @@
 use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::future::BoxFuture;
+use prometheus_client::metrics::histogram::Histogram;
 use tokio::sync::Notify;
 
 use crate::event::Event;
 use crate::log::Fanout;
+use crate::metrics::PublishStages;
 
 /// Most events one call of the real fanout gets: each is a push per
 /// receiving stream, gathered before any is made.
@@ -55,11 +57,14 @@ struct Shared {
     /// Engines waiting for room wait on these.
     room: Condvar,
     room_async: Notify,
+    /// From events queued to handed to the fanout, per handover.
+    waited: Histogram,
 }
 
 #[derive(Default)]
 struct Queue {
-    events: VecDeque<Arc<Event>>,
+    /// Each event with the time it was queued.
+    events: VecDeque<(Instant, Arc<Event>)>,
     /// The stage was dropped: the runner delivers what is queued and stops.
     closed: bool,
     /// The runner has stopped (or was never run): nothing drains the queue.
@@ -82,12 +87,22 @@ impl Stage {
     /// A stage in front of `fanout`, and its runner: a future that delivers
     /// until the stage is dropped and its queue is empty. Spawn it once.
     pub fn new(fanout: Arc<dyn Fanout>) -> (Arc<Stage>, impl Future<Output = ()> + Send + 'static) {
+        Stage::timed(fanout, PublishStages::default().fanout)
+    }
+
+    /// [`Stage::new`], observing into `waited` how long the oldest event of
+    /// each handover to `fanout` waited in the queue.
+    pub fn timed(
+        fanout: Arc<dyn Fanout>,
+        waited: Histogram,
+    ) -> (Arc<Stage>, impl Future<Output = ()> + Send + 'static) {
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue::default()),
             fanout,
             work: Notify::new(),
             room: Condvar::new(),
             room_async: Notify::new(),
+            waited,
         });
         // The guard lives in the runner from now on, so that a runner
         // dropped without ever running marks the stage stopped too.
@@ -153,8 +168,11 @@ impl Shared {
         if queue.events.is_empty() {
             return if queue.closed { Next::Done } else { Next::Wait };
         }
+        if let Some((queued, _)) = queue.events.front() {
+            self.waited.observe(queued.elapsed().as_secs_f64());
+        }
         let n = queue.events.len().min(CHUNK);
-        Next::Chunk(queue.events.drain(..n).collect())
+        Next::Chunk(queue.events.drain(..n).map(|(_, event)| event).collect())
     }
 }
 
@@ -169,7 +187,10 @@ impl Fanout for Stage {
             self.shared.fanout.deliver(events);
             return;
         }
-        queue.events.extend(events.iter().cloned());
+        let now = Instant::now();
+        queue
+            .events
+            .extend(events.iter().map(|event| (now, event.clone())));
         drop(queue);
         self.shared.work.notify_one();
     }
@@ -248,6 +269,20 @@ mod tests {
         let all: Vec<u64> = calls.iter().flatten().copied().collect();
         assert_eq!(all, (1..40).collect::<Vec<_>>());
         assert!(calls.iter().all(|c| !c.is_empty() && c.len() <= CHUNK));
+    }
+
+    #[tokio::test]
+    async fn a_timed_stage_observes_each_handover_once() {
+        let calls = Arc::new(Calls::default());
+        let metrics = crate::metrics::Metrics::new();
+        let (stage, runner) = Stage::timed(calls.clone(), metrics.stages.fanout.clone());
+        stage.deliver(&events(1..(2 * CHUNK as u64 + 2)));
+        drop(stage);
+        runner.await;
+        assert_eq!(calls.0.lock().unwrap().len(), 3);
+        let text = metrics.render();
+        let line = "pushwire_publish_stage_seconds_count{stage=\"fanout\"} 3";
+        assert!(text.contains(line), "missing {line} in\n{text}");
     }
 
     #[tokio::test]

@@ -137,12 +137,13 @@ fn build_hub(config: &ServeConfig, streams: &Handle) -> Result<Built, AppError> 
     let mut metrics = Metrics::new();
     metrics.register_collector(Box::new(crate::process::ProcessCollector));
     let reconnects = metrics.redis_reconnects.clone();
+    let stages = metrics.stages.clone();
     let hub = Hub::new(hub_config, Arc::new(metrics), |fanout| {
         // The single-node engines deliver through the fanout stage, so a
         // publish is answered once stored; a cluster node's tail is a stage
         // of its own.
         let staged = |fanout| -> Arc<dyn Fanout> {
-            let (stage, runner) = Stage::new(fanout);
+            let (stage, runner) = Stage::timed(fanout, stages.fanout.clone());
             streams.spawn(runner);
             stage
         };
@@ -154,11 +155,12 @@ fn build_hub(config: &ServeConfig, streams: &Handle) -> Result<Built, AppError> 
                 reconnects,
             )),
             (Storage::Memory, _) => Arc::new(MemoryLog::new(retention, staged(fanout))),
-            _ => Arc::new(EmbeddedLog::open(
+            _ => Arc::new(EmbeddedLog::open_timed(
                 &config.data_dir,
                 retention,
                 config.fsync,
                 staged(fanout),
+                stages.clone(),
             )?),
         })
     })?;

@@ -458,6 +458,31 @@ fn embedded_config(dir: &Path) -> pushwire::config::ServeConfig {
     c
 }
 
+/// The stages of a durable publish are timed: one sample of each for one
+/// publish, in `/metrics`.
+#[tokio::test]
+async fn a_durable_publish_is_timed_stage_by_stage() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(embedded_config(dir.path())).await;
+    let addr = server.addr();
+    let mut tab = SseClient::connect(addr, "/sse/subscribe/u").await;
+    publish(addr, json!({"to": "all", "data": "x"})).await;
+    assert_eq!(tab.next().await.data, "x");
+    let metrics = get(addr, "/metrics").await.body;
+    for line in [
+        "pushwire_publish_stage_seconds_count{stage=\"queue\"} 1",
+        "pushwire_publish_stage_seconds_count{stage=\"write\"} 1",
+        "pushwire_publish_stage_seconds_count{stage=\"sync\"} 1",
+        "pushwire_publish_stage_seconds_count{stage=\"answer\"} 1",
+        "pushwire_publish_stage_seconds_count{stage=\"fanout\"} 1",
+        "pushwire_history_group_requests_count 1",
+        "pushwire_history_group_requests_sum 1.0",
+    ] {
+        assert!(metrics.contains(line), "missing {line} in\n{metrics}");
+    }
+    server.shutdown().await;
+}
+
 #[tokio::test]
 async fn retention_by_count_and_age() {
     // By count.

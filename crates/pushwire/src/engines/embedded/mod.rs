@@ -67,14 +67,17 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
+use std::time::Instant;
 
 use futures_util::future::{self, BoxFuture, FutureExt};
+use prometheus_client::metrics::histogram::Histogram;
 use redb::{Database, DatabaseError, ReadableDatabase, TableDefinition};
 use tokio::sync::oneshot;
 
 use pushwire_core::event::{Draft, Event};
 use pushwire_core::id::{locate, HubId};
 use pushwire_core::log::{Cursor, EventLog, Fanout, Fsync, Retained, Retention, StoreError};
+use pushwire_core::metrics::PublishStages;
 use pushwire_core::record::{decode, decode_key};
 use pushwire_core::seen::{Seen, SeenStore};
 
@@ -112,6 +115,8 @@ pub struct EmbeddedLog {
     head: Arc<Mutex<Head>>,
     commands: Option<Sender<Command>>,
     writer: Option<JoinHandle<()>>,
+    /// From a group stored to its publisher holding the answer.
+    answered: Histogram,
 }
 
 impl EmbeddedLog {
@@ -125,6 +130,18 @@ impl EmbeddedLog {
         retention: Retention,
         fsync: Fsync,
         fanout: Arc<dyn Fanout>,
+    ) -> Result<EmbeddedLog, StoreError> {
+        EmbeddedLog::open_timed(dir, retention, fsync, fanout, PublishStages::default())
+    }
+
+    /// [`EmbeddedLog::open`], observing the time of each publish's stages
+    /// (queue, write, sync, answer) into `stages`.
+    pub fn open_timed(
+        dir: &Path,
+        retention: Retention,
+        fsync: Fsync,
+        fanout: Arc<dyn Fanout>,
+        stages: PublishStages,
     ) -> Result<EmbeddedLog, StoreError> {
         // Messages name the full path, whatever the working directory was.
         let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.to_owned());
@@ -215,7 +232,8 @@ impl EmbeddedLog {
             &recovered,
             path.clone(),
         )
-        .with_journal(journal);
+        .with_journal(journal)
+        .with_stages(stages.clone());
         let health = writer.health();
         let (commands, queue) = mpsc::channel();
         let thread = std::thread::Builder::new()
@@ -229,6 +247,7 @@ impl EmbeddedLog {
             head,
             commands: Some(commands),
             writer: Some(thread),
+            answered: stages.answer,
         })
     }
 
@@ -294,10 +313,16 @@ impl EventLog for EmbeddedLog {
 
     fn append(&self, drafts: Vec<Draft>) -> BoxFuture<'_, Result<Vec<Arc<Event>>, StoreError>> {
         let (reply, answer) = oneshot::channel();
-        let sent = self.send(Command::Append { drafts, reply });
+        let sent = self.send(Command::Append {
+            drafts,
+            reply,
+            at: Instant::now(),
+        });
         async move {
             sent?;
-            answer.await.map_err(|_| writer_stopped())?
+            let (events, stored) = answer.await.map_err(|_| writer_stopped())??;
+            self.answered.observe(stored.elapsed().as_secs_f64());
+            Ok(events)
         }
         .boxed()
     }

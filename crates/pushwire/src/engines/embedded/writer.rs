@@ -49,6 +49,7 @@ use tokio::sync::oneshot;
 
 use pushwire_core::event::{Draft, Event};
 use pushwire_core::log::{now_ms, Fanout, Fsync, Retention, StoreError};
+use pushwire_core::metrics::PublishStages;
 use pushwire_core::record::encode;
 use pushwire_core::seen::{Seen, MAX_CURSORS};
 
@@ -68,7 +69,8 @@ pub const REOPEN_EVERY: Duration = Duration::from_secs(1);
 /// How many sequence numbers one forced commit reserves ahead.
 const RESERVE: u64 = 100_000;
 
-type AppendReply = oneshot::Sender<Result<Vec<Arc<Event>>, StoreError>>;
+/// The events stored, and when the group that holds them was.
+type AppendReply = oneshot::Sender<Result<(Vec<Arc<Event>>, Instant), StoreError>>;
 type TrimReply = oneshot::Sender<Result<usize, StoreError>>;
 type SeenReply = oneshot::Sender<Result<(), StoreError>>;
 
@@ -77,6 +79,8 @@ pub(super) enum Command {
     Append {
         drafts: Vec<Draft>,
         reply: AppendReply,
+        /// When it was handed to the writer.
+        at: Instant,
     },
     Trim {
         now_ms: u64,
@@ -200,6 +204,8 @@ pub(super) struct Writer {
     /// With `--fsync always`: where groups are made durable (`journal.rs`);
     /// the file's commits are then not forced, but for checkpoints.
     journal: Option<Journal>,
+    /// Where the time of each group goes (`pushwire_publish_stage_seconds`).
+    stages: PublishStages,
 }
 
 /// A write failed and the file is not yet open again.
@@ -252,7 +258,14 @@ impl Writer {
             retired: None,
             health: Health::default(),
             journal: None,
+            stages: PublishStages::default(),
         }
+    }
+
+    /// Observes the stages of each group into `stages`.
+    pub(super) fn with_stages(mut self, stages: PublishStages) -> Writer {
+        self.stages = stages;
+        self
     }
 
     /// With `--fsync always`: groups are made durable in `journal`.
@@ -490,11 +503,14 @@ impl Writer {
     }
 
     fn commit_group(&mut self, group: Vec<Command>) {
+        let started = Instant::now();
         let mut jobs = Vec::with_capacity(group.len());
         let mut replies = Vec::with_capacity(group.len());
         for command in group {
             match command {
-                Command::Append { drafts, reply } => {
+                Command::Append { drafts, reply, at } => {
+                    let queued = started.saturating_duration_since(at);
+                    self.stages.queue.observe(queued.as_secs_f64());
                     jobs.push(Job::Append(drafts));
                     replies.push(Reply::Append(reply));
                 }
@@ -540,6 +556,17 @@ impl Writer {
                 return;
             }
         };
+        let stored = Instant::now();
+        let appends = replies
+            .iter()
+            .filter(|r| matches!(r, Reply::Append(_)))
+            .count();
+        if appends > 0 {
+            self.stages
+                .write
+                .observe(stored.duration_since(started).as_secs_f64());
+            self.stages.group_requests.observe(appends as f64);
+        }
         *self.health.lock() = None;
         if matches!(durability, Durability::Immediate) {
             self.last_durable = Instant::now();
@@ -561,7 +588,7 @@ impl Writer {
         for (reply, done) in replies.into_iter().zip(done) {
             match (reply, done) {
                 (Reply::Append(r), Done::Appended(range)) => {
-                    drop(r.send(Ok(events[range].to_vec())));
+                    drop(r.send(Ok((events[range].to_vec(), stored))));
                 }
                 (Reply::Append(r), Done::Refused(error)) => drop(r.send(Err(error))),
                 (Reply::Trim(r), Done::Trimmed(gone)) => drop(r.send(Ok(gone))),
@@ -700,11 +727,13 @@ impl Writer {
         // neither (an aborted transaction leaves the file as it was).
         let journaled = match (&mut self.journal, events.first()) {
             (Some(journal), Some(first)) => {
+                let syncing = Instant::now();
                 if let Err(e) = journal.write(first.seq, &records) {
                     // The frame may be on disk whole although the sync failed.
                     journal.discard();
                     return Err(io_error(journal.path(), "cannot write", e));
                 }
+                self.stages.sync.observe(syncing.elapsed().as_secs_f64());
                 true
             }
             _ => false,
@@ -883,6 +912,7 @@ mod tests {
             retired: None,
             health: Health::default(),
             journal: None,
+            stages: PublishStages::default(),
         };
         let mut answers = Vec::new();
         let mut group = Vec::new();
@@ -893,13 +923,17 @@ mod tests {
             vec![with_id("fresh"), draft("u", "last")],
         ] {
             let (reply, answer) = oneshot::channel();
-            group.push(Command::Append { drafts, reply });
+            group.push(Command::Append {
+                drafts,
+                reply,
+                at: Instant::now(),
+            });
             answers.push(answer);
         }
         writer.commit_group(group);
         let mut results = Vec::new();
         for answer in answers {
-            results.push(answer.await.unwrap());
+            results.push(answer.await.unwrap().map(|(events, _)| events));
         }
         let ids = |r: &Result<Vec<Arc<Event>>, StoreError>| -> Vec<String> {
             r.as_ref()
