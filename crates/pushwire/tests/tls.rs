@@ -328,6 +328,110 @@ async fn http11_over_tls_with_or_without_alpn() {
     server.shutdown().await;
 }
 
+/// Reads from a raw TLS connection until `want` has arrived (or fails the
+/// test); returns everything read.
+async fn read_until(tls: &mut TlsStream<TcpStream>, got: &mut Vec<u8>, want: &str) {
+    let deadline = Instant::now() + WAIT;
+    while !String::from_utf8_lossy(got).contains(want) {
+        let mut buf = [0u8; 4096];
+        let n = timeout(deadline - Instant::now(), tls.read(&mut buf))
+            .await
+            .unwrap_or_else(|_| panic!("no {want:?} in {:?}", String::from_utf8_lossy(got)))
+            .unwrap();
+        assert!(
+            n > 0,
+            "closed before {want:?}: {:?}",
+            String::from_utf8_lossy(got)
+        );
+        got.extend_from_slice(&buf[..n]);
+    }
+}
+
+/// Over TLS with HTTP/1.1 a stream is written by the hub's own stream
+/// writer, as over plain HTTP/1.1: a head sent a byte per TLS record opens
+/// it, a client closing its end is seen at once, a head with bare line
+/// feeds is refused, another request first goes to hyper and keeps the
+/// connection alive, and shutdown ends the stream with its last chunk.
+#[tokio::test(flavor = "multi_thread")]
+async fn http11_streams_over_tls_take_the_stream_writer() {
+    let cert = make_cert("pushwire test");
+    let files = CertFiles::new(&cert);
+    let server = pushwire_testkit::start(tls_config(&files)).await;
+    let addr = server.addr();
+    let h1 = client_tls(&[&cert], &[b"http/1.1"]);
+    let mut api = h2_client(connect_tls(addr, client_tls(&[&cert], &[b"h2"])).await).await;
+
+    // The head a byte per record.
+    let mut tls = connect_tls(addr, h1.clone()).await;
+    for byte in b"GET /api/v1/stream?topic=t HTTP/1.1\r\nHost: localhost\r\n\r\n" {
+        tls.write_all(&[*byte]).await.unwrap();
+        tls.flush().await.unwrap();
+    }
+    let mut got = Vec::new();
+    read_until(&mut tls, &mut got, "\r\n\r\n").await;
+    let head = String::from_utf8_lossy(&got).to_lowercase();
+    assert!(head.starts_with("http/1.1 200 ok"), "{head}");
+    assert!(head.contains("transfer-encoding: chunked"), "{head}");
+    assert!(head.contains("connection: close"), "{head}");
+    publish(
+        &mut api,
+        TLS_BASE,
+        json!({"to": {"topics": ["t"]}, "data": "one"}),
+    )
+    .await;
+    read_until(&mut tls, &mut got, "data: one\n\n").await;
+
+    // Closed by the client: the hub sees it without writing to it.
+    assert_eq!(stream_count(&mut api, TLS_BASE).await, 1);
+    drop(tls);
+    let deadline = Instant::now() + WAIT;
+    while stream_count(&mut api, TLS_BASE).await != 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the closed stream is still counted"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // Bare line feeds: refused, no stream.
+    let mut tls = connect_tls(addr, h1.clone()).await;
+    tls.write_all(b"GET /api/v1/stream?topic=t HTTP/1.1\nHost: localhost\n\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = timeout(WAIT, tls.read_to_end(&mut answer)).await.unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(!answer.contains("200 OK"), "{answer}");
+    assert_eq!(stream_count(&mut api, TLS_BASE).await, 0);
+
+    // Another request first: hyper answers it and the connection goes on.
+    let mut tls = connect_tls(addr, h1).await;
+    tls.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    read_until(&mut tls, &mut got, "ok\n").await;
+    tls.write_all(b"GET /api/v1/stream?topic=t HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    read_until(&mut tls, &mut got, "text/event-stream").await;
+    publish(
+        &mut api,
+        TLS_BASE,
+        json!({"to": {"topics": ["t"]}, "data": "two"}),
+    )
+    .await;
+    read_until(&mut tls, &mut got, "data: two\n\n").await;
+
+    // Shutdown ends the stream.
+    let stopping = tokio::spawn(server.shutdown());
+    let mut rest = Vec::new();
+    let _ = timeout(WAIT, tls.read_to_end(&mut rest))
+        .await
+        .expect("the stream ends");
+    timeout(WAIT, stopping).await.unwrap().unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn plain_text_and_silent_clients_on_the_tls_port_are_dropped_cleanly() {
     let cert = make_cert("pushwire test");

@@ -1,7 +1,8 @@
 //! Serving one accepted connection once the accept loop has chosen its
 //! path: hyper's HTTP/1.1 behind the strict-heads filter, TLS (handshake in
 //! the connection's own task, bounded in time and abandoned on shutdown,
-//! then HTTP/2 if ALPN chose `h2`, else HTTP/1.1), and h2c (the first bytes
+//! then HTTP/2 if ALPN chose `h2`, else HTTP/1.1, whose streams take the
+//! lean path of `stream_path.rs` as plain ones do), and h2c (the first bytes
 //! peeked, never read: the HTTP/2 preface gets HTTP/2, anything else the
 //! same HTTP/1.1 path as without h2c). Every request gets the peer's
 //! address for the handlers that check where it came from; a connection
@@ -92,8 +93,10 @@ pub(crate) async fn serve_tls(
     else {
         return;
     };
-    let h2 = stream.get_ref().1.alpn_protocol() == Some(ALPN_H2);
-    serve_negotiated(stream, h2, peer, protocols, app, watcher).await;
+    if stream.get_ref().1.alpn_protocol() == Some(ALPN_H2) {
+        return serve_http2(stream, peer, protocols, app, watcher).await;
+    }
+    serve_first_http1(stream, peer, protocols, app, watcher).await;
 }
 
 /// What must happen before a connection's first request (a TLS handshake,
@@ -149,10 +152,22 @@ pub(crate) async fn serve_h2c(
         return;
     };
     if h2 {
-        return serve_negotiated(socket, true, peer, protocols, app, watcher).await;
+        return serve_http2(socket, peer, protocols, app, watcher).await;
     }
+    serve_first_http1(socket, peer, protocols, app, watcher).await;
+}
+
+/// Serves an HTTP/1.1 connection whose first request may open a stream:
+/// a stream on the lean path of `stream_path.rs`, anything else with hyper.
+async fn serve_first_http1<I: stream_path::Connection + 'static>(
+    io: I,
+    peer: SocketAddr,
+    protocols: &Protocols,
+    app: Router,
+    watcher: Watcher,
+) {
     let timeout = protocols.first_bytes_timeout;
-    match stream_path::serve(socket, peer, app.clone(), timeout, is_stream_route).await {
+    match stream_path::serve(io, peer, app.clone(), timeout, is_stream_route).await {
         Served::Stream => {}
         Served::HeadTimeout => {
             let limit = Limit::HeaderReadTimeout;
@@ -165,10 +180,9 @@ pub(crate) async fn serve_h2c(
     }
 }
 
-/// Serves a connection whose protocol is decided: HTTP/2 or HTTP/1.1.
-pub(crate) async fn serve_negotiated<I>(
+/// Serves an HTTP/2 connection (ALPN `h2`, or the h2c preface).
+pub(crate) async fn serve_http2<I>(
     io: I,
-    h2: bool,
     peer: SocketAddr,
     protocols: &Protocols,
     app: Router,
@@ -176,16 +190,13 @@ pub(crate) async fn serve_negotiated<I>(
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    if !h2 {
-        return serve_http1(StrictHeads::new(io), peer, protocols, app, watcher).await;
-    }
     let service = connection_service(app, peer);
     let result = watcher
         .watch(protocols.http2.serve_connection(TokioIo::new(io), service))
         .await;
     if let Err(error) = result {
         count_refusal(&protocols.hub, &error);
-        tracing::debug!(%error, %peer, h2, "connection ended with an error");
+        tracing::debug!(%error, %peer, h2 = true, "connection ended with an error");
     }
 }
 

@@ -1,5 +1,6 @@
-//! Plain HTTP/1.1 connections whose first request opens an event stream,
-//! served without hyper's per-connection state.
+//! HTTP/1.1 connections whose first request opens an event stream, served
+//! without hyper's per-connection state: plain ones, and over TLS once the
+//! handshake has chosen HTTP/1.1.
 //!
 //! Why: open streams are almost all of what a push hub holds, and hyper keeps
 //! a read buffer and a write buffer (8 KiB each) for every HTTP/1 connection
@@ -8,8 +9,9 @@
 //! no body, its response a head followed by frames, and between frames the
 //! only state is the stream's queue.
 //!
-//! So the accept loop hands every plain connection to [`serve`], which reads
-//! the first request head itself with `httparse` (the parser hyper uses):
+//! So the accept loop hands every plain connection (and the TLS path every
+//! HTTP/1.1 one) to [`serve`], which reads the first request head itself
+//! with `httparse` (the parser hyper uses):
 //! - a well-formed `GET` of a stream route, without a body, goes through the
 //!   same axum router as every other request, and its response is written
 //!   here: the head, then each frame as one chunk (frames queued together go
@@ -45,7 +47,7 @@ use bytes::Bytes;
 use futures_util::FutureExt;
 use http::{header, HeaderValue, Method, Request, Response, Version};
 use http_body_util::BodyExt;
-use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tower::ServiceExt;
 
@@ -75,8 +77,14 @@ const COPY_AT_MOST: usize = 512;
 /// docs/performance.md). The buffer is allocated for that write only.
 const GATHER_AT_MOST: usize = 64 * 1024;
 
+/// What the stream path reads and writes: a TCP socket, or a TLS stream on
+/// one.
+pub trait Connection: AsyncRead + AsyncWrite + Unpin + Send {}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection for S {}
+
 /// What became of the connection's first request.
-pub enum Served {
+pub enum Served<S = TcpStream> {
     /// The connection carried a stream and is finished.
     Stream,
     /// Not a stream request: serve the connection with hyper, with `read`,
@@ -84,7 +92,7 @@ pub enum Served {
     /// ([`StrictHeads::rewound`]). Handed back in pieces, not wrapped: the
     /// caller keeps this value in every connection's task, where a bigger
     /// one would cost every stream memory.
-    Other { read: Vec<u8>, socket: TcpStream },
+    Other { read: Vec<u8>, socket: S },
     /// The request head did not arrive within the header read timeout; the
     /// connection is closed.
     HeadTimeout,
@@ -92,13 +100,13 @@ pub enum Served {
 
 /// Serves the connection if its first request opens a stream; otherwise
 /// gives it back, with what was read, for hyper to serve.
-pub async fn serve(
-    socket: TcpStream,
+pub async fn serve<S: Connection>(
+    socket: S,
     peer: SocketAddr,
     app: Router,
     header_read_timeout: Duration,
     is_stream_route: fn(&str) -> bool,
-) -> Served {
+) -> Served<S> {
     match first_request(socket, header_read_timeout, is_stream_route).await {
         First::Stream(stream) => {
             stream.serve(peer, app).await;
@@ -111,11 +119,11 @@ pub async fn serve(
 }
 
 /// What the first request of a connection is.
-pub enum First {
+pub enum First<S = TcpStream> {
     /// A stream request, to be served with [`StreamRequest::serve`].
-    Stream(Box<StreamRequest>),
+    Stream(Box<StreamRequest<S>>),
     /// Not a stream request: as [`Served::Other`].
-    Other { read: Vec<u8>, socket: TcpStream },
+    Other { read: Vec<u8>, socket: S },
     /// As [`Served::HeadTimeout`].
     HeadTimeout,
     /// The client went away (or the read failed) before its head was read.
@@ -132,11 +140,11 @@ pub struct StreamRequest<S = TcpStream> {
 }
 
 /// Reads the first request head and decides who serves the connection.
-pub async fn first_request(
-    mut socket: TcpStream,
+pub async fn first_request<S: Connection>(
+    mut socket: S,
     header_read_timeout: Duration,
     is_stream_route: fn(&str) -> bool,
-) -> First {
+) -> First<S> {
     let mut head = Vec::new();
     let read = tokio::time::timeout(header_read_timeout, read_head(&mut socket, &mut head)).await;
     let request = match read {
@@ -170,7 +178,9 @@ impl StreamRequest {
             version: self.version,
         })
     }
+}
 
+impl<S: Connection> StreamRequest<S> {
     /// Answers the request: the stream, frame by frame, until it ends or the
     /// client goes away; then the connection is closed.
     pub async fn serve(self, peer: SocketAddr, app: Router) {
@@ -206,7 +216,7 @@ impl StreamRequest<std::net::TcpStream> {
 /// Reads until the request head is complete. `Ok(Some(len))`: the head is
 /// `buf[..len]`; `Ok(None)`: not a request this module serves (not `GET`,
 /// or the head grew past [`MAX_HEAD`]), leave it to hyper.
-async fn read_head(socket: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<Option<usize>> {
+async fn read_head<S: Connection>(socket: &mut S, buf: &mut Vec<u8>) -> io::Result<Option<usize>> {
     loop {
         if buf.len() >= MAX_HEAD {
             return Ok(None);
@@ -267,8 +277,8 @@ fn parse(head: &[u8], is_stream_route: fn(&str) -> bool) -> Option<(Request<Body
 
 /// Writes the response: a stream frame by frame until it ends or the client
 /// goes away, anything else (an error) whole.
-async fn respond(
-    socket: &mut TcpStream,
+async fn respond<S: Connection>(
+    socket: &mut S,
     response: Response<Body>,
     version: Version,
 ) -> io::Result<()> {
@@ -295,31 +305,50 @@ async fn respond(
     drop(parts);
     socket.write_all(&written).await?;
     drop(written);
-    let (mut reader, mut writer) = socket.split();
     let mut body = std::pin::pin!(body);
-    let mut discard = [0u8; 64];
     loop {
-        tokio::select! {
-            frame = body.frame() => {
-                let Some(Ok(frame)) = frame else { break };
-                let mut batch = Batch::Empty;
-                batch.push(frame.into_data().ok());
-                // Frames already queued go out in the same write.
-                while let Some(Some(Ok(frame))) = body.frame().now_or_never() {
-                    batch.push(frame.into_data().ok());
-                }
-                write_frames(&mut writer, batch, chunked).await?;
-            }
-            read = reader.read(&mut discard) => match read {
-                Ok(0) | Err(_) => return Ok(()),
-                Ok(_) => {}
-            },
+        let Some(frame) = next_frame(body.as_mut(), socket).await else {
+            // The client went away.
+            return Ok(());
+        };
+        let Some(Ok(frame)) = frame else { break };
+        let mut batch = Batch::Empty;
+        batch.push(frame.into_data().ok());
+        // Frames already queued go out in the same write.
+        while let Some(Some(Ok(frame))) = body.frame().now_or_never() {
+            batch.push(frame.into_data().ok());
         }
+        write_frames(socket, batch, chunked).await?;
     }
     if chunked {
-        writer.write_all(b"0\r\n\r\n").await?;
+        socket.write_all(b"0\r\n\r\n").await?;
     }
     Ok(())
+}
+
+/// The body's next frame (`None` inside: the body ended), reading the
+/// connection meanwhile so that a client closing its end is seen at once:
+/// `None` when it did, or the read failed. What the client sends is
+/// discarded; over TLS, reading also lets the TLS layer take what arrives.
+async fn next_frame<S: Connection>(
+    mut body: Pin<&mut Body>,
+    socket: &mut S,
+) -> Option<Option<Result<http_body::Frame<Bytes>, axum::Error>>> {
+    let mut discard = [0u8; 64];
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(frame) = http_body::Body::poll_frame(body.as_mut(), cx) {
+            return Poll::Ready(Some(frame));
+        }
+        loop {
+            let mut buf = ReadBuf::new(&mut discard);
+            match Pin::new(&mut *socket).poll_read(cx, &mut buf) {
+                Poll::Ready(Ok(())) if !buf.filled().is_empty() => continue,
+                Poll::Ready(_) => return Poll::Ready(None),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    })
+    .await
 }
 
 /// The response head. `length`: a body of known length; otherwise the body
