@@ -86,6 +86,10 @@ pub struct ServeConfig {
     #[arg(long, env = "PUSHWIRE_H2_MAX_STREAMS", default_value_t = 1000)]
     pub h2_max_streams: u32,
 
+    /// How much nicer (lower in CPU priority, 0 to 19) than the rest of the hub the streams' threads run (the fanout of events to every stream, the writing of plain HTTP/1.1 streams): under load, publishes, the API and the history's writer get the CPU first.
+    #[arg(long, env = "PUSHWIRE_STREAMS_NICE", default_value_t = 10)]
+    pub streams_nice: u8,
+
     /// Interval of the comment heartbeat that keeps idle streams open through proxies.
     #[arg(long, env = "PUSHWIRE_HEARTBEAT", default_value = "15s", value_parser = humantime::parse_duration)]
     #[serde(with = "humantime_serde")]
@@ -1018,6 +1022,9 @@ impl ServeConfig {
         if self.h2_max_streams == 0 {
             return invalid("h2-max-streams must be at least 1");
         }
+        if self.streams_nice > 19 {
+            return invalid("streams-nice must be between 0 and 19");
+        }
         match (&self.tls_cert, &self.tls_key) {
             (None, None) => {}
             (Some(_), None) => return invalid("tls-cert needs tls-key: give both or neither"),
@@ -1435,6 +1442,7 @@ mod tests {
         assert_eq!((&c.tls_cert, &c.tls_key), (&None, &None));
         assert!(!c.h2c);
         assert_eq!(c.h2_max_streams, 1000);
+        assert_eq!(c.streams_nice, 10);
     }
 
     #[test]
@@ -1600,6 +1608,8 @@ mod tests {
     #[test]
     fn h2_options_parse() {
         assert!(load(&["x", "--h2c"]).is_ok_and(|c| c.h2c));
+        assert!(load(&["x", "--streams-nice", "20"]).is_err());
+        assert!(load(&["x", "--streams-nice", "0"]).is_ok_and(|c| c.streams_nice == 0));
         assert!(load(&["x", "--h2-max-streams", "0"]).is_err());
         assert!(load(&["x", "--h2-max-streams", "64"]).is_ok_and(|c| c.h2_max_streams == 64));
     }

@@ -148,9 +148,12 @@ struct Streams {
 }
 
 impl Streams {
-    fn new() -> std::io::Result<Streams> {
+    /// The runtime, its threads `nice` steps nicer than the thread that
+    /// starts them (`--streams-nice`).
+    fn new(nice: u8) -> std::io::Result<Streams> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .thread_name("pushwire-streams")
+            .on_thread_start(move || lower_priority(nice))
             .enable_all()
             .build()?;
         Ok(Streams {
@@ -164,6 +167,21 @@ impl Streams {
     async fn settle(&self, deadline: tokio::time::Instant) {
         self.tasks.close();
         let _ = tokio::time::timeout_at(deadline, self.tasks.wait()).await;
+    }
+}
+
+/// Makes the calling thread `by` steps nicer (at most 19), which any thread
+/// may do. On Linux a niceness set for a thread id is that thread's alone.
+fn lower_priority(by: u8) {
+    if by == 0 {
+        return;
+    }
+    let thread = rustix::thread::gettid();
+    let result = rustix::process::getpriority_process(Some(thread)).and_then(|now| {
+        rustix::process::setpriority_process(Some(thread), (now + i32::from(by)).min(19))
+    });
+    if let Err(error) = result {
+        tracing::warn!(%error, "cannot lower the priority of a stream thread");
     }
 }
 
@@ -198,7 +216,8 @@ pub async fn start(config: ServeConfig) -> Result<Server, ServerError> {
         ),
         None => None,
     };
-    let streams = Streams::new().map_err(|source| ServerError::Runtime { source })?;
+    let streams =
+        Streams::new(config.streams_nice).map_err(|source| ServerError::Runtime { source })?;
     let App {
         hub,
         cluster,

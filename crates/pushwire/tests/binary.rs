@@ -753,3 +753,44 @@ async fn tokens_signed_with_a_private_key_and_access_tokens_are_accepted() {
     .unwrap_err();
     assert!(error.contains("public half"), "{error}");
 }
+
+/// The niceness in a `/proc/.../stat` line: field 19, counting the name
+/// (in parentheses, which may hold spaces) as field 2.
+fn nice_in(stat: &str) -> i64 {
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    after.split(' ').nth(16).unwrap().parse().unwrap()
+}
+
+/// The niceness of each of the process's threads named `name` (the kernel
+/// keeps the first 15 bytes of a thread's name; tokio names its workers
+/// `tokio-rt-worker`).
+fn nice_of_threads(pid: u32, name: &str) -> Vec<i64> {
+    let mut nice = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let dir = task.unwrap().path();
+        let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        if comm.trim_end() == &name[..name.len().min(15)] {
+            nice.push(nice_in(&std::fs::read_to_string(dir.join("stat")).unwrap()));
+        }
+    }
+    nice
+}
+
+#[test]
+fn the_streams_threads_run_nicer_than_the_rest() {
+    for (flag, by) in [("7", 7), ("0", 0)] {
+        let hub = spawn_hub(&["--streams-nice", flag]);
+        let pid = hub.child.id();
+        let main = nice_in(&std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap());
+        let streams = nice_of_threads(pid, "pushwire-streams");
+        assert!(!streams.is_empty(), "no stream threads");
+        let want = (main + by).min(19);
+        assert!(
+            streams.iter().all(|&n| n == want),
+            "{streams:?}, want {want}"
+        );
+        // The rest of the hub keeps the priority it was started with.
+        let others = nice_of_threads(pid, "tokio-rt-worker");
+        assert!(!others.is_empty() && others.iter().all(|&n| n == main));
+    }
+}
