@@ -38,8 +38,13 @@ use crate::metrics::PublishStages;
 /// Most events one call of the real fanout gets: each is a push per
 /// receiving stream, gathered before any is made.
 pub const CHUNK: usize = 16;
-/// Most events waiting to be delivered before engines wait for room.
-pub const MAX_PENDING: usize = 4096;
+/// Most events waiting to be delivered before engines wait for room. A
+/// burst of this many is answered without waiting for its fanout; beyond
+/// it, publishers go at the pace of the streams. Every queued event adds
+/// its fanout to the latency of the events behind it: with one subscriber
+/// each, 256 events are a few milliseconds of work (4,096 were 70 to 100
+/// ms once publishers outran the streams; docs/performance.md).
+pub const MAX_PENDING: usize = 256;
 /// How long a blocked engine waits before it looks again (in case the
 /// runner is gone, as when the runtime shuts down).
 const RECHECK: Duration = Duration::from_millis(100);
