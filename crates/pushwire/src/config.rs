@@ -86,8 +86,8 @@ pub struct ServeConfig {
     #[arg(long, env = "PUSHWIRE_H2_MAX_STREAMS", default_value_t = 1000)]
     pub h2_max_streams: u32,
 
-    /// How much nicer (lower in CPU priority, 0 to 19) than the rest of the hub the streams' threads run (the fanout of events to every stream, the writing of plain HTTP/1.1 streams): under load, publishes, the API and the history's writer get the CPU first.
-    #[arg(long, env = "PUSHWIRE_STREAMS_NICE", default_value_t = 10)]
+    /// How much nicer (lower in CPU priority, 0 to 19) than the rest of the hub the streams' threads run (the fanout of events to every stream, the writing of plain HTTP/1.1 streams): under load, publishes, the API and the history's writer get the CPU first, and deliveries wait longer.
+    #[arg(long, env = "PUSHWIRE_STREAMS_NICE", default_value_t = 0)]
     pub streams_nice: u8,
 
     /// Interval of the comment heartbeat that keeps idle streams open through proxies.
@@ -1442,7 +1442,7 @@ mod tests {
         assert_eq!((&c.tls_cert, &c.tls_key), (&None, &None));
         assert!(!c.h2c);
         assert_eq!(c.h2_max_streams, 1000);
-        assert_eq!(c.streams_nice, 10);
+        assert_eq!(c.streams_nice, 0);
     }
 
     #[test]
@@ -1609,7 +1609,7 @@ mod tests {
     fn h2_options_parse() {
         assert!(load(&["x", "--h2c"]).is_ok_and(|c| c.h2c));
         assert!(load(&["x", "--streams-nice", "20"]).is_err());
-        assert!(load(&["x", "--streams-nice", "0"]).is_ok_and(|c| c.streams_nice == 0));
+        assert!(load(&["x", "--streams-nice", "10"]).is_ok_and(|c| c.streams_nice == 10));
         assert!(load(&["x", "--h2-max-streams", "0"]).is_err());
         assert!(load(&["x", "--h2-max-streams", "64"]).is_ok_and(|c| c.h2_max_streams == 64));
     }
