@@ -41,12 +41,22 @@
 //! (`posix_fallocate`), so most syncs do not also write the file's size,
 //! and no room on the disk shows as a refused publish, never as a torn
 //! record.
+//!
+//! Overlap: the frame of a group of several events is written and forced
+//! on a thread of the journal's own ([`Journal::begin`]) while the writer
+//! goes on with the group's B-tree transaction; the writer waits for it
+//! ([`Journal::finish`]) before it commits, so a group is still answered
+//! only once both are done. A group of one event is written on the
+//! writer's thread ([`Journal::write`]): handing it over costs more than
+//! its transaction.
 
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::sync::mpsc::{self, Receiver, SyncSender};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 /// The file inside the data directory.
 pub const FILE_NAME: &str = "events.journal";
@@ -73,8 +83,67 @@ pub(super) struct Journal {
     allocated: u64,
     /// The epoch frames are written in now.
     epoch: u64,
-    /// The frame being written, kept for its allocation.
+    /// The frame being written, kept for its allocation (away on the
+    /// syncer's thread while one is in flight).
     frame: Vec<u8>,
+    /// The length of the frame last begun.
+    frame_len: u64,
+    /// The thread that writes and forces frames, started with the first.
+    syncer: Option<Syncer>,
+    /// A frame was begun and not yet finished.
+    in_flight: bool,
+}
+
+/// A frame to write at an offset, and the thread's answer: the frame back
+/// (for its allocation), the outcome and how long the write and the sync
+/// took.
+type SyncRequest = (Vec<u8>, u64);
+type SyncDone = (Vec<u8>, io::Result<()>, Duration);
+
+/// The journal's thread: writes each frame it is given and forces it.
+struct Syncer {
+    requests: Option<SyncSender<SyncRequest>>,
+    done: Receiver<SyncDone>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Syncer {
+    fn start(file: File) -> io::Result<Syncer> {
+        let (requests, queue) = mpsc::sync_channel::<SyncRequest>(1);
+        let (answer, done) = mpsc::sync_channel::<SyncDone>(1);
+        let thread = std::thread::Builder::new()
+            .name("pushwire-journal".to_owned())
+            .spawn(move || {
+                for (frame, at) in queue {
+                    let started = Instant::now();
+                    let result = file
+                        .write_all_at(&frame, at)
+                        .and_then(|()| file.sync_data());
+                    if answer.send((frame, result, started.elapsed())).is_err() {
+                        break;
+                    }
+                }
+            })?;
+        Ok(Syncer {
+            requests: Some(requests),
+            done,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Syncer {
+    fn drop(&mut self) {
+        // Closing the queue ends the thread's loop.
+        self.requests = None;
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn syncer_stopped() -> io::Error {
+    io::Error::other("the journal's write thread has stopped")
 }
 
 /// What reading the journal found.
@@ -117,6 +186,9 @@ impl Journal {
             allocated,
             epoch: 0,
             frame: Vec::new(),
+            frame_len: 0,
+            syncer: None,
+            in_flight: false,
         }))
     }
 
@@ -169,31 +241,84 @@ impl Journal {
     }
 
     /// Writes one frame with `records` (sequence numbers from `first`) at
-    /// the end of the journal and forces it to disk. The journal
-    /// does not count it until [`Journal::keep`]; [`Journal::discard`]
-    /// unmakes it as far as it can.
-    pub(super) fn write(&mut self, first: u64, records: &[Vec<u8>]) -> io::Result<()> {
+    /// the end of the journal and forces it to disk, on this thread: how
+    /// long the write and the sync took. The journal does not count it
+    /// until [`Journal::keep`]; [`Journal::discard`] unmakes it as far as
+    /// it can.
+    pub(super) fn write(&mut self, first: u64, records: &[Vec<u8>]) -> io::Result<Duration> {
+        self.prepare(first, records)?;
+        let started = Instant::now();
+        self.file.write_all_at(&self.frame, self.pos)?;
+        self.file.sync_data()?;
+        Ok(started.elapsed())
+    }
+
+    /// [`Journal::write`] on the journal's thread: returns while the frame
+    /// is written and forced; [`Journal::finish`] waits for it.
+    pub(super) fn begin(&mut self, first: u64, records: &[Vec<u8>]) -> io::Result<()> {
+        self.prepare(first, records)?;
+        if self.syncer.is_none() {
+            self.syncer = Some(Syncer::start(self.file.try_clone()?)?);
+        }
+        let requests = self.syncer.as_ref().and_then(|s| s.requests.as_ref());
+        let frame = std::mem::take(&mut self.frame);
+        match requests.map(|r| r.send((frame, self.pos))) {
+            Some(Ok(())) => {
+                self.in_flight = true;
+                Ok(())
+            }
+            _ => {
+                self.syncer = None;
+                Err(syncer_stopped())
+            }
+        }
+    }
+
+    /// Encodes the frame and makes room for it.
+    fn prepare(&mut self, first: u64, records: &[Vec<u8>]) -> io::Result<()> {
+        self.finish()?;
         encode_frame(&mut self.frame, self.epoch, first, records);
-        let frame_len = self.frame.len() as u64;
-        let end = self.pos + frame_len;
+        self.frame_len = self.frame.len() as u64;
+        let end = self.pos + self.frame_len;
         if end > self.allocated {
             let grow = (end - self.allocated).max(EXTENT);
             allocate(&self.file, self.allocated, grow)?;
             self.allocated += grow;
         }
-        self.file.write_all_at(&self.frame, self.pos)?;
-        self.file.sync_data()
+        Ok(())
+    }
+
+    /// Waits for the frame [`Journal::begin`] started: how long its write
+    /// and sync took, or why they failed. Ok at once when none is in flight.
+    pub(super) fn finish(&mut self) -> io::Result<Duration> {
+        if !self.in_flight {
+            return Ok(Duration::ZERO);
+        }
+        self.in_flight = false;
+        let answer = self.syncer.as_ref().map(|s| s.done.recv());
+        match answer {
+            Some(Ok((frame, result, took))) => {
+                self.frame = frame;
+                result.map(|()| took)
+            }
+            _ => {
+                self.syncer = None;
+                Err(syncer_stopped())
+            }
+        }
     }
 
     /// The frame just written counts: the next goes after it.
     pub(super) fn keep(&mut self) {
-        self.pos += self.frame.len() as u64;
+        self.pos += self.frame_len;
     }
 
     /// The frame just written must not count (its group was refused): its
     /// header is erased, as far as the disk lets, so that a crash before the
     /// next frame overwrites it cannot bring the group back.
     pub(super) fn discard(&mut self) {
+        // Not while the frame may still be on its way to the disk.
+        let _ = self.finish();
         let zeros = [0u8; HEADER];
         if self.file.write_all_at(&zeros, self.pos).is_ok() {
             let _ = self.file.sync_data();
@@ -489,6 +614,27 @@ mod tests {
         // A journal that starts after where the history ends.
         let error = journal.read(1, 3, None).err().unwrap();
         assert!(error.to_string().contains("are missing"), "{error}");
+    }
+
+    #[test]
+    fn frames_handed_to_the_journals_thread_read_back_like_the_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut journal, _) = written(dir.path(), &[2]);
+        journal.begin(12, &records(12, 3)).unwrap();
+        assert!(journal.finish().is_ok());
+        journal.keep();
+        journal.write(15, &records(15, 1)).unwrap();
+        journal.keep();
+        journal.begin(16, &records(16, 2)).unwrap();
+        journal.keep();
+        // A frame begun and discarded before it was finished: erased after
+        // it reached the disk, never read.
+        journal.begin(18, &records(18, 5)).unwrap();
+        journal.discard();
+        assert!(journal.finish().is_ok());
+        let found = journal.read(3, 10, None).unwrap();
+        assert_eq!(seqs(&found), (10..18).collect::<Vec<_>>());
+        assert_eq!(found.end, journal.len());
     }
 
     #[test]

@@ -13,8 +13,9 @@
 //!
 //! Durability: with `--fsync always` every group is on disk before it is
 //! acknowledged: its records are written to the journal (`journal.rs`) and
-//! forced with one `fdatasync` before the transaction is committed without
-//! being forced, and checkpoints (a forced commit, which lets the journal
+//! forced with one `fdatasync` (on the journal's thread, while this one
+//! inserts them into the B-tree) before the transaction is committed
+//! without being forced, and checkpoints (a forced commit, which lets the journal
 //! start again) come every [`CHECKPOINT_BYTES`] of journal, when the writer
 //! is idle at least [`CHECKPOINT_EVERY`] after the last, and at a clean
 //! stop. With `interval` commits are forced at least that often, and with
@@ -68,6 +69,9 @@ pub const MAX_GROUP: usize = 4096;
 pub const REOPEN_EVERY: Duration = Duration::from_secs(1);
 /// How many sequence numbers one forced commit reserves ahead.
 const RESERVE: u64 = 100_000;
+/// Groups of at least this many events write their journal frame on the
+/// journal's thread while their transaction goes on (`journal.rs`).
+const OVERLAP_FROM: usize = 2;
 
 /// The events stored, and when the group that holds them was.
 type AppendReply = oneshot::Sender<Result<(Vec<Arc<Event>>, Instant), StoreError>>;
@@ -649,109 +653,200 @@ impl Writer {
     /// Writes a group in one transaction and commits it. On error nothing
     /// of the group is stored.
     fn write(&mut self, jobs: Vec<Job>, mut durability: Durability) -> Result<Written, StoreError> {
-        let path = self.path.clone();
-        let failed = |e: redb::Error| disk_error(&path, "cannot write", e);
         let db = self.db.get()?;
-        let boundary_before = self.boundary_tag;
-        let mut txn = db.begin_write().map_err(|e| failed(e.into()))?;
-        let mut events = Vec::new();
-        let mut records = Vec::new();
+        let mut txn = db
+            .begin_write()
+            .map_err(|e| disk_error(&self.path, "cannot write", e.into()))?;
+        let mut staged = Staged::default();
         let mut done = Vec::with_capacity(jobs.len());
-        {
-            let mut table = txn.open_table(EVENTS).map_err(|e| failed(e.into()))?;
-            let mut ids = txn.open_table(IDS).map_err(|e| failed(e.into()))?;
-            for job in jobs {
-                match job {
-                    Job::Append(drafts) => {
-                        if let Some(taken) = taken_id(&ids, &drafts)? {
-                            done.push(Done::Refused(StoreError::DuplicateId(taken)));
-                            continue;
-                        }
-                        let start = events.len();
-                        let time = now_ms();
-                        for draft in drafts {
-                            let seq = self.next_seq;
-                            self.next_seq = seq.checked_add(1).ok_or_else(|| {
-                                StoreError::Unavailable("sequence numbers exhausted".to_owned())
-                            })?;
-                            let supplied_id = draft.id.is_some();
-                            let event = Event::new(seq, draft, time);
-                            let record = encode(&event, supplied_id)?;
-                            table
-                                .insert(seq, record.as_slice())
-                                .map_err(|e| failed(e.into()))?;
-                            if supplied_id {
-                                ids.insert(&*event.id, seq).map_err(|e| failed(e.into()))?;
-                            }
-                            if self.journal.is_some() {
-                                records.push(record);
-                            }
-                            self.count += 1;
-                            events.push(Arc::new(event));
-                        }
-                        done.push(Done::Appended(start..events.len()));
-                    }
-                    Job::Trim(now_ms) => {
-                        let gone = self.trim(&mut table, &mut ids, now_ms)?;
-                        done.push(Done::Trimmed(gone));
-                    }
-                }
-            }
-            // Beyond `max_events`, the oldest go in the same commit.
-            self.trim_count(&mut table, &mut ids)?;
-            let mut meta = txn.open_table(META).map_err(|e| failed(e.into()))?;
-            meta.insert(META_NEXT_SEQ, self.next_seq)
-                .map_err(|e| failed(e.into()))?;
-            if self.boundary_tag != boundary_before {
-                meta.insert(META_BOUNDARY_TAG, self.boundary_tag)
-                    .map_err(|e| failed(e.into()))?;
-            }
-            // Without `always`, this commit's `next_seq` may be lost in a
-            // crash after its ids were acknowledged: before issuing numbers
-            // beyond the reservation, reserve more in a forced commit.
-            if !matches!(self.fsync, Fsync::Always) && self.next_seq > self.reserved {
-                self.reserved = self.next_seq.saturating_add(RESERVE);
-                meta.insert(META_RESERVED, self.reserved)
-                    .map_err(|e| failed(e.into()))?;
-                durability = Durability::Immediate;
-            }
-            self.first_seq = table
-                .first()
-                .map_err(|e| failed(e.into()))?
-                .map_or(self.next_seq, |(seq, _)| seq.value());
-        }
-        txn.set_durability(durability)
-            .map_err(|e| failed(e.into()))?;
+        let filled = self.fill(&txn, jobs, &mut staged, &mut done, &mut durability);
         // With the journal, the group is durable once its frame is: written
         // and forced before the commit, so that a refused group is in
-        // neither (an aborted transaction leaves the file as it was).
-        let journaled = match (&mut self.journal, events.first()) {
-            (Some(journal), Some(first)) => {
-                let syncing = Instant::now();
-                if let Err(e) = journal.write(first.seq, &records) {
-                    // The frame may be on disk whole although the sync failed.
+        // neither (an aborted transaction leaves the file as it was). A
+        // group too small to hand its frame over writes it here.
+        if let (false, Some(journal), Ok(()), Some(first)) = (
+            staged.journaled,
+            &mut self.journal,
+            &filled,
+            staged.events.first(),
+        ) {
+            match journal.write(first.seq, &staged.records) {
+                Ok(took) => {
+                    self.stages.sync.observe(took.as_secs_f64());
+                    staged.journaled = true;
+                }
+                Err(e) => {
                     journal.discard();
                     return Err(io_error(journal.path(), "cannot write", e));
                 }
-                self.stages.sync.observe(syncing.elapsed().as_secs_f64());
-                true
             }
-            _ => false,
-        };
-        if let Err(e) = txn.commit() {
+        } else if let (true, Some(journal)) = (staged.journaled, &mut self.journal) {
+            let synced = journal.finish();
+            if filled.is_err() || synced.is_err() {
+                // The frame may be on disk whole although the sync failed.
+                journal.discard();
+            }
+            match synced {
+                Ok(took) => self.stages.sync.observe(took.as_secs_f64()),
+                Err(e) => {
+                    filled?;
+                    return Err(io_error(journal.path(), "cannot write", e));
+                }
+            }
+        }
+        filled?;
+        let journaled = staged.journaled;
+        let failed = |e: redb::Error| disk_error(&self.path, "cannot write", e);
+        let committed = txn
+            .set_durability(durability)
+            .map_err(redb::Error::from)
+            .and_then(|()| txn.commit().map_err(redb::Error::from));
+        if let Err(e) = committed {
             if let (true, Some(journal)) = (journaled, &mut self.journal) {
                 journal.discard();
             }
-            return Err(failed(e.into()));
+            return Err(failed(e));
         }
         if let (true, Some(journal)) = (journaled, &mut self.journal) {
             journal.keep();
         }
         Ok(Written {
-            events,
+            events: staged.events,
             done,
             durability,
         })
+    }
+
+    /// Fills `txn` with the group's jobs. Appends are checked and encoded
+    /// first and inserted after: with the journal, their frame is begun
+    /// in between, so that its write and sync overlap the B-tree's inserts
+    /// (`staged.journaled` then says the writer must finish it).
+    fn fill(
+        &mut self,
+        txn: &redb::WriteTransaction,
+        jobs: Vec<Job>,
+        staged: &mut Staged,
+        done: &mut Vec<Done>,
+        durability: &mut Durability,
+    ) -> Result<(), StoreError> {
+        let path = self.path.clone();
+        let failed = |e: redb::Error| disk_error(&path, "cannot write", e);
+        let boundary_before = self.boundary_tag;
+        let mut table = txn.open_table(EVENTS).map_err(|e| failed(e.into()))?;
+        let mut ids = txn.open_table(IDS).map_err(|e| failed(e.into()))?;
+        for job in jobs {
+            match job {
+                Job::Append(drafts) => {
+                    if let Some(taken) = taken_id(&ids, &staged.ids, &drafts)? {
+                        done.push(Done::Refused(StoreError::DuplicateId(taken)));
+                        continue;
+                    }
+                    let start = staged.events.len();
+                    let time = now_ms();
+                    for draft in drafts {
+                        let seq = self.next_seq;
+                        self.next_seq = seq.checked_add(1).ok_or_else(|| {
+                            StoreError::Unavailable("sequence numbers exhausted".to_owned())
+                        })?;
+                        let supplied_id = draft.id.is_some();
+                        let event = Event::new(seq, draft, time);
+                        staged.records.push(encode(&event, supplied_id)?);
+                        if supplied_id {
+                            staged.ids.insert(event.id.clone());
+                        }
+                        staged.supplied.push(supplied_id);
+                        self.count += 1;
+                        staged.events.push(Arc::new(event));
+                    }
+                    done.push(Done::Appended(start..staged.events.len()));
+                }
+                Job::Trim(now_ms) => {
+                    // Retention sees the appends before it.
+                    staged.insert(&mut table, &mut ids, &path)?;
+                    let gone = self.trim(&mut table, &mut ids, now_ms)?;
+                    done.push(Done::Trimmed(gone));
+                }
+            }
+        }
+        if let (Some(journal), Some(first)) = (&mut self.journal, staged.events.first()) {
+            if staged.events.len() >= OVERLAP_FROM {
+                if let Err(e) = journal.begin(first.seq, &staged.records) {
+                    journal.discard();
+                    return Err(io_error(journal.path(), "cannot write", e));
+                }
+                staged.journaled = true;
+            }
+        }
+        staged.insert(&mut table, &mut ids, &path)?;
+        // Beyond `max_events`, the oldest go in the same commit.
+        self.trim_count(&mut table, &mut ids)?;
+        let mut meta = txn.open_table(META).map_err(|e| failed(e.into()))?;
+        meta.insert(META_NEXT_SEQ, self.next_seq)
+            .map_err(|e| failed(e.into()))?;
+        if self.boundary_tag != boundary_before {
+            meta.insert(META_BOUNDARY_TAG, self.boundary_tag)
+                .map_err(|e| failed(e.into()))?;
+        }
+        // Without `always`, this commit's `next_seq` may be lost in a
+        // crash after its ids were acknowledged: before issuing numbers
+        // beyond the reservation, reserve more in a forced commit.
+        if !matches!(self.fsync, Fsync::Always) && self.next_seq > self.reserved {
+            self.reserved = self.next_seq.saturating_add(RESERVE);
+            meta.insert(META_RESERVED, self.reserved)
+                .map_err(|e| failed(e.into()))?;
+            *durability = Durability::Immediate;
+        }
+        self.first_seq = table
+            .first()
+            .map_err(|e| failed(e.into()))?
+            .map_or(self.next_seq, |(seq, _)| seq.value());
+        Ok(())
+    }
+}
+
+/// A group's events on their way into the tables.
+#[derive(Default)]
+struct Staged {
+    /// Every event of the group, in sequence order.
+    events: Vec<Arc<Event>>,
+    /// Their records, in the same order.
+    records: Vec<Vec<u8>>,
+    /// Whether each has a publisher's id.
+    supplied: Vec<bool>,
+    /// The publishers' ids not yet in the ids table.
+    ids: HashSet<Arc<str>>,
+    /// How many of `events` are in the tables.
+    inserted: usize,
+    /// Their journal frame was begun.
+    journaled: bool,
+}
+
+impl Staged {
+    /// Inserts the events not yet in the tables.
+    fn insert(
+        &mut self,
+        table: &mut Table<'_, u64, &'static [u8]>,
+        ids: &mut Table<'_, &'static str, u64>,
+        path: &Path,
+    ) -> Result<(), StoreError> {
+        let failed = |e: redb::Error| disk_error(path, "cannot write", e);
+        let from = self.inserted;
+        for ((event, record), &supplied) in self.events[from..]
+            .iter()
+            .zip(&self.records[from..])
+            .zip(&self.supplied[from..])
+        {
+            table
+                .insert(event.seq, record.as_slice())
+                .map_err(|e| failed(e.into()))?;
+            if supplied {
+                ids.insert(&*event.id, event.seq)
+                    .map_err(|e| failed(e.into()))?;
+            }
+        }
+        self.inserted = self.events.len();
+        self.ids.clear();
+        Ok(())
     }
 }
 
@@ -766,17 +861,19 @@ fn refuse(replies: Vec<Reply>, error: &StoreError) {
 }
 
 /// The first publisher-supplied id of `drafts` that is already in the
-/// history or appears twice in the batch.
+/// history, earlier in the group (`staged`) or twice in the batch.
 fn taken_id(
     ids: &Table<'_, &'static str, u64>,
+    staged: &HashSet<Arc<str>>,
     drafts: &[Draft],
 ) -> Result<Option<String>, StoreError> {
     let mut seen = HashSet::new();
     for id in drafts.iter().filter_map(|d| d.id.as_deref()) {
-        let stored = ids
-            .get(id)
-            .map_err(|e| unavailable("cannot read the history", e))?
-            .is_some();
+        let stored = staged.contains(id)
+            || ids
+                .get(id)
+                .map_err(|e| unavailable("cannot read the history", e))?
+                .is_some();
         if stored || !seen.insert(id) {
             return Ok(Some(id.to_owned()));
         }
