@@ -191,9 +191,15 @@ fn a_body_trickled_one_byte_per_segment_costs_about_its_length() {
     eprintln!("publish, 528 KiB in 1-byte chunks: {json}");
     eprintln!("mercure, 240 KiB in 1-byte chunks: {form}");
 
+    // The buffer grows by doubling: while it grows from half the limit to
+    // the limit both are held (1.5 times the limit), beside the
+    // connection's read buffer and what a worker thread's first
+    // allocations touch, which came to just over twice the limit once. A
+    // read buffer kept per chunk, the failure this is for, is a thousand
+    // times the body.
     for (what, f) in [("publish", &json), ("mercure", &form)] {
         let growth = f.peak.saturating_sub(f.baseline);
-        assert!(growth < 2 * LIMIT as u64, "{what}: {f}");
+        assert!(growth < 3 * LIMIT as u64, "{what}: {f}");
         // The allocator may keep a little; the body's memory must not stay.
         assert!(f.after < f.baseline + 2 * LIMIT as u64, "{what}: {f}");
     }
@@ -202,7 +208,7 @@ fn a_body_trickled_one_byte_per_segment_costs_about_its_length() {
         cases: 2,
         crashes: 0,
         lost: 0,
-        outcome: "413 / 401; hub memory grows by less than twice --max-body and is given back",
+        outcome: "413 / 401; hub memory grows by less than three times --max-body and is given back",
         test: "cargo test --test bodies a_body_trickled_one_byte_per_segment_costs_about_its_length",
     });
 }
